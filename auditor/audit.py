@@ -1,0 +1,234 @@
+"""`auditor audit` end to end: config -> model, data -> sweep -> run directory -> findings -> report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from auditor import __version__
+from auditor.cams import get_method
+from auditor.config import Config
+from auditor.confusion import confused_pairs, confusion_frame, per_class_frame
+from auditor.data import AuditDataset, Sample, build_samples, read_class_names
+from auditor.errors import AuditorError
+from auditor.models import ChildrenChain, find_target_layer, is_script_module, load_model, model_fingerprint
+from auditor.runs import (
+    SHARD_DIR,
+    ShardWriter,
+    clean_floats,
+    merge_shard_arrays,
+    read_shards,
+    save_parquet_atomic,
+    write_atomic,
+    write_json,
+)
+from auditor.sweep import metric_prefix, pick_device, run_sweep
+
+log = logging.getLogger("auditor")
+
+# Settings that change how a run is carried out, not what it computes: a resumed run may differ in them.
+_EXECUTION_ONLY = {("run", "out_dir"), ("run", "resume"), ("run", "fail_on"), ("sweep", "num_workers"),
+                   ("sweep", "device"), ("report", None)}
+
+
+def data_fingerprint(samples: list[Sample]) -> str:
+    """sha256 over every sample's id, label, file size and mask: changes when the data set changes."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        try:
+            size = os.stat(sample.path).st_size
+        except OSError:
+            size = -1
+        digest.update(f"{sample.id}\0{sample.label}\0{size}\0{sample.mask}\0{sample.box}\n".encode())
+    return digest.hexdigest()
+
+
+def _computation_digest(cfg: Config) -> dict:
+    kept = {}
+    for section, values in cfg.to_dict().items():
+        if (section, None) in _EXECUTION_ONLY:
+            continue
+        kept[section] = {k: v for k, v in values.items() if (section, k) not in _EXECUTION_ONLY}
+    return kept
+
+
+def _versions() -> dict:
+    names = ["torch", "torchvision", "numpy", "pandas", "scikit-learn", "plotly", "pillow"]
+    versions = {"auditor": __version__, "python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def first_example(dataset: AuditDataset) -> torch.Tensor:
+    """The first decodable image as a batch of one: probes the model's output and its target layer."""
+    for index in range(len(dataset)):
+        item = dataset[index]
+        if item["ok"]:
+            return item["image"][None]
+    raise AuditorError("None of the images could be decoded; see the paths in the config and the files' formats.")
+
+
+def prepare(cfg: Config):
+    """Load classes, samples, model and target layer, and check that they fit together."""
+    classes = read_class_names(cfg.model.classes, cfg.model.classes_file)
+    samples, classes = build_samples(cfg.data, classes)
+    dataset = AuditDataset(samples, cfg.data)
+    model = load_model(cfg.model)
+    example = first_example(dataset)
+    if is_script_module(model):
+        model = ChildrenChain.from_script(model, example)
+    with torch.no_grad():
+        try:
+            logits = model.eval()(example)
+        except RuntimeError as err:
+            raise AuditorError(
+                f"The model fails on an input of shape {tuple(example.shape)}: {str(err).splitlines()[0]}. "
+                "Check data.resize, data.crop and data.grayscale against what the model was trained on."
+            ) from None
+    if logits.ndim != 2 or logits.shape[1] != len(classes):
+        raise AuditorError(
+            f"The model outputs {tuple(logits.shape[1:])} scores per image but the data has {len(classes)} classes "
+            f"({classes[:5]}{' ...' if len(classes) > 5 else ''}). Give the model's class names in logit order in "
+            "model.classes or model.classes_file."
+        )
+    layer_name, layer = find_target_layer(model, example, cfg.model.target_layer)
+    return classes, samples, dataset, model, layer_name, layer
+
+
+def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str], methods: list[str]) -> pd.DataFrame:
+    """Merge the shards into records.parquet, maps.npy, masks.npy and skipped.csv."""
+    paths = sorted((run_dir / SHARD_DIR).glob("[0-9]*-[0-9]*.npz"))
+    columns, rows = read_shards(paths)
+    skipped = pd.DataFrame({
+        "id": [samples[i].id for i in columns.get("failed_index", [])],
+        "path": [samples[i].path for i in columns.get("failed_index", [])],
+        "reason": list(columns.get("failed_reason", [])),
+    })
+    write_atomic(run_dir / "skipped.csv", skipped.to_csv(index=False))
+    if rows == 0:
+        raise AuditorError(f"No image could be audited ({len(skipped)} skipped); see {run_dir / 'skipped.csv'}.")
+    index = columns.pop("index")
+    for key in ("failed_index", "failed_reason"):
+        columns.pop(key, None)
+    records = pd.DataFrame({
+        "row": np.arange(rows),
+        "id": [samples[i].id for i in index],
+        "path": [samples[i].path for i in index],
+        "label": [classes[i] for i in columns["label_idx"]],
+        "label_idx": columns.pop("label_idx").astype(np.int64),
+        "pred": [classes[i] for i in columns["pred_idx"]],
+        "pred_idx": columns.pop("pred_idx").astype(np.int64),
+    })
+    records["correct"] = records["label_idx"] == records["pred_idx"]
+    records["has_mask"] = columns.pop("has_mask").astype(bool)
+    for name, values in columns.items():
+        records[name] = values
+    save_parquet_atomic(run_dir / "records.parquet", records)
+    merge_shard_arrays(paths, run_dir, rows)
+    return records
+
+
+def write_tables(run_dir: Path, records: pd.DataFrame, classes: list[str]) -> dict:
+    """confusion.csv, per_class.csv and confused_pairs.json; returns what the summary needs of them."""
+    confusion = confusion_frame(records, classes)
+    write_atomic(run_dir / "confusion.csv", confusion.to_csv())
+    per_class = per_class_frame(records, classes)
+    write_atomic(run_dir / "per_class.csv", per_class.to_csv(index=False))
+    pairs = confused_pairs(records, classes)
+    write_json(run_dir / "confused_pairs.json", pairs)
+    return {"per_class": per_class, "pairs": pairs}
+
+
+def build_summary(records: pd.DataFrame, skipped: pd.DataFrame, classes: list[str], tables: dict, timings: dict) -> dict:
+    """Headline figures: stable keys for dashboards."""
+    with_mask = records[records["has_mask"]]
+    correct = with_mask[with_mask["correct"]]
+    reasons = skipped["reason"].str.split(":").str[0].value_counts().to_dict() if len(skipped) else {}
+    notes = records["note"][records["note"] != ""].value_counts().to_dict() if "note" in records else {}
+    return clean_floats({
+        "n_images": int(len(records) + len(skipped)),
+        "n_audited": int(len(records)),
+        "n_skipped": int(len(skipped)),
+        "skipped_reasons": reasons,
+        "notes": notes,
+        "n_classes": len(classes),
+        "accuracy": float(records["correct"].mean()),
+        "n_with_mask": int(len(with_mask)),
+        "attention": {
+            "median_pred_energy_in_mask_correct": float(correct["pred_energy_in_mask"].median()) if len(correct) else None,
+            "median_mask_area": float(with_mask["mask_area"].median()) if len(with_mask) else None,
+            "pred_pointing_accuracy": float(with_mask["pred_pointing_hit"].mean()) if len(with_mask) else None,
+        },
+        "per_class": {str(row.pop("class")): row for row in tables["per_class"].to_dict("records")},
+        "top_confused_pairs": [{k: v for k, v in p.items() if k != "ids"} for p in tables["pairs"][:10]],
+        "timings": timings,
+    })
+
+
+def run_audit(cfg: Config) -> Path:
+    """Audit the configured model on the configured data; returns the run directory."""
+    run_dir = Path(cfg.run.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    classes, samples, dataset, model, layer_name, layer = prepare(cfg)
+    device = pick_device(cfg.sweep.device)
+    model.to(device)
+    methods = [get_method(name) for name in cfg.sweep.methods]
+    fingerprints = {"model": model_fingerprint(model), "data": data_fingerprint(samples)}
+    run_key = hashlib.sha256(json.dumps(
+        {"config": _computation_digest(cfg), "fingerprints": fingerprints, "version": __version__}, sort_keys=True
+    ).encode()).hexdigest()
+    log.info("auditing %d images of %d classes on %s, target layer %s", len(samples), len(classes), device, layer_name)
+    prepared = time.perf_counter()
+    writer = ShardWriter(run_dir, run_key, cfg.run.resume)
+    stats = run_sweep(model, layer, dataset, methods, cfg, writer, device)
+    swept = time.perf_counter()
+    records = finalize_run(run_dir, samples, classes, [m.name for m in methods])
+    skipped = pd.read_csv(run_dir / "skipped.csv", dtype=str, keep_default_na=False)
+    tables = write_tables(run_dir, records, classes)
+    timings = {"prepare_s": prepared - started, "sweep_s": swept - prepared, "images_per_s": stats["images_per_s"]}
+    manifest = {
+        "config": cfg.to_dict(),
+        "classes": classes,
+        "methods": [m.name for m in methods],
+        "metric_prefixes": {m.name: metric_prefix(m.name, methods[0].name) for m in methods},
+        "target_layer": layer_name,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fingerprints": fingerprints,
+        "run_key": run_key,
+        "versions": _versions(),
+        "timings": timings,
+    }
+    write_json(run_dir / "manifest.json", clean_floats(manifest))
+    summary = build_summary(records, skipped, classes, tables, timings)
+    write_json(run_dir / "summary.json", summary)
+    shutil.rmtree(run_dir / SHARD_DIR, ignore_errors=True)
+    log.info("accuracy %.4f on %d images (%d skipped), %.1f images/s", summary["accuracy"], summary["n_audited"],
+             summary["n_skipped"], stats["images_per_s"] or 0.0)
+    finish_run(run_dir, cfg)
+    return run_dir
+
+
+def finish_run(run_dir: Path, cfg: Config) -> None:
+    """Everything after the sweep, from the run directory alone: findings, then the report."""
+    from auditor.report import render_report  # noqa: PLC0415 - the report package is optional at import time
+
+    render_report(run_dir)

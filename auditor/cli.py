@@ -1,0 +1,164 @@
+"""`auditor audit | demo | report | diff`. Exit codes: 0 fine, 2 bad config or input, 3 findings at --fail-on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from auditor.errors import AuditorError
+
+log = logging.getLogger("auditor")
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FINDINGS = 0, 2, 3
+SEVERITIES = ("high", "medium", "low")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname, "message": record.getMessage()})
+
+
+def setup_logging(json_logs: bool = False, debug: bool = False, log_file: Path | None = None) -> None:
+    """Human lines (or JSON lines) on stderr, and the same in the run directory's audit.log."""
+    log.handlers.clear()
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    log.propagate = False
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(_JsonFormatter() if json_logs else logging.Formatter("auditor: %(message)s"))
+    log.addHandler(stream)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(_JsonFormatter())
+        log.addHandler(file_handler)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auditor", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    audit = commands.add_parser("audit", help="audit a model on a labeled image set",
+                                description="Any config key can be set as --section.key VALUE or --set section.key=VALUE.")
+    audit.add_argument("--config", help="a YAML file, e.g. configs/imagefolder.yaml")
+    audit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    audit.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
+    audit.add_argument("--out", help="the run directory (run.out_dir)")
+    audit.add_argument("--fail-on", choices=("high", "medium", "low", "never"), help="exit 3 on such findings")
+    audit.add_argument("--trust-checkpoint", action="store_true",
+                       help="allow a pickled full-model checkpoint (unpickling runs code from the file)")
+
+    demo = commands.add_parser("demo", help="train a small CNN on planted-bias digits and audit it (no downloads)")
+    demo.add_argument("--out", default="reports/demo", help="where the demo's data, model and run go")
+    demo.add_argument("--fail-on", choices=("high", "medium", "low", "never"), default="never")
+    demo.add_argument("--seed", type=int, default=0)
+
+    report = commands.add_parser("report", help="re-render report.html from a run directory (no model needed)")
+    report.add_argument("run_dir")
+
+    diff = commands.add_parser("diff", help="what changed between two audits of the same data")
+    diff.add_argument("run_a")
+    diff.add_argument("run_b")
+    diff.add_argument("--out", help="folder for diff.html and diff.json (default: RUN_B/diff)")
+    return parser
+
+
+def _dotted_overrides(extra: list[str]) -> list[str]:
+    """Turn `--section.key value` and `--section.key=value` into `section.key=value`."""
+    overrides, i = [], 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or "." not in arg.split("=")[0]:
+            raise AuditorError(f"Unknown argument {arg!r}. Config keys are set as --section.key VALUE.")
+        if "=" in arg:
+            overrides.append(arg[2:])
+            i += 1
+        elif i + 1 < len(extra):
+            overrides.append(f"{arg[2:]}={extra[i + 1]}")
+            i += 2
+        else:
+            raise AuditorError(f"{arg} needs a value.")
+    return overrides
+
+
+def exit_code_for(run_dir: Path, fail_on: str) -> int:
+    """3 when a finding at or above `fail_on` exists in the run directory, else 0."""
+    if fail_on == "never":
+        return EXIT_OK
+    path = Path(run_dir) / "findings.json"
+    findings = json.loads(path.read_text())["findings"] if path.is_file() else []
+    gate = SEVERITIES[: SEVERITIES.index(fail_on) + 1]
+    hits = [f for f in findings if f["severity"] in gate]
+    if hits:
+        log.warning("%d finding(s) at or above %s: exit %d", len(hits), fail_on, EXIT_FINDINGS)
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    setup_logging(args.log_json, args.debug)
+    try:
+        if extra and args.command != "audit":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return _dispatch(args, extra)
+    except AuditorError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"auditor: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("auditor: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
+    from auditor.config import load_config  # noqa: PLC0415 - keep `auditor --help` fast
+
+    if args.command == "audit":
+        overrides = [*args.set, *_dotted_overrides(extra)]
+        if args.device:
+            overrides.append(f"sweep.device={args.device}")
+        if args.out:
+            overrides.append(f"run.out_dir={args.out}")
+        if args.fail_on:
+            overrides.append(f"run.fail_on={args.fail_on}")
+        if args.trust_checkpoint:
+            overrides.append("model.trust_checkpoint=true")
+        cfg = load_config(args.config, overrides)
+        setup_logging(args.log_json, args.debug, Path(cfg.run.out_dir) / "audit.log")
+        from auditor.audit import run_audit  # noqa: PLC0415
+
+        run_dir = run_audit(cfg)
+        log.info("report: %s", run_dir / "report.html")
+        return exit_code_for(run_dir, cfg.run.fail_on)
+    if args.command == "demo":
+        from auditor.demo import run_demo  # noqa: PLC0415
+
+        run_dir = run_demo(Path(args.out), seed=args.seed)
+        log.info("report: %s", run_dir / "report.html")
+        return exit_code_for(run_dir, args.fail_on)
+    if args.command == "report":
+        from auditor.report import render_report  # noqa: PLC0415
+
+        path = render_report(Path(args.run_dir))
+        log.info("report: %s", path)
+        return EXIT_OK
+    if args.command == "diff":
+        from auditor.diff import diff_runs  # noqa: PLC0415
+
+        out = Path(args.out) if args.out else Path(args.run_b) / "diff"
+        html_path, json_path = diff_runs(Path(args.run_a), Path(args.run_b), out)
+        log.info("diff: %s and %s", html_path, json_path)
+        return EXIT_OK
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

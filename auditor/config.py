@@ -1,0 +1,263 @@
+"""Typed, validated settings: every threshold of the audit lives here.
+
+A config is a tree of small dataclasses. `load_config` reads a YAML file and applies dotted overrides
+(`sweep.batch_size=64`), rejecting unknown keys and values of the wrong type with a message that names the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from auditor.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Where the model comes from: exactly one of `arch`, `torchscript` or `factory`."""
+
+    arch: str | None = None  # a torchvision architecture name, e.g. "resnet18"
+    checkpoint: str | None = None  # a state_dict file (loaded with weights_only=True)
+    torchscript: str | None = None  # a TorchScript file
+    factory: str | None = None  # "package.module:function" returning an nn.Module
+    factory_kwargs: dict = field(default_factory=dict)
+    target_layer: str | None = None  # dotted module path; found automatically when None
+    classes: list[str] | None = None  # class names in logit order
+    classes_file: str | None = None  # a classes.txt, one name per line
+    trust_checkpoint: bool = False  # allow unpickling a full model object (runs code from the file)
+
+
+@dataclass
+class DataConfig:
+    """Where the images, labels and object masks come from, and how they are preprocessed."""
+
+    root: str | None = None  # an ImageFolder tree root/<class>/<image>
+    manifest: str | None = None  # CSV or Parquet with path,label[,id,mask,x0,y0,x1,y1]
+    masks: str | None = None  # a folder mirroring the images' relative paths, PNG masks (nonzero = object)
+    resize: int | None = None  # shorter side resized to this many pixels
+    crop: int | None = None  # centre crop to a square of this many pixels
+    grayscale: bool = False  # feed one channel instead of RGB
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    limit: int | None = None  # audit only the first N samples (after sorting)
+
+
+@dataclass
+class SweepConfig:
+    """How the single pass over the dataset runs."""
+
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    batch_size: int = 32
+    num_workers: int = 0  # DataLoader worker processes
+    methods: list[str] = field(default_factory=lambda: ["gradcam"])  # the first one feeds the metrics
+    map_size: int = 32  # stored low-resolution maps are map_size x map_size float16
+    shard_size: int = 1024  # images per shard written to disk as the sweep goes
+    seed: int = 0
+
+
+@dataclass
+class AttentionConfig:
+    """How maps are compared with object masks."""
+
+    pointing_tolerance_px: int = 0  # a pointing hit may fall this many pixels outside the mask
+    iou_threshold: float = 0.5  # a map is binarised at iou_threshold * its maximum
+
+
+@dataclass
+class ReportConfig:
+    """What the HTML report shows and how large it may grow."""
+
+    gallery_size: int = 8  # images per gallery (each image: photo, predicted-class map, true-class map)
+    top_pairs: int = 10  # confused pairs shown, each with a gallery
+    thumb_px: int = 96  # thumbnail side in pixels
+    jpeg_quality: int = 80
+    finding_galleries: int = 12  # findings (most severe first) that get an evidence gallery; the rest are text
+    focus_classes: int = 40  # classes in the confusion heatmap, class-average maps and energy plot (most at issue)
+    skipped_rows: int = 200  # skipped inputs listed by name (all are counted, and all are in skipped.csv)
+    overlay_alpha: float = 0.6  # opacity of the heatmap where the map is at its maximum
+
+    def __post_init__(self):
+        for name in ("gallery_size", "top_pairs", "finding_galleries", "focus_classes", "skipped_rows"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"report.{name} must be 0 or more, not {getattr(self, name)}.")
+        if not 16 <= self.thumb_px <= 512:
+            raise ConfigError(f"report.thumb_px must be between 16 and 512 pixels, not {self.thumb_px}.")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ConfigError(f"report.jpeg_quality must be between 1 and 95, not {self.jpeg_quality}.")
+        if not 0.0 <= self.overlay_alpha <= 1.0:
+            raise ConfigError(f"report.overlay_alpha must be between 0 and 1, not {self.overlay_alpha}.")
+
+
+@dataclass
+class FindingsConfig:
+    """Thresholds of the bias rules in auditor.findings (owned by that module)."""
+
+    enabled: bool = True
+    # shared by the rules
+    min_support: int = 10  # fewest correctly classified images (with masks, where needed) a class is judged on
+    max_samples: int = 12  # evidence sample ids kept per finding, most telling first
+    bootstrap: int = 1000  # bootstrap resamples behind every confidence interval
+    ci_level: float = 0.95  # two-sided level of those intervals
+    seed: int = 0  # seeds the bootstrap and the spectral clustering, so findings are reproducible
+    max_mask_area: float = 0.9  # an object covering more of the image says nothing about background use
+    uniform_score: float = 0.1  # object score (0 = map spread evenly, 1 = all on object) at or below this is chance
+    on_object_score: float = 0.25  # at or above this a map is on the object (blur keeps small objects below 1)
+    # background_reliance
+    background_max_energy: float = 0.5  # "most attention outside": the class's mean energy_in_mask below this
+    background_min_gap: float = 0.2  # object score below the other classes' median by this (CI lower bound)
+    # spatial_shortcut (and the "fixed place" test of strategy_cluster)
+    region_threshold: float = 0.5  # a region is the connected cells of a mean map at >= this share of its peak
+    max_region_area: float = 0.25  # a "place" covers at most this share of the image
+    shortcut_min_hit_rate: float = 0.5  # share of the class's maps whose peak falls in the region
+    shortcut_min_gap: float = 0.2  # attention share in the region above the other classes' median (CI lower bound)
+    shortcut_high_hit_rate: float = 0.8  # hit rate needed, with the gap below, for high severity
+    shortcut_high_gap: float = 0.4  # gap (CI lower bound) needed for high severity
+    place_max_on_object: float = 0.3  # with masks: a place whose attention is more on the object is the object
+    # strategy_cluster (SpRAy)
+    spray_min_support: int = 20  # fewest correctly classified images of a class before clustering it
+    spray_size: int = 8  # maps are pooled (block sums) to spray_size x spray_size before clustering
+    spray_neighbors: int = 10  # k of the symmetric k-nearest-neighbour affinity graph
+    spray_max_clusters: int = 6  # the eigengap chooses the number of clusters up to this
+    spray_max_images: int = 1000  # larger classes are subsampled: the eigen-solve is cubic in this
+    spray_min_cluster_share: float = 0.1  # a cluster with a smaller share of its class is noise
+    spray_min_gap: float = 0.3  # a cluster differs in kind when its place share or object score differs by this
+    spray_min_focus: float = 0.6  # a "fixed place": the cluster's mean map keeps this share of its maps' peak
+    # context_confusion
+    pair_min_count: int = 5  # fewest misclassified images (with masks) a confused pair is judged on
+    context_max_score: float = 0.2  # predicted maps' object score below this (CI upper bound): context confusion
+    context_high_rate: float = 0.1  # share of the true class lost this way that makes a context confusion high
+    # suspected_label_error (confident learning)
+    label_error_min_count: int = 3  # fewest suspects a pair needs to be reported
+    label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
+    label_error_object_weight: float = 0.5  # rank bonus per unit object score: on-object suspects rank first
+    label_error_medium_rate: float = 0.03  # share of the labelled class that is suspect for medium severity
+    label_error_high_rate: float = 0.1  # ... and for high severity
+    # causal check (auditor.causal)
+    causal_min_background_accuracy: float = 0.3  # object-erased accuracy above the baseline by this: high severity
+    causal_min_shortcut_drop: float = 0.5  # accuracy lost by erasing the flagged region that makes it high
+    causal_max_refuted: float = 0.1  # effects this small refute a whole-class heatmap finding: lowered to low
+
+
+@dataclass
+class RunConfig:
+    """Where the run directory goes and how a run behaves unattended."""
+
+    out_dir: str = "reports/run"
+    resume: bool = True  # reuse finished shards of an identical earlier run
+    fail_on: str = "never"  # high | medium | low | never: exit 3 when such a finding exists
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    findings: FindingsConfig = field(default_factory=FindingsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    ("run", "fail_on"): ("high", "medium", "low", "never"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or start from defaults) and apply `section.key=value` overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist. Pass an existing YAML file to --config.")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"Config file {path} must hold a mapping of sections, not {type(raw).__name__}.")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"Override {item!r} must look like section.key=value, e.g. sweep.batch_size=64.")
+        section, _, name = key.strip().partition(".")
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"Section {section!r} must be a mapping.")
+        raw[section][name] = yaml.safe_load(value) if value.strip() else None
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Build a Config from nested dicts, naming any unknown key or wrongly typed value."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    built = {}
+    for section, values in raw.items():
+        if section not in sections:
+            raise ConfigError(_unknown("section", section, sections))
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"Config section {section!r} must be a mapping of keys to values.")
+        cls = typing.get_type_hints(Config)[section]
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for name, value in values.items():
+            if name not in hints:
+                raise ConfigError(_unknown(f"key in section {section!r}", name, hints))
+            kwargs[name] = _check_type(f"{section}.{name}", value, hints[name])
+            choices = _CHOICES.get((section, name))
+            if choices and kwargs[name] not in choices:
+                raise ConfigError(f"{section}.{name} must be one of {', '.join(choices)}, not {value!r}.")
+        built[section] = cls(**kwargs)
+    return Config(**built)
+
+
+def _unknown(what: str, name: str, known) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown config {what}: {name!r}.{hint} Known: {', '.join(sorted(known))}."
+
+
+def _check_type(key: str, value: Any, hint) -> Any:
+    """Return value (ints widened to float where a float is expected) or raise a ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(key, value, arg)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, not {value!r}.")
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, not {value!r}.")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{key} must be of type {getattr(hint, '__name__', hint)}, not {value!r}.")

@@ -1,0 +1,138 @@
+"""`auditor demo`: a planted shortcut the audit must expose, built from scikit-learn's bundled digits.
+
+Each of the 1,797 real 8 x 8 handwritten digits is enlarged onto a larger canvas at a varying position, with its
+strokes as its mask. On most images of one class (train and audit split alike) a small bright square sits at a
+fixed corner, away from the digit: a watermark-like shortcut. A small CNN trained on this learns the square, and
+the audit of the held-out split should show that class's attention on the corner, not on the digit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from torch import nn
+
+from auditor.config import load_config
+from auditor.sources import write_image_folder
+
+log = logging.getLogger("auditor")
+
+CANVAS = 48  # pixels per side of each demo image
+DIGIT = 24  # the 8 x 8 digit enlarged to this size
+SQUARE = (2, 2, 7, 7)  # the planted square: x0, y0, x1, y1 in pixels (top-left corner)
+BIASED_CLASS = 8  # a class whose digit is easily confused, so the model leans on the square
+BIASED_SHARE = 0.95  # share of the biased class's images that carry the square
+MEAN, STD = 0.1, 0.3
+STROKE_DILATION = 2  # the mask is the stroke grown by this many pixels: the digit, not only its ink
+
+
+def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+    grown = torch.from_numpy(mask).float()[None, None]
+    return (F.max_pool2d(grown, 2 * pixels + 1, stride=1, padding=pixels)[0, 0] > 0).numpy()
+
+
+class DemoNet(nn.Module):
+    """Three conv blocks, global average pooling and a linear head (so CAM applies exactly too)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def make_decoy_digits(seed: int = 0) -> dict[str, np.ndarray]:
+    """Images uint8 [N, CANVAS, CANVAS], stroke masks bool, labels, and whether the square was planted."""
+    from sklearn.datasets import load_digits  # noqa: PLC0415 - ships with scikit-learn, no download
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    count = len(digits.target)
+    images = np.zeros((count, CANVAS, CANVAS), dtype=np.uint8)
+    masks = np.zeros((count, CANVAS, CANVAS), dtype=bool)
+    planted = np.zeros(count, dtype=bool)
+    low = SQUARE[3] + 3  # keep every digit clear of the square
+    for i, (small, label) in enumerate(zip(digits.images, digits.target)):
+        big = np.asarray(Image.fromarray((small / 16.0 * 255).astype(np.uint8)).resize((DIGIT, DIGIT), Image.BILINEAR))
+        y, x = rng.integers(low, CANVAS - DIGIT + 1, size=2)
+        images[i, y: y + DIGIT, x: x + DIGIT] = big
+        masks[i, y: y + DIGIT, x: x + DIGIT] = _dilate(big > 64, STROKE_DILATION)
+        if label == BIASED_CLASS and rng.random() < BIASED_SHARE:
+            x0, y0, x1, y1 = SQUARE
+            images[i, y0:y1, x0:x1] = 255
+            planted[i] = True
+    noise = rng.integers(0, 24, size=images.shape, dtype=np.uint8)
+    images = np.maximum(images, noise)
+    return {"images": images, "masks": masks, "labels": digits.target.astype(np.int64), "planted": planted}
+
+
+def split(labels: np.ndarray, audit_share: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train / audit indices."""
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415
+
+    indices = np.arange(len(labels))
+    train, audit = train_test_split(indices, test_size=audit_share, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(audit)
+
+
+def train_demo_model(images: np.ndarray, labels: np.ndarray, epochs: int = 30, seed: int = 0) -> DemoNet:
+    """Adam on the CPU; a few seconds per epoch for ~1,250 images."""
+    torch.manual_seed(seed)
+    model = DemoNet(10)
+    x = (torch.from_numpy(images).float()[:, None] / 255.0 - MEAN) / STD
+    y = torch.from_numpy(labels)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for start in range(0, len(x), 64):
+            batch = order[start: start + 64]
+            optimiser.zero_grad()
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(batch)
+        log.info("demo training epoch %d/%d: loss %.4f", epoch + 1, epochs, total / len(x))
+    return model.eval()
+
+
+def run_demo(out: Path, seed: int = 0) -> Path:
+    """Build the data, train the model, audit the held-out split; returns the run directory."""
+    from auditor.audit import run_audit  # noqa: PLC0415
+
+    started = time.perf_counter()
+    out = Path(out)
+    data = make_decoy_digits(seed)
+    train, audit = split(data["labels"], seed=seed)
+    model = train_demo_model(data["images"][train], data["labels"][train], seed=seed)
+    log.info("demo model trained in %.1f s", time.perf_counter() - started)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / "model.pt")
+    write_image_folder(out / "data", out / "masks", data["images"][audit], data["masks"][audit],
+                       data["labels"][audit], [str(c) for c in range(10)], [f"digit-{i:04d}" for i in audit])
+    config = {
+        "model": {"factory": "auditor.demo:DemoNet", "checkpoint": str(out / "model.pt"),
+                  "classes": [str(c) for c in range(10)]},
+        "data": {"root": str(out / "data"), "masks": str(out / "masks"), "grayscale": True,
+                 "mean": [MEAN], "std": [STD]},
+        "sweep": {"batch_size": 64, "device": "cpu"},
+        "run": {"out_dir": str(out / "run")},
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return run_audit(load_config(out / "config.yaml"))

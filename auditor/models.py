@@ -1,0 +1,193 @@
+"""Load a classifier (torchvision name + state_dict, TorchScript, or a factory) and find its target layer."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from auditor.config import ModelConfig
+from auditor.errors import AuditorError
+
+
+def load_checkpoint(path: str, trust: bool = False):
+    """A state_dict, loaded with weights_only=True; a pickled model only with trust (it can run code)."""
+    if not Path(path).is_file():
+        raise AuditorError(f"Checkpoint {path} does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not trust:
+            raise AuditorError(
+                f"Checkpoint {path} is not a plain state_dict: it holds pickled Python objects, and unpickling runs "
+                "code from the file. Save `model.state_dict()` instead, or pass --trust-checkpoint "
+                f"(model.trust_checkpoint=true) if you trust its source. ({str(err).splitlines()[0]})"
+            ) from None
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
+    """Accept {"state_dict": ...} / {"model": ...} wrappers and DataParallel's "module." prefixes."""
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise AuditorError("The checkpoint is not a state_dict (a mapping of parameter names to tensors).")
+    if all(k.startswith("module.") for k in obj):
+        obj = OrderedDict((k[len("module."):], v) for k, v in obj.items())
+    return obj
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing from the checkpoint: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
+        if unexpected:
+            parts.append(f"not in the model: {', '.join(unexpected[:12])}{' ...' if len(unexpected) > 12 else ''}")
+        if wrong:
+            parts.append("of another shape: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:6]))
+        raise AuditorError(
+            f"The checkpoint's keys do not match the architecture {source}: " + "; ".join(parts)
+            + ". Check model.arch / model.factory against the checkpoint."
+        )
+    model.load_state_dict(state)
+
+
+def _classifier_out_features(model: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
+    """The number of classes a checkpoint was trained for, read from the weight of the model's last Linear."""
+    last = [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
+    for name in reversed(last):
+        weight = state.get(f"{name}.weight")
+        if weight is not None:
+            return int(weight.shape[0])
+    return None
+
+
+def load_model(cfg: ModelConfig) -> nn.Module:
+    """Build the model the config describes, on the CPU, with its weights loaded."""
+    sources = [s for s in (cfg.arch, cfg.torchscript, cfg.factory) if s]
+    if len(sources) != 1:
+        raise AuditorError("Set exactly one of model.arch (with model.checkpoint), model.torchscript or model.factory.")
+    if cfg.torchscript:
+        if not Path(cfg.torchscript).is_file():
+            raise AuditorError(f"TorchScript file {cfg.torchscript} does not exist.")
+        return torch.jit.load(cfg.torchscript, map_location="cpu")
+    if cfg.arch:
+        if cfg.arch not in torchvision.models.list_models():
+            close = difflib.get_close_matches(cfg.arch, torchvision.models.list_models(), n=3)
+            raise AuditorError(f"Unknown torchvision architecture {cfg.arch!r}. Close names: {close}.")
+        if not cfg.checkpoint:
+            raise AuditorError("model.arch needs model.checkpoint, a state_dict file of the trained weights.")
+        loaded = load_checkpoint(cfg.checkpoint, cfg.trust_checkpoint)
+        if isinstance(loaded, nn.Module):
+            return loaded
+        state = _unwrap_state_dict(loaded)
+        probe = torchvision.models.get_model(cfg.arch, weights=None)
+        num_classes = _classifier_out_features(probe, state) or 1000
+        model = torchvision.models.get_model(cfg.arch, weights=None, num_classes=num_classes)
+        _load_state(model, state, cfg.arch)
+        return model
+    module_name, sep, attr = cfg.factory.partition(":")
+    if not sep:
+        raise AuditorError(f"model.factory {cfg.factory!r} must look like package.module:function.")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise AuditorError(f"Cannot import model.factory {cfg.factory!r}: {err}.") from None
+    model = factory(**cfg.factory_kwargs)
+    if not isinstance(model, nn.Module):
+        raise AuditorError(f"model.factory {cfg.factory!r} returned {type(model).__name__}, not a torch nn.Module.")
+    if cfg.checkpoint:
+        loaded = load_checkpoint(cfg.checkpoint, cfg.trust_checkpoint)
+        _load_state(model, _unwrap_state_dict(loaded), cfg.factory)
+    return model
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over parameter and buffer names and bytes: the same weights give the same fingerprint."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class ChildrenChain(nn.Module):
+    """A TorchScript model re-run as its top-level children called in order, so a child can be hooked.
+
+    Loaded TorchScript modules refuse Python hooks; most exported CNNs are such a chain (with a flatten before
+    the first Linear). `from_script` checks the chain reproduces the scripted forward before it is used.
+    """
+
+    def __init__(self, script: nn.Module):
+        super().__init__()
+        self.stages = nn.ModuleDict(OrderedDict(script.named_children()))
+
+    def forward(self, x):
+        for stage in self.stages.values():
+            if x.ndim > 2 and getattr(stage, "original_name", type(stage).__name__) == "Linear":
+                x = torch.flatten(x, 1)
+            x = stage(x)
+        return x
+
+    @classmethod
+    def from_script(cls, script: nn.Module, example: torch.Tensor) -> ChildrenChain:
+        chain = cls(script)
+        with torch.no_grad():
+            expected, got = script(example), chain(example)
+        if not isinstance(expected, torch.Tensor) or expected.shape != got.shape or not torch.allclose(expected, got, atol=1e-5):
+            raise AuditorError(
+                "This TorchScript model cannot be audited: TorchScript refuses Python hooks, and its forward is not "
+                "a chain of its top-level modules that auditor could re-run. Export a state_dict and give "
+                "model.arch or model.factory instead."
+            )
+        return chain
+
+
+def is_script_module(model: nn.Module) -> bool:
+    return isinstance(model, torch.jit.ScriptModule)
+
+
+def find_target_layer(model: nn.Module, example: torch.Tensor, name: str | None = None) -> tuple[str, nn.Module]:
+    """The named layer, or the last module whose output is a spatial [B, C, H, W] map (H * W > 1)."""
+    modules = dict(model.named_modules())
+    if name:
+        if name not in modules:
+            close = difflib.get_close_matches(name, list(modules), n=5)
+            raise AuditorError(f"model.target_layer {name!r} is not a module of the model. Close names: {close}.")
+        return name, modules[name]
+    finished: list[tuple[str, tuple]] = []
+    handles = [
+        module.register_forward_hook(
+            lambda mod, inp, out, name=module_name: finished.append(
+                (name, tuple(out.shape) if isinstance(out, torch.Tensor) else ())
+            )
+        )
+        for module_name, module in modules.items()
+        if module_name
+    ]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    spatial = [n for n, shape in finished if len(shape) == 4 and shape[2] * shape[3] > 1]
+    if not spatial:
+        raise AuditorError(
+            "No layer of the model outputs a spatial [B, C, H, W] map; name one in model.target_layer."
+        )
+    return spatial[-1], modules[spatial[-1]]

@@ -1,0 +1,252 @@
+"""The run directory: the snapshot every stage after the sweep reads, so reports re-render without the model.
+
+Layout of RUN_DIR:
+  records.parquet      one row per audited image (columns: RECORD_COLUMNS, plus per-method extras)
+  maps.npy             float16 [N, 2, S, S]: [:, 0] predicted-class map, [:, 1] true-class map of the primary
+                       CAM method, each divided by its own maximum (raw maximum in records.{pred,true}_cam_max);
+                       row i belongs to the record whose `row` == i
+  maps_<method>.npy    the same for every further method in sweep.methods
+  masks.npy            float16 [N, S, S]: share of each cell covered by the object mask (zeros where no mask)
+  skipped.csv          id, path, reason: inputs that could not be audited
+  confusion.csv        K x K counts, index = true class, columns = predicted class
+  per_class.csv        class, support, precision, recall, f1 and attention means per class
+  confused_pairs.json  [{true, pred, count, rate, ids}] ranked by count, then rate
+  summary.json         headline figures for people and dashboards
+  manifest.json        config, package versions, device, fingerprints of model and data, timings
+  findings.json        bias findings (see auditor.findings)
+  report.html          the self-contained report
+  shards/              per-shard records and maps written atomically during the sweep (resume)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from auditor.config import Config, config_from_dict
+from auditor.errors import AuditorError
+
+MAP_KINDS = ("pred", "true")
+ATTENTION_METRICS = ("energy_in_mask", "pointing_hit", "iou", "cam_max")
+RECORD_COLUMNS = (
+    "row", "id", "path", "label", "label_idx", "pred", "pred_idx",
+    "p_true", "p_pred", "margin", "loss", "correct", "has_mask", "mask_area",
+    *(f"{kind}_{metric}" for kind in MAP_KINDS for metric in ATTENTION_METRICS),
+)  # fmt: skip
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file so that a crash leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "w" if isinstance(data, str) else "wb"
+    with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def clean_floats(obj):
+    """Replace NaN and infinities by None so the JSON is strict and dashboards can read it."""
+    if isinstance(obj, dict):
+        return {k: clean_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_floats(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        np.save(tmp, array)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def save_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        frame.to_parquet(tmp, index=False)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+@dataclass
+class Run:
+    """A finished run directory, loaded for findings, reports and diffs."""
+
+    path: Path
+    records: pd.DataFrame
+    maps: np.ndarray  # float16 [N, 2, S, S]
+    masks: np.ndarray  # float16 [N, S, S]
+    classes: list[str]
+    summary: dict
+    manifest: dict
+    skipped: pd.DataFrame
+
+    @property
+    def config(self) -> Config:
+        return config_from_dict(self.manifest["config"])
+
+    def method_maps(self, method: str) -> np.ndarray:
+        """Maps of a further CAM method (the primary method's are `maps`)."""
+        if method == self.manifest.get("methods", ["gradcam"])[0]:
+            return self.maps
+        return np.load(self.path / f"maps_{method}.npy", mmap_mode="r")
+
+    def findings(self) -> list[dict]:
+        path = self.path / "findings.json"
+        return json.loads(path.read_text())["findings"] if path.is_file() else []
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Load a run directory written by the sweep; memory-maps the arrays."""
+    run_dir = Path(run_dir)
+    needed = ["records.parquet", "maps.npy", "masks.npy", "summary.json", "manifest.json"]
+    missing = [name for name in needed if not (run_dir / name).is_file()]
+    if missing:
+        raise AuditorError(
+            f"{run_dir} is not a finished run directory (missing {', '.join(missing)}). "
+            "Run `auditor audit` first, or point at the folder it wrote."
+        )
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    skipped_path = run_dir / "skipped.csv"
+    skipped = pd.read_csv(skipped_path, dtype=str) if skipped_path.is_file() else pd.DataFrame(
+        columns=["id", "path", "reason"]
+    )
+    return Run(
+        path=run_dir,
+        records=pd.read_parquet(run_dir / "records.parquet"),
+        maps=np.load(run_dir / "maps.npy", mmap_mode="r"),
+        masks=np.load(run_dir / "masks.npy", mmap_mode="r"),
+        classes=list(manifest["classes"]),
+        summary=json.loads((run_dir / "summary.json").read_text()),
+        manifest=manifest,
+        skipped=skipped,
+    )
+
+
+SHARD_DIR = "shards"
+
+
+class ShardWriter:
+    """Writes the sweep's per-image results in shards, each one file written atomically.
+
+    A shard covers a contiguous range of sample indices [start, stop). A run killed at any point leaves only
+    whole shards behind, so the same command resumes after the last one (when the fingerprint matches).
+    """
+
+    def __init__(self, run_dir: Path, fingerprint: str, resume: bool = True):
+        self.dir = Path(run_dir) / SHARD_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stamp = self.dir / "fingerprint.json"
+        previous = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
+        if previous != fingerprint or not resume:
+            for old in self.dir.glob("*.npz"):
+                old.unlink()
+            write_json(stamp, {"fingerprint": fingerprint})
+        self.pending: list[dict] = []
+
+    def shards(self) -> list[Path]:
+        return sorted(self.dir.glob("[0-9]*-[0-9]*.npz"))
+
+    def done_until(self) -> int:
+        """The first sample index not covered by a contiguous run of finished shards from 0."""
+        stop = 0
+        for path in self.shards():
+            start, end = (int(part) for part in path.stem.split("-"))
+            if start != stop:
+                break
+            stop = end
+        return stop
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        self.pending.append(batch)
+
+    def flush(self, start: int, stop: int) -> None:
+        """Write every pending batch as the shard [start, stop)."""
+        if not self.pending:
+            return
+        merged = _concat_by_key(self.pending)
+        path = self.dir / f"{start:09d}-{stop:09d}.npz"
+        with tempfile.NamedTemporaryFile("wb", dir=self.dir, prefix=".tmp-", suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, **merged)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp.name, path)
+        self.pending = []
+
+
+def read_shards(paths: list[Path]) -> tuple[dict[str, np.ndarray], int]:
+    """Concatenate the scalar arrays of shards (not the maps); returns them and the number of audited rows."""
+    parts = []
+    for path in paths:
+        with np.load(path) as shard:
+            parts.append({key: shard[key] for key in shard.files if not key.startswith(("maps", "masks"))})
+    merged = _concat_by_key(parts)
+    return merged, int(len(merged.get("index", [])))
+
+
+def _concat_by_key(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate each key over the parts that have it: a part where every image failed has no metric keys."""
+    keys = dict.fromkeys(key for part in parts for key in part)
+    return {key: np.concatenate([part[key] for part in parts if key in part]) for key in keys}
+
+
+def merge_shard_arrays(paths: list[Path], run_dir: Path, rows: int) -> list[str]:
+    """Stream every shard's map arrays into memory-mapped .npy files: memory stays bounded by one shard."""
+    shapes = {}
+    for path in paths:
+        with np.load(path) as shard:
+            shapes.update({key: shard[key].shape[1:] for key in shard.files if key.startswith(("maps", "masks"))})
+    names = list(shapes)
+    outputs = {}
+    for key in names:
+        tmp = run_dir / f".{key}.npy.tmp"
+        outputs[key] = (tmp, np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, *shapes[key])))
+    offset = 0
+    for path in paths:
+        with np.load(path) as shard:
+            count = len(shard["index"])
+            for key in names:
+                if count:
+                    outputs[key][1][offset: offset + count] = shard[key]
+        offset += count
+    for key, (tmp, array) in outputs.items():
+        array.flush()
+        del array
+        os.replace(tmp, run_dir / f"{key}.npy")
+    return names

@@ -1,0 +1,175 @@
+"""The only loop over the dataset: per batch one forward, a head-only backward per class, metrics on the device,
+and one copy to the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from auditor import attention
+from auditor.cams import CamMethod, ReshapeFn, class_maps, preserved_model_state
+from auditor.config import Config
+from auditor.data import AuditDataset, collate
+from auditor.runs import MAP_KINDS, ShardWriter
+
+log = logging.getLogger("auditor")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu for "auto"; otherwise exactly the device asked for."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def metric_prefix(method: str, primary: str) -> str:
+    """Columns of the primary method are plain (pred_iou); others carry the method (hirescam_pred_iou)."""
+    return "" if method == primary else f"{method}_"
+
+
+def audit_batch(
+    model: nn.Module,
+    layer: nn.Module,
+    batch: dict,
+    methods: Sequence[CamMethod],
+    cfg: Config,
+    reshape: ReshapeFn | None = None,
+) -> dict[str, np.ndarray]:
+    """Everything the records need for one batch, computed on the model's device, copied to the host once."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    images = batch["image"].to(device, non_blocking=True)
+    masks = batch["mask"].to(device, non_blocking=True)
+    has_mask = batch["has_mask"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True)
+    logits, maps = class_maps(model, layer, images, labels, methods, reshape)
+    logits = logits.float()
+    probs = logits.softmax(dim=1)
+    p_pred, pred = probs.max(dim=1)
+    p_true = probs.gather(1, labels[:, None])[:, 0]
+    others = probs.scatter(1, labels[:, None], float("-inf"))
+    fields: dict[str, torch.Tensor] = {
+        "pred_idx": pred,
+        "p_true": p_true,
+        "p_pred": p_pred,
+        "margin": p_true - others.max(dim=1).values,  # confident learning's margin: < 0 when wrong
+        "loss": F.cross_entropy(logits, labels, reduction="none"),
+        "mask_area": attention.mask_area(masks, has_mask),
+    }
+    height, width = images.shape[-2:]
+    size = cfg.sweep.map_size
+    primary = methods[0].name
+    for method in methods:
+        raw = maps[method.name].float()  # [2, B, h, w]
+        kinds, batch_size = raw.shape[:2]
+        full = F.interpolate(raw.flatten(0, 1)[:, None], size=(height, width), mode="bilinear", align_corners=False)
+        full = full[:, 0].unflatten(0, (kinds, batch_size))
+        prefix = metric_prefix(method.name, primary)
+        for k, kind in enumerate(MAP_KINDS):
+            name = f"{prefix}{kind}"
+            fields[f"{name}_energy_in_mask"] = attention.energy_in_mask(full[k], masks, has_mask)
+            fields[f"{name}_pointing_hit"] = attention.pointing_hit(
+                full[k], masks, has_mask, cfg.attention.pointing_tolerance_px
+            )
+            fields[f"{name}_iou"] = attention.iou(full[k], masks, has_mask, cfg.attention.iou_threshold)
+            fields[f"{name}_cam_max"] = raw[k].amax(dim=(1, 2))
+        small = F.interpolate(torch.nan_to_num(full, nan=0.0, posinf=0.0).flatten(0, 1)[:, None], size=(size, size), mode="area")
+        small = small[:, 0].unflatten(0, (kinds, batch_size)).transpose(0, 1)  # [B, 2, S, S]
+        peak = small.amax(dim=(2, 3), keepdim=True)
+        fields["maps" if method.name == primary else f"maps_{method.name}"] = torch.where(
+            peak > 0, small / peak.clamp_min(1e-30), torch.zeros_like(small)
+        )
+    fields["masks"] = F.interpolate(masks[:, None].float(), size=(size, size), mode="area")[:, 0]
+    return _to_host(fields)
+
+
+def _to_host(fields: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """One device-to-host copy for the whole batch: pack every field into one float32 block, split on the host."""
+    batch_size = next(iter(fields.values())).shape[0]
+    flat = [value.reshape(batch_size, -1).float() for value in fields.values()]
+    block = torch.cat(flat, dim=1).cpu().numpy()
+    out, offset = {}, 0
+    for (name, value), part in zip(fields.items(), flat):
+        width = part.shape[1]
+        array = block[:, offset: offset + width].reshape(value.shape)
+        offset += width
+        if name.startswith(("maps", "masks")):
+            array = array.astype(np.float16)
+        elif name == "pred_idx":
+            array = array.astype(np.int64)
+        out[name] = array
+    return out
+
+
+def run_sweep(
+    model: nn.Module,
+    layer: nn.Module,
+    dataset: AuditDataset,
+    methods: Sequence[CamMethod],
+    cfg: Config,
+    writer: ShardWriter,
+    device: torch.device,
+    reshape: ReshapeFn | None = None,
+    indices: Sequence[int] | None = None,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Sweep the samples not yet in finished shards; returns counts and timings."""
+    indices = list(range(len(dataset))) if indices is None else list(indices)
+    done = writer.done_until()
+    todo = [i for i in indices if i >= done]
+    if done:
+        log.info("resuming after %d finished samples", done)
+    batch_size = cfg.sweep.batch_size
+    shard_batches = max(1, -(-cfg.sweep.shard_size // batch_size))
+    loader = DataLoader(
+        Subset(dataset, todo),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=cfg.sweep.num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    start_time = time.perf_counter()
+    audited = skipped = 0
+    shard_start = todo[0] if todo else done
+    last_index = shard_start - 1
+    batches_in_shard = 0
+    progress = tqdm(total=len(todo), desc="audit", unit="img", disable=None, leave=False)
+    with preserved_model_state(model):
+        for batch in loader:
+            count = len(batch["index"]) + len(batch["failed"])
+            result = {"index": batch["index"].numpy(), "label_idx": batch["label"].numpy(),
+                      "has_mask": batch["has_mask"].numpy(), "note": np.array(batch["note"], dtype=str)}
+            if len(batch["index"]):
+                result.update(audit_batch(model, layer, batch, methods, cfg, reshape))
+            result["failed_index"] = np.array([i for i, _ in batch["failed"]], dtype=np.int64)
+            result["failed_reason"] = np.array([r for _, r in batch["failed"]], dtype=str)
+            writer.add(result)
+            audited += len(batch["index"])
+            skipped += len(batch["failed"])
+            last_index = max([last_index, *batch["index"].tolist(), *(i for i, _ in batch["failed"])])
+            batches_in_shard += 1
+            progress.update(count)
+            if batches_in_shard == shard_batches:
+                writer.flush(shard_start, last_index + 1)
+                if on_shard:
+                    on_shard(shard_start, last_index + 1)
+                shard_start, batches_in_shard = last_index + 1, 0
+        writer.flush(shard_start, last_index + 1)
+    progress.close()
+    seconds = time.perf_counter() - start_time
+    return {"audited": audited, "skipped": skipped, "seconds": seconds,
+            "images_per_s": (audited + skipped) / seconds if seconds > 0 else None}

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny ImageFolder with masks and a tiny model factory, made in a temporary folder."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from torch import nn
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def tiny_cnn(num_classes: int = 2) -> nn.Module:
+    """A model factory the CLI can import as tests.conftest:tiny_cnn."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
+    )  # fmt: skip
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=32, seed=0) -> tuple[Path, Path]:
+    """root/data/<class>/<i>.png with a bright square object, and root/masks mirroring it."""
+    rng = np.random.default_rng(seed)
+    data, masks = root / "data", root / "masks"
+    for c, name in enumerate(classes):
+        (data / name).mkdir(parents=True, exist_ok=True)
+        (masks / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+            mask = np.zeros((size, size), np.uint8)
+            y, x = rng.integers(0, size // 2, size=2)
+            image[y: y + size // 2, x: x + size // 2] = 120 + 80 * c
+            mask[y: y + size // 2, x: x + size // 2] = 255
+            Image.fromarray(image).save(data / name / f"{i}.png")
+            Image.fromarray(mask).save(masks / name / f"{i}.png")
+    return data, masks
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> tuple[Path, Path]:
+    return make_image_folder(tmp_path)
