@@ -1,0 +1,199 @@
+"""Aggregates the report and the diff share: per-class metrics, findings keys, class-average maps.
+
+Pure functions of a loaded run directory. Per-class figures are recomputed from records.parquet (the
+single source of truth) so the report, the diff and any dashboard agree with each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SEVERITIES = ("high", "medium", "low")
+PER_CLASS_COLUMNS = (
+    "support", "n_predicted", "precision", "recall", "f1", "pred_energy_in_mask", "true_energy_in_mask",
+    "pointing_accuracy", "background_only_accuracy", "shortcut_removed_accuracy",
+)  # fmt: skip
+CHUNK_ROWS = 8192  # rows of maps read at a time from the memory-mapped arrays
+
+
+def per_class_metrics(records: pd.DataFrame, classes: list[str], causal: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per class: support, precision, recall, f1, attention means and the causal checks.
+
+    Attention means are over images of the class (true label) that have a mask; pointing accuracy is the
+    pointing game of the true-class map, the standard definition.
+    """
+    k = len(classes)
+    label = records["label_idx"].to_numpy(dtype=np.int64)
+    pred = records["pred_idx"].to_numpy(dtype=np.int64)
+    support = np.bincount(label, minlength=k)[:k]
+    n_predicted = np.bincount(pred[(pred >= 0) & (pred < k)], minlength=k)[:k]
+    hits = np.bincount(label[label == pred], minlength=k)[:k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(n_predicted > 0, hits / np.maximum(n_predicted, 1), np.nan)
+        recall = np.where(support > 0, hits / np.maximum(support, 1), np.nan)
+        f1 = 2 * precision * recall / (precision + recall)
+    table = pd.DataFrame(
+        {
+            "class": classes,
+            "support": support,
+            "n_predicted": n_predicted,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+        }
+    )
+    masked = records[records["has_mask"].astype(bool)]
+    means = masked.groupby("label_idx")[["pred_energy_in_mask", "true_energy_in_mask", "true_pointing_hit"]].mean()
+    means = means.reindex(range(k))
+    table["pred_energy_in_mask"] = means["pred_energy_in_mask"].to_numpy(dtype=float)
+    table["true_energy_in_mask"] = means["true_energy_in_mask"].to_numpy(dtype=float)
+    table["pointing_accuracy"] = means["true_pointing_hit"].to_numpy(dtype=float)
+    for column in ("background_only_accuracy", "shortcut_removed_accuracy"):
+        if causal is not None and column in causal:
+            by_class = dict(zip(causal["class"].astype(str), causal[column], strict=True))
+            table[column] = table["class"].map(by_class).astype(float)
+        else:
+            table[column] = np.nan
+    return table
+
+
+def read_causal(run_dir: Path) -> pd.DataFrame | None:
+    """causal.csv (class, n, accuracy, background_only_accuracy, shortcut_removed_accuracy), if written."""
+    path = Path(run_dir) / "causal.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"class": str}, keep_default_na=False, na_values=[""])
+    return frame if "class" in frame else None
+
+
+def read_confusion(run_dir: Path, records: pd.DataFrame, k: int) -> np.ndarray:
+    """The K x K count matrix (rows true, columns predicted) from confusion.csv, else from the records."""
+    path = Path(run_dir) / "confusion.csv"
+    if path.is_file():
+        matrix = pd.read_csv(path, index_col=0).to_numpy()
+        if matrix.shape == (k, k):
+            return matrix.astype(np.int64)
+    label = records["label_idx"].to_numpy(dtype=np.int64)
+    pred = records["pred_idx"].to_numpy(dtype=np.int64)
+    keep = (label >= 0) & (label < k) & (pred >= 0) & (pred < k)
+    return np.bincount(label[keep] * k + pred[keep], minlength=k * k).reshape(k, k)
+
+
+def read_pairs(run_dir: Path, confusion: np.ndarray, classes: list[str]) -> list[dict]:
+    """Confused pairs ranked by count then rate, from confused_pairs.json or else from the matrix."""
+    path = Path(run_dir) / "confused_pairs.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    support = confusion.sum(axis=1)
+    pairs = [
+        {
+            "true": classes[i],
+            "pred": classes[j],
+            "count": int(confusion[i, j]),
+            "rate": float(confusion[i, j] / support[i]),
+            "ids": [],
+        }
+        for i, j in zip(*np.nonzero(confusion), strict=True)
+        if i != j
+    ]
+    return sorted(pairs, key=lambda p: (-p["count"], -p["rate"]))
+
+
+def sorted_findings(findings: list[dict]) -> list[dict]:
+    """Most severe first, keeping the rules' own order within a severity."""
+    rank = {name: i for i, name in enumerate(SEVERITIES)}
+    return sorted(findings, key=lambda f: rank.get(str(f.get("severity", "low")).lower(), len(SEVERITIES)))
+
+
+def severity_counts(findings: list[dict]) -> dict[str, int]:
+    counts = {name: 0 for name in SEVERITIES}
+    for finding in findings:
+        severity = str(finding.get("severity", "")).lower()
+        if severity in counts:
+            counts[severity] += 1
+    return counts
+
+
+def pair_of(finding: dict) -> tuple[str, str] | None:
+    """A finding's (true, predicted) pair, given as [true, pred] or {"true": ..., "pred": ...}."""
+    pair = finding.get("pair")
+    if isinstance(pair, dict) and "true" in pair and "pred" in pair:
+        return str(pair["true"]), str(pair["pred"])
+    if isinstance(pair, (list, tuple)) and len(pair) == 2:
+        return str(pair[0]), str(pair[1])
+    return None
+
+
+def finding_key(finding: dict) -> tuple:
+    """What makes two findings the same problem across runs: kind, classes (unordered) and pair (ordered)."""
+    classes = tuple(sorted(str(c) for c in finding.get("classes") or []))
+    return str(finding.get("kind")), classes, pair_of(finding)
+
+
+def region_box(region, map_size: int) -> tuple[float, float, float, float] | None:
+    """A finding's region as fractions (x0, y0, x1, y1) of the image.
+
+    Accepted: {"x0","y0","x1","y1"} or [x0, y0, x1, y1], as fractions in [0, 1] or, when any value is
+    above 1, as cells of the stored map grid (S x S).
+    """
+    if isinstance(region, dict):
+        try:
+            values = [float(region[key]) for key in ("x0", "y0", "x1", "y1")]
+        except (KeyError, TypeError, ValueError):
+            return None
+    elif isinstance(region, (list, tuple)) and len(region) == 4:
+        try:
+            values = [float(v) for v in region]
+        except (TypeError, ValueError):
+            return None
+    else:
+        return None
+    if not all(math.isfinite(v) for v in values):
+        return None
+    if max(values) > 1.0:
+        values = [v / map_size for v in values]
+    return tuple(min(1.0, max(0.0, v)) for v in values)
+
+
+def class_means(records: pd.DataFrame, maps: np.ndarray, masks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average true-class map and average mask coverage per true class, streamed over the memory-mapped
+    arrays in chunks so a 100,000-image run needs little memory."""
+    size = maps.shape[-1]
+    map_sums = np.zeros((k, size * size), dtype=np.float64)
+    mask_sums = np.zeros((k, size * size), dtype=np.float64)
+    rows = records["row"].to_numpy(dtype=np.int64)
+    labels = records["label_idx"].to_numpy(dtype=np.int64)
+    order = np.argsort(rows)
+    rows, labels = rows[order], labels[order]
+    for start in range(0, len(rows), CHUNK_ROWS):
+        chunk_rows, chunk_labels = rows[start : start + CHUNK_ROWS], labels[start : start + CHUNK_ROWS]
+        one_hot = (chunk_labels[None, :] == np.arange(k)[:, None]).astype(np.float32)  # [k, chunk]: sums by class
+        chunk_maps = np.nan_to_num(np.asarray(maps[chunk_rows, 1], dtype=np.float32)).reshape(len(chunk_rows), -1)
+        map_sums += one_hot @ chunk_maps
+        mask_sums += one_hot @ np.asarray(masks[chunk_rows], dtype=np.float32).reshape(len(chunk_rows), -1)
+    counts = np.maximum(np.bincount(labels, minlength=k)[:k], 1).reshape(k, 1, 1)
+    return map_sums.reshape(k, size, size) / counts, mask_sums.reshape(k, size, size) / counts
+
+
+def config_digest(config: dict) -> str:
+    """A short fingerprint of the settings, so two reports can be told apart at a glance."""
+    canonical = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested dict -> [("section.key", value)], for a plain two-column metadata table."""
+    items = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            items.extend(flatten(value, name + "."))
+        else:
+            items.append((name, value))
+    return items

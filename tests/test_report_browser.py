@@ -1,0 +1,142 @@
+"""The report in a real browser: Debian's headless Chromium driven by playwright (never a downloaded browser)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from auditor.report import render_report
+from tests.synthetic_run import CLASSES, HOSTILE, write_synthetic_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+TRUE, PRED = CLASSES.index(HOSTILE), CLASSES.index("circle")  # a confused pair of the synthetic run
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return render_report(write_synthetic_run(tmp_path_factory.mktemp("browser") / "run"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page(browser, report):
+    """The opened report plus what the page logged, requested and tried to pop up."""
+    events = {"errors": [], "requests": [], "dialogs": []}
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("console", lambda m: events["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda err: events["errors"].append(str(err)))
+    page.on("request", lambda r: events["requests"].append(r.url))
+    page.on("dialog", lambda d: (events["dialogs"].append(d.message), d.dismiss()))
+    page.goto(report.as_uri(), wait_until="load")
+    page.wait_for_selector("#fig-confusion .main-svg", timeout=15_000)
+    yield page, events
+    page.close()
+
+
+def in_viewport(page, selector: str) -> bool:
+    return page.evaluate(
+        """s => { const r = document.querySelector(s).getBoundingClientRect();
+                  return r.top >= 0 && r.top < window.innerHeight && r.bottom > 0; }""",
+        selector,
+    )
+
+
+def test_page_loads_offline_without_errors(browser_page):
+    page, events = browser_page
+    assert events["errors"] == []
+    assert events["dialogs"] == []  # the hostile class name ran no script
+    assert all(url.startswith(("file:", "data:")) for url in events["requests"]), events["requests"]
+    assert page.locator("#fig-confusion .main-svg").count() >= 1
+    assert page.locator("#fig-confusion .heatmaplayer image, #fig-confusion .hm image").count() >= 1
+
+
+def test_hostile_class_name_is_text(browser_page):
+    page, _ = browser_page
+    assert page.evaluate("document.querySelectorAll('img[src=\"x\"], img[onerror]').length") == 0
+    cells = page.locator("#per-class-table tbody td:first-child").all_text_contents()
+    assert HOSTILE in cells
+    ticks = page.locator("#fig-confusion .xtick text").all_text_contents()
+    assert HOSTILE in ticks  # plotly shows the name as text, too
+
+
+def test_every_gallery_image_decoded(browser_page):
+    page, _ = browser_page
+    sizes = page.evaluate(
+        "Array.from(document.querySelectorAll('.gallery img, .class-map img, .inline-maps img'))"
+        ".map(img => img.complete ? img.naturalWidth : 0)"
+    )
+    assert len(sizes) > 20 and min(sizes) > 0
+
+
+def test_clicking_a_cell_scrolls_to_its_gallery(browser_page, tmp_path):
+    page, events = browser_page
+    target = f"#pair-{TRUE}-{PRED}"
+    page.locator("#fig-confusion").scroll_into_view_if_needed()
+    assert not in_viewport(page, target)
+    x, y = page.evaluate(
+        """([i, j]) => { const gd = document.getElementById('fig-confusion'), box = gd.getBoundingClientRect();
+                         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+                         return [box.left + xa._offset + xa.l2p(j), box.top + ya._offset + ya.l2p(i)]; }""",
+        [TRUE, PRED],
+    )
+    page.mouse.click(x, y)
+    page.wait_for_function(f"document.querySelector('{target}').classList.contains('is-target')", timeout=5_000)
+    assert in_viewport(page, target)
+    assert page.evaluate("location.hash") == target
+    page.screenshot(path=str(tmp_path / "report-after-click.png"))
+    assert events["errors"] == []
+
+
+def test_per_class_table_sorts_by_header(browser_page):
+    page, _ = browser_page
+    header = page.locator("#per-class-table thead th", has_text="Recall")
+    header.locator("button").click()
+    recalls = [float(v) for v in page.locator("#per-class-table tbody td:nth-child(4)").all_text_contents()]
+    assert recalls == sorted(recalls)
+    header.locator("button").click()
+    recalls = [float(v) for v in page.locator("#per-class-table tbody td:nth-child(4)").all_text_contents()]
+    assert recalls == sorted(recalls, reverse=True)
+
+
+def test_screenshot_of_the_whole_report(browser_page, tmp_path):
+    page, _ = browser_page
+    page.evaluate("window.scrollTo(0, 0)")
+    path = tmp_path / "report.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 50_000
+
+
+def test_tables_and_images_are_readable_without_javascript(browser, report):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(report.as_uri(), wait_until="load")
+    assert page.locator("#per-class-table tbody tr").count() == len(CLASSES)
+    assert page.locator("#confusion noscript table, #confusion table").first.is_visible()
+    sizes = page.evaluate("Array.from(document.querySelectorAll('.gallery img')).map(i => i.naturalWidth)")
+    assert len(sizes) > 0 and min(sizes) > 0
+    context.close()
+
+
+def test_print_stylesheet_hides_navigation(browser_page):
+    page, _ = browser_page
+    page.emulate_media(media="print")
+    assert page.evaluate("getComputedStyle(document.querySelector('nav.toc')).display") == "none"
+    page.emulate_media(media="screen")
+    assert page.evaluate("getComputedStyle(document.querySelector('nav.toc')).display") != "none"
