@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,11 +19,12 @@ import pandas as pd
 import torch
 
 from auditor import __version__
-from auditor.cams import get_method
+from auditor.cams import get_method, preserved_model_state
 from auditor.config import Config
 from auditor.confusion import confused_pairs, confusion_frame, per_class_frame
 from auditor.data import AuditDataset, Sample, build_samples, read_class_names
 from auditor.errors import AuditorError
+from auditor.geometry import measure_geometry
 from auditor.models import ChildrenChain, find_target_layer, is_script_module, load_model, model_fingerprint
 from auditor.runs import (
     SHARD_DIR,
@@ -108,7 +110,9 @@ def prepare(cfg: Config):
             "model.classes or model.classes_file."
         )
     layer_name, layer = find_target_layer(model, example, cfg.model.target_layer)
-    return classes, samples, dataset, model, layer_name, layer
+    with preserved_model_state(model):
+        geometry = measure_geometry(model, layer, example)
+    return classes, samples, dataset, model, layer_name, layer, geometry
 
 
 def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str], methods: list[str]) -> pd.DataFrame:
@@ -186,7 +190,7 @@ def run_audit(cfg: Config) -> Path:
     run_dir = Path(cfg.run.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    classes, samples, dataset, model, layer_name, layer = prepare(cfg)
+    classes, samples, dataset, model, layer_name, layer, geometry = prepare(cfg)
     device = pick_device(cfg.sweep.device)
     model.to(device)
     methods = [get_method(name) for name in cfg.sweep.methods]
@@ -197,7 +201,7 @@ def run_audit(cfg: Config) -> Path:
     log.info("auditing %d images of %d classes on %s, target layer %s", len(samples), len(classes), device, layer_name)
     prepared = time.perf_counter()
     writer = ShardWriter(run_dir, run_key, cfg.run.resume)
-    stats = run_sweep(model, layer, dataset, methods, cfg, writer, device)
+    stats = run_sweep(model, layer, dataset, methods, cfg, writer, device, geometry=geometry)
     swept = time.perf_counter()
     records = finalize_run(run_dir, samples, classes, [m.name for m in methods])
     skipped = pd.read_csv(run_dir / "skipped.csv", dtype=str, keep_default_na=False)
@@ -209,6 +213,7 @@ def run_audit(cfg: Config) -> Path:
         "methods": [m.name for m in methods],
         "metric_prefixes": {m.name: metric_prefix(m.name, methods[0].name) for m in methods},
         "target_layer": layer_name,
+        "map_geometry": dataclasses.asdict(geometry) if geometry else "plain",
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

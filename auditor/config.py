@@ -41,7 +41,7 @@ class DataConfig:
     root: str | None = None  # an ImageFolder tree root/<class>/<image>
     manifest: str | None = None  # CSV or Parquet with path,label[,id,mask,x0,y0,x1,y1]
     masks: str | None = None  # a folder mirroring the images' relative paths, PNG masks (nonzero = object)
-    resize: int | None = None  # shorter side resized to this many pixels
+    resize: int | list[int] | None = None  # shorter side to N pixels, or [height, width] exactly
     crop: int | None = None  # centre crop to a square of this many pixels
     grayscale: bool = False  # feed one channel instead of RGB
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
@@ -109,6 +109,7 @@ class FindingsConfig:
     max_mask_area: float = 0.9  # an object covering more of the image says nothing about background use
     uniform_score: float = 0.1  # object score (0 = map spread evenly, 1 = all on object) at or below this is chance
     on_object_score: float = 0.25  # at or above this a map is on the object (blur keeps small objects below 1)
+    clear_object_score: float = 0.5  # maps alone give high severity only where the comparison classes reach this
     # background_reliance
     background_max_energy: float = 0.5  # "most attention outside": the class's mean energy_in_mask below this
     background_min_gap: float = 0.2  # object score below the other classes' median by this (CI lower bound)
@@ -127,7 +128,9 @@ class FindingsConfig:
     spray_max_clusters: int = 6  # the eigengap chooses the number of clusters up to this
     spray_max_images: int = 1000  # larger classes are subsampled: the eigen-solve is cubic in this
     spray_min_cluster_share: float = 0.1  # a cluster with a smaller share of its class is noise
-    spray_min_gap: float = 0.3  # a cluster differs in kind when its place share or object score differs by this
+    spray_max_cluster_share: float = 0.7  # a larger cluster is the class's own strategy (rules 1 and 2 judge it)
+    spray_min_gap: float = 0.3  # differs in kind: peak rate at its place above the rest and other classes, or
+    # object score below the rest's, by at least this
     spray_min_focus: float = 0.6  # a "fixed place": the cluster's mean map keeps this share of its maps' peak
     # context_confusion
     pair_min_count: int = 5  # fewest misclassified images (with masks) a confused pair is judged on

@@ -19,6 +19,7 @@ from auditor import attention
 from auditor.cams import CamMethod, ReshapeFn, class_maps, preserved_model_state
 from auditor.config import Config
 from auditor.data import AuditDataset, collate
+from auditor.geometry import MapGeometry, upsample
 from auditor.runs import MAP_KINDS, ShardWriter
 
 log = logging.getLogger("auditor")
@@ -47,6 +48,7 @@ def audit_batch(
     methods: Sequence[CamMethod],
     cfg: Config,
     reshape: ReshapeFn | None = None,
+    geometry: MapGeometry | None = None,
 ) -> dict[str, np.ndarray]:
     """Everything the records need for one batch, computed on the model's device, copied to the host once."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -74,8 +76,7 @@ def audit_batch(
     for method in methods:
         raw = maps[method.name].float()  # [2, B, h, w]
         kinds, batch_size = raw.shape[:2]
-        full = F.interpolate(raw.flatten(0, 1)[:, None], size=(height, width), mode="bilinear", align_corners=False)
-        full = full[:, 0].unflatten(0, (kinds, batch_size))
+        full = upsample(raw.flatten(0, 1), (height, width), geometry).unflatten(0, (kinds, batch_size))
         prefix = metric_prefix(method.name, primary)
         for k, kind in enumerate(MAP_KINDS):
             name = f"{prefix}{kind}"
@@ -122,6 +123,7 @@ def run_sweep(
     writer: ShardWriter,
     device: torch.device,
     reshape: ReshapeFn | None = None,
+    geometry: MapGeometry | None = None,
     indices: Sequence[int] | None = None,
     on_shard: Callable[[int, int], None] | None = None,
 ) -> dict:
@@ -154,7 +156,7 @@ def run_sweep(
             result = {"index": batch["index"].numpy(), "label_idx": batch["label"].numpy(),
                       "has_mask": batch["has_mask"].numpy(), "note": np.array(batch["note"], dtype=str)}
             if len(batch["index"]):
-                result.update(audit_batch(model, layer, batch, methods, cfg, reshape))
+                result.update(audit_batch(model, layer, batch, methods, cfg, reshape, geometry))
             result["failed_index"] = np.array([i for i, _ in batch["failed"]], dtype=np.int64)
             result["failed_reason"] = np.array([r for _, r in batch["failed"]], dtype=str)
             writer.add(result)
