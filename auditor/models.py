@@ -125,6 +125,18 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+class _Stage(nn.Module):
+    """A Python shell around one scripted child: Python hooks attach here, where the script refuses them."""
+
+    def __init__(self, scripted: nn.Module):
+        super().__init__()
+        self.scripted = scripted
+        self.is_linear = getattr(scripted, "original_name", type(scripted).__name__) == "Linear"
+
+    def forward(self, x):
+        return self.scripted(x)
+
+
 class ChildrenChain(nn.Module):
     """A TorchScript model re-run as its top-level children called in order, so a child can be hooked.
 
@@ -134,11 +146,12 @@ class ChildrenChain(nn.Module):
 
     def __init__(self, script: nn.Module):
         super().__init__()
-        self.stages = nn.ModuleDict(OrderedDict(script.named_children()))
+        for name, child in script.named_children():
+            self.add_module(name, _Stage(child))  # the export's names, so model.target_layer reads the same
 
     def forward(self, x):
-        for stage in self.stages.values():
-            if x.ndim > 2 and getattr(stage, "original_name", type(stage).__name__) == "Linear":
+        for stage in self.children():
+            if x.ndim > 2 and stage.is_linear:
                 x = torch.flatten(x, 1)
             x = stage(x)
         return x
@@ -147,8 +160,14 @@ class ChildrenChain(nn.Module):
     def from_script(cls, script: nn.Module, example: torch.Tensor) -> ChildrenChain:
         chain = cls(script)
         with torch.no_grad():
-            expected, got = script(example), chain(example)
-        if not isinstance(expected, torch.Tensor) or expected.shape != got.shape or not torch.allclose(expected, got, atol=1e-5):
+            expected = script(example)
+            try:
+                got = chain(example)
+            except RuntimeError:
+                got = None
+        if got is None or not isinstance(expected, torch.Tensor) or expected.shape != got.shape or not torch.allclose(
+            expected, got, atol=1e-5
+        ):
             raise AuditorError(
                 "This TorchScript model cannot be audited: TorchScript refuses Python hooks, and its forward is not "
                 "a chain of its top-level modules that auditor could re-run. Export a state_dict and give "
@@ -163,7 +182,8 @@ def is_script_module(model: nn.Module) -> bool:
 
 def find_target_layer(model: nn.Module, example: torch.Tensor, name: str | None = None) -> tuple[str, nn.Module]:
     """The named layer, or the last module whose output is a spatial [B, C, H, W] map (H * W > 1)."""
-    modules = dict(model.named_modules())
+    # Scripted modules refuse Python hooks; a TorchScript model is hooked at its top-level stages only.
+    modules = {n: m for n, m in model.named_modules() if not isinstance(m, torch.jit.ScriptModule)}
     if name:
         if name not in modules:
             close = difflib.get_close_matches(name, list(modules), n=5)
