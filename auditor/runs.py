@@ -172,6 +172,8 @@ class ShardWriter:
     def __init__(self, run_dir: Path, fingerprint: str, resume: bool = True):
         self.dir = Path(run_dir) / SHARD_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob(".tmp-*"):  # half-written by a killed run
+            stale.unlink()
         stamp = self.dir / "fingerprint.json"
         previous = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
         if previous != fingerprint or not resume:

@@ -5,13 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+import torch
 from torch import nn
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def tiny_cnn(num_classes: int = 2) -> nn.Module:
-    """A model factory the CLI can import as tests.conftest:tiny_cnn."""
+    """A model factory the CLI can import as tests.conftest:tiny_cnn; seeded, so every call builds the same model."""
+    torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
@@ -39,3 +41,18 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=32, 
 @pytest.fixture
 def image_folder(tmp_path) -> tuple[Path, Path]:
     return make_image_folder(tmp_path)
+
+
+class _Slow(nn.Module):
+    """Sleeps in every forward, so a test can kill a sweep part-way."""
+
+    def forward(self, x):
+        import time
+
+        time.sleep(0.15)
+        return x
+
+
+def slow_cnn(num_classes: int = 2) -> nn.Module:
+    model = tiny_cnn(num_classes)
+    return nn.Sequential(_Slow(), *model)
