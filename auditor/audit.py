@@ -23,6 +23,7 @@ from auditor.cams import get_method, preserved_model_state
 from auditor.config import Config
 from auditor.confusion import confused_pairs, confusion_frame, per_class_frame
 from auditor.data import AuditDataset, Sample, build_samples, read_class_names
+from auditor.distributed import Ranks, barrier, init_ranks, shutdown
 from auditor.errors import AuditorError
 from auditor.geometry import measure_geometry
 from auditor.models import ChildrenChain, find_target_layer, is_script_module, load_model, model_fingerprint
@@ -185,23 +186,40 @@ def build_summary(records: pd.DataFrame, skipped: pd.DataFrame, classes: list[st
     })
 
 
-def run_audit(cfg: Config) -> Path:
-    """Audit the configured model on the configured data; returns the run directory."""
+def run_audit(cfg: Config) -> Path | None:
+    """Audit the configured model on the configured data; returns the run directory (None on ranks > 0)."""
+    ranks = init_ranks()
+    try:
+        return _run_audit(cfg, ranks)
+    finally:
+        shutdown(ranks)
+
+
+def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
     run_dir = Path(cfg.run.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     classes, samples, dataset, model, layer_name, layer, geometry = prepare(cfg)
-    device = pick_device(cfg.sweep.device)
+    device = ranks.device(pick_device(cfg.sweep.device))
     model.to(device)
     methods = [get_method(name) for name in cfg.sweep.methods]
     fingerprints = {"model": model_fingerprint(model), "data": data_fingerprint(samples)}
     run_key = hashlib.sha256(json.dumps(
         {"config": _computation_digest(cfg), "fingerprints": fingerprints, "version": __version__}, sort_keys=True
     ).encode()).hexdigest()
-    log.info("auditing %d images of %d classes on %s, target layer %s", len(samples), len(classes), device, layer_name)
+    block = ranks.block(len(samples))
+    log.info("auditing %d images of %d classes on %s, target layer %s%s", len(block), len(classes), device, layer_name,
+             f" (rank {ranks.rank} of {ranks.world})" if ranks.world > 1 else "")
     prepared = time.perf_counter()
-    writer = ShardWriter(run_dir, run_key, cfg.run.resume)
-    stats = run_sweep(model, layer, dataset, methods, cfg, writer, device, geometry=geometry)
+    if ranks.is_main:
+        writer = ShardWriter(run_dir, run_key, cfg.run.resume)
+    barrier(ranks)  # rank 0 has cleared stale shards and stamped the run key
+    if not ranks.is_main:
+        writer = ShardWriter(run_dir, run_key, resume=True)
+    stats = run_sweep(model, layer, dataset, methods, cfg, writer, device, geometry=geometry, indices=block)
+    barrier(ranks)  # every rank's shards are on disk
+    if not ranks.is_main:
+        return None
     swept = time.perf_counter()
     records = finalize_run(run_dir, samples, classes, [m.name for m in methods])
     skipped = pd.read_csv(run_dir / "skipped.csv", dtype=str, keep_default_na=False)

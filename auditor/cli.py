@@ -136,6 +136,8 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
         from auditor.audit import run_audit  # noqa: PLC0415
 
         run_dir = run_audit(cfg)
+        if run_dir is None:  # a rank > 0 of a torchrun launch: rank 0 writes the run directory
+            return EXIT_OK
         log.info("report: %s", run_dir / "report.html")
         return exit_code_for(run_dir, cfg.run.fail_on)
     if args.command == "demo":

@@ -185,11 +185,13 @@ class ShardWriter:
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("[0-9]*-[0-9]*.npz"))
 
-    def done_until(self) -> int:
-        """The first sample index not covered by a contiguous run of finished shards from 0."""
-        stop = 0
+    def done_until(self, first: int = 0) -> int:
+        """The first sample index not covered by a contiguous run of finished shards from `first`."""
+        stop = first
         for path in self.shards():
             start, end = (int(part) for part in path.stem.split("-"))
+            if end <= first:
+                continue
             if start != stop:
                 break
             stop = end

@@ -129,10 +129,10 @@ def run_sweep(
 ) -> dict:
     """Sweep the samples not yet in finished shards; returns counts and timings."""
     indices = list(range(len(dataset))) if indices is None else list(indices)
-    done = writer.done_until()
+    done = writer.done_until(indices[0]) if indices else 0
     todo = [i for i in indices if i >= done]
-    if done:
-        log.info("resuming after %d finished samples", done)
+    if indices and done > indices[0]:
+        log.info("resuming after %d finished samples", done - indices[0])
     batch_size = cfg.sweep.batch_size
     shard_batches = max(1, -(-cfg.sweep.shard_size // batch_size))
     loader = DataLoader(
