@@ -114,6 +114,32 @@ def _to_host(fields: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return out
 
 
+def _rows(batch: dict, start: int, stop: int) -> dict:
+    return {key: value[start:stop] if key in ("image", "mask", "has_mask", "label", "index") else value
+            for key, value in batch.items()}
+
+
+def audit_in_chunks(audit: Callable[[dict], dict], batch: dict, chunk: int) -> tuple[dict, int]:
+    """Audit a batch in chunks of `chunk` images, halving the chunk on a CUDA out-of-memory error.
+
+    Returns the batch's results and the chunk size that worked, which the rest of the run keeps.
+    """
+    size = len(batch["index"])
+    while True:
+        try:
+            parts = [audit(_rows(batch, start, start + chunk)) for start in range(0, size, chunk)]
+            break
+        except torch.cuda.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)
+            log.warning("CUDA out of memory: going on with batches of %d images", chunk)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    return merged, chunk
+
+
 def run_sweep(
     model: nn.Module,
     layer: nn.Module,
@@ -149,6 +175,7 @@ def run_sweep(
     shard_start = todo[0] if todo else done
     last_index = shard_start - 1
     batches_in_shard = 0
+    chunk = batch_size  # shrinks for the rest of the run after a CUDA out-of-memory error
     progress = tqdm(total=len(todo), desc="audit", unit="img", disable=None, leave=False)
     with preserved_model_state(model):
         for batch in loader:
@@ -156,7 +183,10 @@ def run_sweep(
             result = {"index": batch["index"].numpy(), "label_idx": batch["label"].numpy(),
                       "has_mask": batch["has_mask"].numpy(), "note": np.array(batch["note"], dtype=str)}
             if len(batch["index"]):
-                result.update(audit_batch(model, layer, batch, methods, cfg, reshape, geometry))
+                fields, chunk = audit_in_chunks(
+                    lambda part: audit_batch(model, layer, part, methods, cfg, reshape, geometry), batch, chunk
+                )
+                result.update(fields)
             result["failed_index"] = np.array([i for i, _ in batch["failed"]], dtype=np.int64)
             result["failed_reason"] = np.array([r for _, r in batch["failed"]], dtype=str)
             writer.add(result)
