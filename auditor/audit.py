@@ -17,14 +17,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader, Subset
 
-from auditor import __version__
-from auditor.cams import get_method, preserved_model_state
+from auditor import __version__, faithfulness
+from auditor.architectures import layer_reshape
+from auditor.cams import captured_activation, get_method, preserved_model_state
 from auditor.config import Config
 from auditor.confusion import confused_pairs, confusion_frame, per_class_frame
-from auditor.data import AuditDataset, Sample, build_samples, read_class_names
+from auditor.causal import causal_check, regions_from_findings, write_causal
+from auditor.data import AuditDataset, Sample, build_samples, collate, read_class_names
 from auditor.distributed import Ranks, barrier, init_ranks, shutdown
 from auditor.errors import AuditorError
+from auditor.findings import write_findings
 from auditor.geometry import measure_geometry
 from auditor.models import ChildrenChain, find_target_layer, is_script_module, load_model, model_fingerprint
 from auditor.runs import (
@@ -87,8 +91,43 @@ def first_example(dataset: AuditDataset) -> torch.Tensor:
     raise AuditorError("None of the images could be decoded; see the paths in the config and the files' formats.")
 
 
+def _map_shape(model, layer, example: torch.Tensor, reshape) -> tuple[int, ...]:
+    """The shape of the layer's output for `example`, read as a map ([B, C, H, W] when it is one)."""
+    with captured_activation(layer) as store, torch.no_grad():
+        model(example)
+    output = store["activation"]
+    return tuple((reshape(output) if reshape else output).shape)
+
+
+def check_spatial(model, layer_name: str, layer, example: torch.Tensor, reshape) -> None:
+    """A CAM needs a map of several cells. A flattened or globally pooled layer never has them: a run-level fault.
+    A layer that is 1 x 1 only at this input size (a ResNet's layer4 on 32-pixel images) gives uniform maps: a
+    warning, since larger inputs would fix it."""
+    shape = _map_shape(model, layer, example, reshape)
+    if len(shape) == 4 and shape[2] * shape[3] > 1:
+        return
+    if len(shape) == 4:
+        try:
+            larger = _map_shape(model, layer, torch.nn.functional.interpolate(example, scale_factor=4), reshape)
+        except Exception:  # noqa: BLE001 - a model with a fixed input size
+            larger = shape
+        if larger[2] * larger[3] > 1:
+            log.warning("model.target_layer %r gives a 1 x 1 map on %s inputs, so every map is uniform: use a "
+                        "larger data.resize or an earlier layer", layer_name, tuple(example.shape[2:]))
+            return
+    try:
+        hint = f", such as {find_target_layer(model, example)[0]!r}"
+    except AuditorError:
+        hint = ""
+    raise AuditorError(
+        f"model.target_layer {layer_name!r} outputs {shape}, not a spatial [B, C, H, W] map of more than one cell, "
+        f"so a class activation map has nowhere to point. Name a layer before the global pooling{hint}, or leave "
+        "model.target_layer unset to use the last spatial layer."
+    )
+
+
 def prepare(cfg: Config):
-    """Load classes, samples, model and target layer, and check that they fit together."""
+    """Load classes, samples, model, target layer (and how to read it as [B, C, H, W]); check that they fit."""
     classes = read_class_names(cfg.model.classes, cfg.model.classes_file)
     samples, classes = build_samples(cfg.data, classes)
     dataset = AuditDataset(samples, cfg.data)
@@ -111,9 +150,11 @@ def prepare(cfg: Config):
             "model.classes or model.classes_file."
         )
     layer_name, layer = find_target_layer(model, example, cfg.model.target_layer)
+    reshape = layer_reshape(model, layer_name, layer, example)
+    check_spatial(model, layer_name, layer, example, reshape)
     with preserved_model_state(model):
-        geometry = measure_geometry(model, layer, example)
-    return classes, samples, dataset, model, layer_name, layer, geometry
+        geometry = measure_geometry(model, layer, example, reshape)
+    return classes, samples, dataset, model, layer_name, layer, geometry, reshape
 
 
 def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str], methods: list[str]) -> pd.DataFrame:
@@ -140,10 +181,11 @@ def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str], metho
         "pred": [classes[i] for i in columns["pred_idx"]],
         "pred_idx": columns.pop("pred_idx").astype(np.int64),
     })
-    records["correct"] = records["label_idx"] == records["pred_idx"]
     records["has_mask"] = columns.pop("has_mask").astype(bool)
     for name, values in columns.items():
         records[name] = values
+    # NaN or infinite logits make no prediction (p_pred is NaN): never counted as correct.
+    records.insert(7, "correct", (records["label_idx"] == records["pred_idx"]) & np.isfinite(records["p_pred"]))
     save_parquet_atomic(run_dir / "records.parquet", records)
     merge_shard_arrays(paths, run_dir, rows)
     return records
@@ -154,22 +196,31 @@ def write_tables(run_dir: Path, records: pd.DataFrame, classes: list[str]) -> di
     confusion = confusion_frame(records, classes)
     write_atomic(run_dir / "confusion.csv", confusion.to_csv())
     per_class = per_class_frame(records, classes)
+    if set(faithfulness.FAITHFULNESS_COLUMNS) <= set(records.columns):
+        per_class = pd.concat([per_class, faithfulness.class_means(records, classes)], axis=1)
     write_atomic(run_dir / "per_class.csv", per_class.to_csv(index=False))
     pairs = confused_pairs(records, classes)
     write_json(run_dir / "confused_pairs.json", pairs)
     return {"per_class": per_class, "pairs": pairs}
 
 
+def _count_kinds(texts: pd.Series) -> dict[str, int]:
+    """Counts of "<kind>: <detail>" texts by kind (the part before the first colon); empty texts are not counted."""
+    texts = texts.fillna("").astype(str)
+    return texts[texts != ""].str.split(":").str[0].value_counts().to_dict()
+
+
 def build_summary(records: pd.DataFrame, skipped: pd.DataFrame, classes: list[str], tables: dict, timings: dict) -> dict:
     """Headline figures: stable keys for dashboards."""
     with_mask = records[records["has_mask"]]
     correct = with_mask[with_mask["correct"]]
-    reasons = skipped["reason"].str.split(":").str[0].value_counts().to_dict() if len(skipped) else {}
-    notes = records["note"][records["note"] != ""].value_counts().to_dict() if "note" in records else {}
+    reasons = _count_kinds(skipped["reason"])
+    notes = _count_kinds(records["note"]) if "note" in records else {}
     return clean_floats({
         "n_images": int(len(records) + len(skipped)),
         "n_audited": int(len(records)),
         "n_skipped": int(len(skipped)),
+        "n_non_finite_scores": int((~np.isfinite(records["p_pred"])).sum()),
         "skipped_reasons": reasons,
         "notes": notes,
         "n_classes": len(classes),
@@ -199,7 +250,7 @@ def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
     run_dir = Path(cfg.run.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    classes, samples, dataset, model, layer_name, layer, geometry = prepare(cfg)
+    classes, samples, dataset, model, layer_name, layer, geometry, reshape = prepare(cfg)
     device = ranks.device(pick_device(cfg.sweep.device))
     model.to(device)
     methods = [get_method(name) for name in cfg.sweep.methods]
@@ -216,7 +267,7 @@ def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
     barrier(ranks)  # rank 0 has cleared stale shards and stamped the run key
     if not ranks.is_main:
         writer = ShardWriter(run_dir, run_key, resume=True)
-    stats = run_sweep(model, layer, dataset, methods, cfg, writer, device, geometry=geometry, indices=block)
+    stats = run_sweep(model, layer, dataset, methods, cfg, writer, device, reshape, geometry, indices=block)
     barrier(ranks)  # every rank's shards are on disk
     if not ranks.is_main:
         return None
@@ -231,6 +282,7 @@ def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
         "methods": [m.name for m in methods],
         "metric_prefixes": {m.name: metric_prefix(m.name, methods[0].name) for m in methods},
         "target_layer": layer_name,
+        "target_reshape": repr(reshape) if reshape else None,
         "map_geometry": dataclasses.asdict(geometry) if geometry else "plain",
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
@@ -244,10 +296,41 @@ def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
     summary = build_summary(records, skipped, classes, tables, timings)
     write_json(run_dir / "summary.json", summary)
     shutil.rmtree(run_dir / SHARD_DIR, ignore_errors=True)
+    if cfg.findings.enabled:
+        summary["findings"] = run_findings(run_dir, cfg, model, dataset, classes, device)
+        write_json(run_dir / "summary.json", summary)
     log.info("accuracy %.4f on %d images (%d skipped), %.1f images/s", summary["accuracy"], summary["n_audited"],
              summary["n_skipped"], stats["images_per_s"] or 0.0)
     finish_run(run_dir, cfg)
     return run_dir
+
+
+CLASS_LEVEL_KINDS = ("background_reliance", "spatial_shortcut", "strategy_cluster")
+
+
+def run_findings(run_dir: Path, cfg: Config, model, dataset: AuditDataset, classes: list[str], device: torch.device) -> dict:
+    """findings.json, then the causal check on the flagged classes (or all), which findings.json then takes in.
+
+    Returns the number of findings per severity, for the summary.
+    """
+    (run_dir / "causal.csv").unlink(missing_ok=True)  # never let an earlier run's check bear on these findings
+    doc = write_findings(run_dir, cfg.findings)
+    if cfg.findings.causal != "off":
+        flagged = {classes.index(f["classes"][0]) for f in doc["findings"] if f["kind"] in CLASS_LEVEL_KINDS}
+        wanted = set(range(len(classes))) if cfg.findings.causal == "all" else flagged
+        indices = [i for i, sample in enumerate(dataset.samples) if sample.label in wanted]
+        if indices:
+            log.info("causal check on %d images of %d classes", len(indices), len(wanted))
+            loader = DataLoader(Subset(dataset, indices), batch_size=cfg.sweep.batch_size, shuffle=False,
+                                num_workers=cfg.sweep.num_workers, collate_fn=collate)
+            regions = regions_from_findings(doc["findings"], classes)
+            write_causal(run_dir, causal_check(model, loader, classes, regions, device))
+            doc = write_findings(run_dir, cfg.findings)
+    counts = {severity: 0 for severity in ("high", "medium", "low")}
+    for finding in doc["findings"]:
+        counts[finding["severity"]] += 1
+    log.info("findings: %d high, %d medium, %d low", counts["high"], counts["medium"], counts["low"])
+    return counts
 
 
 def finish_run(run_dir: Path, cfg: Config) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -100,7 +102,19 @@ def exit_code_for(run_dir: Path, fail_on: str) -> int:
     return EXIT_OK
 
 
+def error_paragraph(err: AuditorError) -> str:
+    """The message as one paragraph: library messages may span lines, and an error raised in a DataLoader worker
+    arrives with the worker's traceback inside its message (shown with --debug only)."""
+    text = str(err)
+    if "Original Traceback" in text:
+        text = re.split(r"^\S+Error: ", text, flags=re.M)[-1]
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Arrow's default allocator keeps freed memory; the system one gives it back, so peak memory stays flat
+    # however many records a run writes.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     setup_logging(args.log_json, args.debug)
@@ -111,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     except AuditorError as err:
         if args.debug:
             traceback.print_exc()
-        print(f"auditor: error: {err}", file=sys.stderr)
+        print(f"auditor: error: {error_paragraph(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("auditor: interrupted; run the same command again to resume.", file=sys.stderr)

@@ -48,6 +48,18 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     limit: int | None = None  # audit only the first N samples (after sorting)
 
+    def __post_init__(self):
+        if isinstance(self.resize, list) and len(self.resize) != 2:
+            raise ConfigError(f"data.resize must be N (the shorter side) or [height, width], not {self.resize}.")
+        sides = [*(self.resize if isinstance(self.resize, list) else [self.resize]), self.crop]
+        if any(side is not None and side < 1 for side in sides):
+            raise ConfigError(f"data.resize and data.crop must be 1 pixel or more, not {self.resize} and {self.crop}.")
+        channels = 1 if self.grayscale else 3
+        if len(self.mean) < channels or len(self.std) < channels:
+            raise ConfigError(f"data.mean and data.std need {channels} values each (one per input channel).")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"data.std values must be above 0 (they divide the pixels), not {self.std}.")
+
 
 @dataclass
 class SweepConfig:
@@ -60,6 +72,14 @@ class SweepConfig:
     map_size: int = 32  # stored low-resolution maps are map_size x map_size float16
     shard_size: int = 1024  # images per shard written to disk as the sweep goes
     seed: int = 0
+    faithfulness: bool = False  # deletion check per image (auditor.faithfulness): one more forward of 2x the batch
+    faithfulness_top_percent: float = 10.0  # share of pixels removed: the primary map's top ones, and random ones
+
+    def __post_init__(self):
+        if not 0.0 < self.faithfulness_top_percent <= 100.0:
+            raise ConfigError(
+                f"sweep.faithfulness_top_percent must be above 0 and at most 100, not {self.faithfulness_top_percent}."
+            )
 
 
 @dataclass
@@ -100,6 +120,7 @@ class FindingsConfig:
     """Thresholds of the bias rules in auditor.findings (owned by that module)."""
 
     enabled: bool = True
+    causal: str = "flagged"  # re-run the model with objects / flagged regions erased: flagged classes, all, or off
     # shared by the rules
     min_support: int = 10  # fewest correctly classified images (with masks, where needed) a class is judged on
     max_samples: int = 12  # evidence sample ids kept per finding, most telling first
@@ -121,6 +142,8 @@ class FindingsConfig:
     shortcut_high_hit_rate: float = 0.8  # hit rate needed, with the gap below, for high severity
     shortcut_high_gap: float = 0.4  # gap (CI lower bound) needed for high severity
     place_max_on_object: float = 0.3  # with masks: a place whose attention is more on the object is the object
+    place_follow_ratio: float = 0.75  # with masks: peaks scattering less around the object than in the image
+    # (at most this ratio) follow the object, so their place is the object's, not a fixed one
     # strategy_cluster (SpRAy)
     spray_min_support: int = 20  # fewest correctly classified images of a class before clustering it
     spray_size: int = 8  # maps are pooled (block sums) to spray_size x spray_size before clustering
@@ -173,6 +196,7 @@ class Config:
 
 _CHOICES = {
     ("run", "fail_on"): ("high", "medium", "low", "never"),
+    ("findings", "causal"): ("flagged", "all", "off"),
 }
 
 
@@ -194,7 +218,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not sep or "." not in key:
             raise ConfigError(f"Override {item!r} must look like section.key=value, e.g. sweep.batch_size=64.")
         section, _, name = key.strip().partition(".")
-        raw.setdefault(section, {})
+        if raw.get(section) is None:  # absent, or an empty `section:` in the file
+            raw[section] = {}
         if not isinstance(raw[section], dict):
             raise ConfigError(f"Section {section!r} must be a mapping.")
         raw[section][name] = yaml.safe_load(value) if value.strip() else None
@@ -263,4 +288,6 @@ def _check_type(key: str, value: Any, hint) -> Any:
         return value
     if hint in (str, bool) and isinstance(value, hint):
         return value
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # YAML reads `target_layer: 6` or class names 0, 1, ... as numbers
     raise ConfigError(f"{key} must be of type {getattr(hint, '__name__', hint)}, not {value!r}.")

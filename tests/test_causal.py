@@ -1,0 +1,212 @@
+"""The causal check on a hand-made model whose answers with the object or the region erased are known."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from auditor.causal import apply_causal, causal_check, erase, region_mask, regions_from_findings, write_causal
+from auditor.config import FindingsConfig
+from auditor.findings import Finding
+
+CLASSES = ["plain", "marked", "empty"]
+CORNER = [0.75, 0.0, 1.0, 0.25]  # the top-right pixel of a 4 x 4 image
+CFG = FindingsConfig()
+
+
+class CornerModel(torch.nn.Module):
+    """logits: plain = sum of the centre 2 x 2, marked = 10 x the top-right pixel, empty = 0.5.
+
+    So a marked image is recognised by its corner alone, a plain one by its object, and a blank one is empty.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.seen = []  # (training, grad enabled) at each call
+
+    def forward(self, x):
+        self.seen.append((self.training, torch.is_grad_enabled()))
+        centre = x[:, 0, 1:3, 1:3].sum(dim=(1, 2))
+        corner = x[:, 0, 0, 3]
+        return self.scale * torch.stack([centre, 10 * corner, torch.full_like(centre, 0.5)], dim=1)
+
+
+def image(marked: bool) -> torch.Tensor:
+    img = torch.zeros(1, 4, 4)
+    img[0, 1:3, 1:3] = 1.0
+    if marked:
+        img[0, 0, 3] = 1.0
+    return img
+
+
+def batch(labels, has_mask):
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[1:3, 1:3] = True
+    return {
+        "image": torch.stack([image(label == 1) for label in labels]),
+        "mask": torch.stack([mask if m else torch.zeros_like(mask) for m in has_mask]),
+        "has_mask": torch.tensor(has_mask),
+        "label": torch.tensor(labels),
+        "index": torch.arange(len(labels)),
+    }
+
+
+def test_erase_fills_only_masked_pixels():
+    images = torch.arange(8.0).view(1, 2, 2, 2)
+    masks = torch.tensor([[[True, False], [False, True]]])
+    out = erase(images, masks, fill=-1.0)
+    assert out.tolist() == [[[[-1.0, 1.0], [2.0, -1.0]], [[-1.0, 5.0], [6.0, -1.0]]]]
+    assert images[0, 0, 0, 0] == 0.0  # the input is left alone
+    shared = erase(torch.ones(2, 1, 2, 2), torch.tensor([[True, False], [False, False]]))
+    assert shared[:, 0, 0, 0].tolist() == [0.0, 0.0] and shared.sum() == 6.0  # one mask for the whole batch
+
+
+def test_region_mask_covers_every_touched_pixel():
+    assert region_mask(CORNER, 4, 4).nonzero().tolist() == [[0, 3]]
+    wide = region_mask([0.3, 0.0, 0.6, 0.5], 4, 8)  # x 0.3..0.6 of 8 columns touches columns 2..4
+    assert wide.nonzero()[:, 1].unique().tolist() == [2, 3, 4]
+    assert wide.nonzero()[:, 0].unique().tolist() == [0, 1]
+    assert region_mask([0.0, 0.0, 1.0, 1.0], 3, 5).all()
+
+
+def test_causal_check_measures_object_and_region_removal():
+    model = CornerModel().train()
+    batches = [
+        batch([0, 1, 1], has_mask=[True, True, True]),
+        batch([0, 1], has_mask=[True, False]),
+    ]
+    df = causal_check(model, batches, CLASSES, regions={1: CORNER}, device="cpu").set_index("class")
+    assert list(df.index) == ["plain", "marked"]  # no "empty" images, no row
+    plain, marked = df.loc["plain"], df.loc["marked"]
+    assert (plain.n, marked.n) == (2, 3)
+    assert plain.accuracy == 1.0 and marked.accuracy == 1.0
+    assert plain.background_only_accuracy == 0.0  # no object, no plain
+    assert (marked.n_masked, marked.background_only_accuracy) == (2, 1.0)  # still marked: the corner suffices
+    assert marked.background_only_baseline == 0.0  # erased plain images are called empty, never marked
+    assert marked.shortcut_removed_accuracy == 0.0 and marked.n_region == 3  # without its corner it is plain
+    assert math.isnan(plain.shortcut_removed_accuracy) and plain.region == ""
+    assert json.loads(marked.region) == CORNER
+    assert model.training  # mode restored
+    assert model.seen and all(not training and not grad for training, grad in model.seen)
+
+
+def test_causal_check_restores_eval_mode_and_survives_errors():
+    model = CornerModel().eval()
+    causal_check(model, [batch([0], [True])], CLASSES, {}, "cpu")
+    assert not model.training
+    model.train()
+    broken = [{"image": torch.zeros(1, 1, 4, 4)}]  # no label: a KeyError mid-loop
+    with pytest.raises(KeyError):
+        causal_check(model, broken, CLASSES, {}, "cpu")
+    assert model.training
+
+
+def shortcut(severity="medium", region=CORNER, kind="spatial_shortcut", classes=("marked",)):
+    return Finding(
+        id="F001", kind=kind, severity=severity, classes=list(classes), region=region, samples=["a"],
+        metrics={"hit_rate": 1.0}, message="Class 'marked' keeps looking at the top-right corner.",
+    )  # fmt: skip
+
+
+def causal_row(**values):
+    row = {
+        "class": "marked", "n": 30, "accuracy": 1.0, "n_masked": 30, "background_only_accuracy": 0.1,
+        "background_only_baseline": 0.05, "n_region": 30, "shortcut_removed_accuracy": 0.9,
+        "region": json.dumps(CORNER),
+    }  # fmt: skip
+    return pd.DataFrame([{**row, **values}])
+
+
+def test_apply_causal_raises_a_class_still_recognised_without_its_object():
+    (f,) = apply_causal([shortcut()], causal_row(background_only_accuracy=0.9), CFG)
+    assert f.severity == "high" and f.id == "F001"
+    assert f.metrics["background_only_accuracy"] == 0.9 and f.metrics["hit_rate"] == 1.0
+    assert "confirmed" in f.message and f.message.endswith(".")
+
+
+def test_apply_causal_raises_when_erasing_the_region_breaks_the_class():
+    (f,) = apply_causal([shortcut()], causal_row(shortcut_removed_accuracy=0.2), CFG)
+    assert f.severity == "high" and f.metrics["shortcut_removed_accuracy"] == 0.2
+
+
+def test_apply_causal_keeps_severity_when_the_check_is_inconclusive():
+    before = shortcut()
+    (f,) = apply_causal([before], causal_row(background_only_accuracy=0.25, shortcut_removed_accuracy=0.7), CFG)
+    assert f.severity == "medium" and f.message == before.message
+    assert f.metrics["background_only_accuracy"] == 0.25 and f.metrics["shortcut_removed_accuracy"] == 0.7
+    # a model that calls every blank image "marked" is not evidence about "marked"
+    blank_is_marked = causal_row(
+        background_only_accuracy=0.9, background_only_baseline=0.85, shortcut_removed_accuracy=0.7
+    )
+    (f,) = apply_causal([before], blank_is_marked, CFG)
+    assert f.severity == "medium" and f.metrics["background_only_baseline"] == 0.85
+    assert before.metrics == {"hit_rate": 1.0}  # the input finding is not changed
+
+
+def test_apply_causal_lowers_a_class_finding_every_test_refutes():
+    (f,) = apply_causal([shortcut(severity="high")], causal_row(), CFG)  # object needed, region not
+    assert f.severity == "low" and "not confirmed" in f.message
+    half_refuted = causal_row(shortcut_removed_accuracy=0.7)  # the region matters somewhat
+    assert apply_causal([shortcut(severity="high")], half_refuted, CFG)[0].severity == "high"
+    cluster = shortcut(severity="medium", kind="strategy_cluster")  # part of a class: class figures dilute it
+    assert apply_causal([cluster], causal_row(), CFG)[0].severity == "medium"
+
+
+def test_apply_causal_only_uses_what_applies():
+    other_region = shortcut(region=[0.0, 0.0, 0.25, 0.25])
+    no_masks = causal_row(background_only_accuracy=float("nan"), shortcut_removed_accuracy=0.0)
+    (f,) = apply_causal([other_region], no_masks, CFG)
+    assert "background_only_accuracy" not in f.metrics  # NaN: no masked images
+    assert "shortcut_removed_accuracy" not in f.metrics  # measured on another region
+    assert f.severity == "medium"  # nothing was tested
+    pair = Finding(kind="context_confusion", severity="low", classes=["marked", "plain"],
+                   pair={"true": "marked", "pred": "plain"}, message="Alike.")  # fmt: skip
+    (g,) = apply_causal([pair], causal_row(), CFG)
+    assert g == dataclasses.replace(pair, id="F001")
+
+
+def test_apply_causal_reports_a_class_recognised_without_its_object_that_no_heatmap_rule_flagged():
+    pair = Finding(kind="context_confusion", severity="medium", classes=["marked", "plain"],
+                   pair={"true": "marked", "pred": "plain"}, message="Context.")  # fmt: skip
+    causal = pd.concat([
+        causal_row(background_only_accuracy=0.8),
+        causal_row(**{"class": "plain", "background_only_accuracy": 0.2}),  # not enough above the baseline
+    ])  # fmt: skip
+    new, old = apply_causal([pair], causal, CFG)
+    assert (new.id, new.kind, new.severity, new.classes) == ("F001", "recognised_without_object", "high", ["marked"])
+    assert new.metrics["background_only_accuracy"] == 0.8 and new.metrics["background_only_baseline"] == 0.05
+    assert old.kind == "context_confusion" and old.metrics == {}
+
+
+def test_apply_causal_renumbers_after_raising():
+    low = shortcut(severity="low", classes=("marked",))
+    medium = shortcut(severity="medium", kind="background_reliance", region=None, classes=("plain",))
+    findings = apply_causal([medium, low], causal_row(background_only_accuracy=0.95), CFG)
+    assert [(f.id, f.classes, f.severity) for f in findings] == [
+        ("F001", ["marked"], "high"), ("F002", ["plain"], "medium"),
+    ]  # fmt: skip
+
+
+def test_regions_from_findings_takes_the_most_severe_region_per_class():
+    findings = [
+        shortcut(region=[0.5, 0.5, 0.75, 0.75]).to_dict(),
+        shortcut(region=CORNER),
+        shortcut(kind="background_reliance", region=None, classes=("plain",)),
+    ]
+    assert regions_from_findings(findings, CLASSES) == {1: [0.5, 0.5, 0.75, 0.75]}
+
+
+def test_write_causal_round_trips_through_csv(tmp_path):
+    model = CornerModel()
+    df = causal_check(model, [batch([0, 1], [True, True])], CLASSES, {1: CORNER}, "cpu")
+    write_causal(tmp_path, df)
+    back = pd.read_csv(tmp_path / "causal.csv")
+    (f,) = apply_causal([shortcut()], back, CFG)
+    assert f.severity == "high"  # background-only 1.0 and the region's removal breaks the class
+    assert f.metrics["shortcut_removed_accuracy"] == 0.0
