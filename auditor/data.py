@@ -4,24 +4,34 @@ Every source is first turned into `Sample` records (id, path, label, optional ma
 loading, the preprocessing and the fault handling below are written once. Masks and boxes go through the same
 geometric transforms as their image (torchvision's v2 transforms resize a `Mask` with nearest neighbours).
 A file that cannot be decoded does not stop the run: the collate function drops it and reports its reason.
+
+Orientation: an image is shown upright (its EXIF orientation applied). A mask or box is taken to be in the image's
+*stored* pixel grid (what a program reading the pixels without EXIF sees, and what most mask pipelines write), so it
+is turned with the image. Two exceptions: a mask file with its own orientation tag is turned by that tag, and a
+mask that is portrait where the stored image is landscape (or the reverse) was drawn on the upright image and is
+used as it is. Mask values: any nonzero value is the object, so 0/1, 0/255 and label-index masks all work.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from auditor.config import DataConfig
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, first_line
+
+log = logging.getLogger("auditor")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".gif", ".pgm")
@@ -33,19 +43,24 @@ class Sample:
     path: str  # absolute path of the image
     label: int  # index into the class names
     mask: str | None = None  # absolute path of a mask image (nonzero = object)
-    box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in pixels of the original image
+    box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in pixels of the image as stored
 
 
 def read_class_names(cfg_classes: list[str] | None, classes_file: str | None) -> list[str] | None:
     """Class names given explicitly, in logit order; None when the data must name them."""
     if cfg_classes:
-        return list(cfg_classes)
-    if classes_file:
+        names, where = list(cfg_classes), "model.classes"
+    elif classes_file:
         path = Path(classes_file)
         if not path.is_file():
             raise AuditorError(f"model.classes_file {path} does not exist.")
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return None
+        names, where = [line.strip() for line in path.read_text().splitlines() if line.strip()], str(path)
+    else:
+        return None
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise AuditorError(f"{where} names the classes {repeated} more than once: give each logit its own name.")
+    return names
 
 
 def build_samples(cfg: DataConfig, classes: list[str] | None) -> tuple[list[Sample], list[str]]:
@@ -60,12 +75,18 @@ def build_samples(cfg: DataConfig, classes: list[str] | None) -> tuple[list[Samp
         data_root = Path(cfg.manifest).parent
     if cfg.masks:
         samples = _attach_mask_folder(samples, Path(cfg.masks), data_root)
+        if samples and not any(s.mask for s in samples):
+            log.warning("no mask in data.masks %s mirrors an image's path (masks/<class>/<stem>.png)", cfg.masks)
     samples.sort(key=lambda s: s.id)
     if cfg.limit is not None:
         samples = samples[: cfg.limit]
     if not samples:
         where = cfg.root or cfg.manifest
-        raise AuditorError(f"No images found in {where}. Check the path and that images use one of {IMAGE_EXTENSIONS}.")
+        layout = "root/<class>/<image>, one folder per class" if cfg.root else "rows of path,label"
+        raise AuditorError(
+            f"No images found in {where}. Check the path, the layout ({layout}) and that images use one of "
+            f"{', '.join(IMAGE_EXTENSIONS)}."
+        )
     return samples, classes
 
 
@@ -82,29 +103,50 @@ def _scan_image_folder(root: Path, classes: list[str] | None) -> tuple[list[Samp
             "Fix model.classes / model.classes_file or remove those folders."
         )
     index = {name: i for i, name in enumerate(classes)}
-    samples = []
+    samples, ignored = [], []
     for folder in folders:
         for path in sorted((root / folder).rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                rel = path.relative_to(root).as_posix()
+            if not path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
                 samples.append(Sample(id=rel, path=str(path.resolve()), label=index[folder]))
+            elif not path.name.startswith("."):
+                ignored.append(rel)
+    if ignored:
+        log.warning("ignored %d file(s) without an image extension in %s, e.g. %s", len(ignored), root, ignored[:3])
     return samples, classes
 
 
 def _read_manifest(path: Path, classes: list[str] | None) -> tuple[list[Sample], list[str]]:
     if not path.is_file():
         raise AuditorError(f"data.manifest {path} does not exist.")
-    table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={"id": str})
+    try:
+        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={"id": str})
+    except Exception as err:  # noqa: BLE001 - pandas and pyarrow raise many types for a malformed file
+        raise AuditorError(
+            f"Manifest {path} cannot be read as {'Parquet' if path.suffix.lower() == '.parquet' else 'CSV'}: "
+            f"{first_line(err)}. Fix the file or its extension."
+        ) from None
     missing = {"path", "label"} - set(table.columns)
     if missing:
         raise AuditorError(f"Manifest {path} lacks the column(s) {sorted(missing)}; it needs path,label.")
+    blank = table["path"].isna() | table["label"].isna()
+    if blank.any():
+        raise AuditorError(
+            f"Manifest {path} has {int(blank.sum())} row(s) without a path or a label (the first is data row "
+            f"{int(blank.to_numpy().argmax()) + 1}): fill them in or remove those rows."
+        )
     box_columns = ["x0", "y0", "x1", "y1"]
     has_box = set(box_columns) <= set(table.columns)
     labels = table["label"]
     numeric = pd.api.types.is_integer_dtype(labels)
     if classes is None:
         if numeric:
-            raise AuditorError("The manifest's labels are numbers: give the class names in model.classes or model.classes_file.")
+            raise AuditorError(
+                "The manifest's labels are numbers: give the class names in logit order in model.classes or "
+                "model.classes_file."
+            )
         classes = sorted(labels.astype(str).unique())
     index = {name: i for i, name in enumerate(classes)}
     if numeric:
@@ -113,7 +155,8 @@ def _read_manifest(path: Path, classes: list[str] | None) -> tuple[list[Sample],
         bad = sorted(set(labels.astype(str)) - set(index))
     if bad:
         raise AuditorError(
-            f"Manifest {path} has labels the model does not know: {bad[:10]}. Its classes are {classes}."
+            f"Manifest {path} has labels the model does not know: {bad[:10]} (its classes: {classes}). Fix those "
+            "labels, or model.classes / model.classes_file."
         )
     base = path.parent
     samples = []
@@ -129,6 +172,12 @@ def _read_manifest(path: Path, classes: list[str] | None) -> tuple[list[Sample],
         label = int(row.label) if numeric else index[str(row.label)]
         sample_id = str(row.id) if "id" in table.columns else rel
         samples.append(Sample(id=sample_id, path=str(image_path), label=label, mask=mask_path, box=box))
+    repeated = sorted(sample_id for sample_id, count in Counter(s.id for s in samples).items() if count > 1)
+    if repeated:
+        raise AuditorError(
+            f"Manifest {path} repeats the ids {repeated[:5]}{' ...' if len(repeated) > 5 else ''}: every row needs its "
+            "own id (remove duplicate rows, or give an id column)."
+        )
     return samples, classes
 
 
@@ -150,41 +199,83 @@ def _attach_mask_folder(samples: list[Sample], masks_root: Path, data_root: Path
     return attached
 
 
-def load_image(path: str, grayscale: bool = False) -> Image.Image:
-    """Decode any common image as RGB (or L): EXIF rotation applied, alpha over white, 16-bit rescaled."""
+# PIL transposes that show an image stored with EXIF orientation 2..8 upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(opened: Image.Image) -> tuple[Image.Image, int]:
+    """An opened file's pixels turned upright by its EXIF orientation, and that orientation (1: as stored)."""
+    value = opened.getexif().get(ExifTags.Base.Orientation, 1)
+    orientation = value if value in _UPRIGHT else 1
+    return (opened.transpose(_UPRIGHT[orientation]) if orientation != 1 else opened.copy()), orientation
+
+
+def decode_image(path: str, grayscale: bool = False) -> tuple[Image.Image, int]:
+    """Decode any common image upright as RGB (or L): alpha over white, 16-bit rescaled, palettes expanded.
+
+    Also returns the EXIF orientation it applied (1: none), so the sample's mask can be turned alike.
+    """
     with Image.open(path) as opened:
         opened.load()
-        image = ImageOps.exif_transpose(opened)
+        image, orientation = _upright(opened)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), mode="L")
-    if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "LA", "PA"):
+        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    return image.convert("L" if grayscale else "RGB")
+    return image.convert("L" if grayscale else "RGB"), orientation
 
 
-def load_mask(sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
-    """The object mask as bool [H, W] at the image's size, or None when the sample has none."""
-    width, height = size
+def load_image(path: str, grayscale: bool = False) -> Image.Image:
+    """The image upright as RGB (or L); see decode_image."""
+    return decode_image(path, grayscale)[0]
+
+
+def _mask_pixels(path: str) -> tuple[np.ndarray, bool]:
+    """A mask file as bool [h, w] (nonzero = object), and whether its own orientation tag turned it upright."""
+    with Image.open(path) as opened:
+        mask, orientation = _upright(opened)
+    if len(mask.getbands()) == 1:  # grey levels, 0/1 or label indices (a palette mask's indices, not its colours)
+        return np.asarray(mask) != 0, orientation != 1
+    array = np.asarray(mask.convert("RGBA"))  # colour: any channel nonzero, and opaque where there is alpha
+    return (array[..., :3].max(axis=2) != 0) & (array[..., 3] != 0), orientation != 1
+
+
+def load_mask(sample: Sample, size: tuple[int, int], orientation: int = 1) -> tuple[np.ndarray | None, str]:
+    """The object mask as bool [H, W] for the upright image of `size` (W, H), None without one; and a note when
+    it had to be resized. `orientation` is the image's EXIF orientation, which a mask in the stored grid follows."""
+    turn = _UPRIGHT.get(orientation)
+    width, height = size[::-1] if orientation >= 5 else size  # the image as stored
     if sample.mask is not None:
-        with Image.open(sample.mask) as opened:
-            mask = ImageOps.exif_transpose(opened)
-            array = np.asarray(mask if mask.mode in ("L", "1", "I", "I;16", "P", "F") else mask.convert("L"))
-        if array.ndim == 3:
-            array = array.max(axis=2)
-        if array.shape != (height, width):
-            resized = Image.fromarray((array != 0).astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
-            array = np.asarray(resized)
-        return array != 0  # label-index masks: any nonzero index is the object
-    if sample.box is not None:
+        mask, upright = _mask_pixels(sample.mask)
+        flipped_aspect = (mask.shape[1] - mask.shape[0]) * (width - height) < 0
+        if upright or orientation >= 5 and flipped_aspect:
+            turn = None  # drawn on the upright image
+    elif sample.box is not None:
         x0, y0, x1, y1 = sample.box
         mask = np.zeros((height, width), dtype=bool)
-        mask[max(0, int(math.floor(y0))): max(0, int(math.ceil(y1))), max(0, int(math.floor(x0))): max(0, int(math.ceil(x1)))] = True
-        return mask
-    return None
+        mask[max(0, math.floor(y0)): max(0, math.ceil(y1)), max(0, math.floor(x0)): max(0, math.ceil(x1))] = True
+    else:
+        return None, ""
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    if turn is not None:
+        image = image.transpose(turn)
+    note = ""
+    if image.size != tuple(size):
+        note = f"mask resized: {image.size[0]}x{image.size[1]} to {size[0]}x{size[1]} (nearest)"
+        image = image.resize(tuple(size), Image.Resampling.NEAREST)
+    return np.asarray(image) != 0, note
 
 
 def geometric_transform(cfg: DataConfig) -> v2.Transform:
@@ -211,11 +302,10 @@ class AuditDataset(Dataset):
         self.samples = samples
         self.cfg = cfg
         self.geometry = geometric_transform(cfg)
-        channels = 1 if cfg.grayscale else 3
-        mean, std = cfg.mean[:channels], cfg.std[:channels]
-        if len(mean) != channels or len(std) != channels:
-            raise AuditorError(f"data.mean and data.std need {channels} values each.")
-        self.normalise = v2.Normalize(mean, std)
+        channels = 1 if cfg.grayscale else 3  # DataConfig checks there are that many
+        self.normalise = v2.Normalize(cfg.mean[:channels], cfg.std[:channels])
+        # An image without a mask is worth a note only where masks are expected.
+        self.expects_masks = bool(cfg.masks) or any(s.mask is not None or s.box is not None for s in samples)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -223,31 +313,48 @@ class AuditDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         try:
-            image = load_image(sample.path, self.cfg.grayscale)
+            image, orientation = decode_image(sample.path, self.cfg.grayscale)
         except Exception as err:  # noqa: BLE001 - any decoder failure is a per-image fault
-            return {"index": index, "ok": False, "reason": f"unreadable image: {type(err).__name__}: {err}"}
-        note = ""
+            return {"index": index, "ok": False, "reason": file_fault("image", err)}
         try:
-            mask = load_mask(sample, image.size)
-        except Exception as err:  # noqa: BLE001
-            mask, note = None, f"unreadable mask: {type(err).__name__}"
-        if mask is None and sample.mask is None and self.cfg.masks and not note:
+            mask, note = load_mask(sample, image.size, orientation)
+        except Exception as err:  # noqa: BLE001 - the image is still audited, without attention metrics
+            mask, note = None, file_fault("mask", err)
+        if mask is None and not note and self.expects_masks:
             note = "no mask"
         pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
         pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
         has_mask = mask is not None
         mask_tensor = torch.from_numpy(mask if has_mask else np.zeros(pixels.shape[1:], dtype=bool))
         image_t, mask_t = self.geometry(tv_tensors.Image(pixels), tv_tensors.Mask(mask_tensor))
+        mask_t = mask_t.as_subclass(torch.Tensor).bool()
+        if has_mask and not mask.any():
+            note = "empty mask"
+        elif has_mask and not mask_t.any():
+            note = "empty mask after crop: the object lies outside data.crop"
         image_t = self.normalise(image_t.as_subclass(torch.Tensor).float() / 255.0)
         return {
             "index": index,
             "ok": True,
             "image": image_t,
-            "mask": mask_t.as_subclass(torch.Tensor).bool(),
+            "mask": mask_t,
             "has_mask": has_mask,
             "label": sample.label,
             "note": note,
         }
+
+
+def file_fault(what: str, err: Exception) -> str:
+    """Why an image (or mask) file could not be used, as "<kind>: <error>"; the summary counts each kind."""
+    if isinstance(err, FileNotFoundError):
+        kind = f"missing {what}"
+    elif isinstance(err, UnidentifiedImageError):
+        kind = f"{what} of unknown format"
+    elif "truncated" in str(err).lower():
+        kind = f"truncated {what}"
+    else:
+        kind = f"unreadable {what}"
+    return f"{kind}: {first_line(err)}"
 
 
 def collate(items: list[dict]) -> dict:

@@ -7,3 +7,9 @@ class AuditorError(Exception):
 
 class ConfigError(AuditorError):
     """An unknown key, a value of the wrong type, or a contradictory combination of settings."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception as one line, "Type: message": library messages can span many lines, a paragraph cannot."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
