@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="reports/demo", help="where the demo's data, model and run go")
     demo.add_argument("--fail-on", choices=("high", "medium", "low", "never"), default="never")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--rename", action="append", default=[], metavar="DIGIT=NAME",
+                      help="give a digit class another name, e.g. 8=eight")
 
     report = commands.add_parser("report", help="re-render report.html from a run directory (no model needed)")
     report.add_argument("run_dir")
@@ -157,7 +159,14 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     if args.command == "demo":
         from auditor.demo import run_demo  # noqa: PLC0415
 
-        run_dir = run_demo(Path(args.out), seed=args.seed)
+        digits = [str(c) for c in range(10)]
+        names = list(digits)
+        for item in args.rename:
+            digit, sep, name = item.partition("=")
+            if not sep or digit not in digits or not name or "/" in name:
+                raise AuditorError(f"--rename {item!r} must look like DIGIT=NAME with a digit 0-9 and a name without '/'.")
+            names[int(digit)] = name
+        run_dir = run_demo(Path(args.out), seed=args.seed, class_names=names)
         log.info("report: %s", run_dir / "report.html")
         return exit_code_for(run_dir, args.fail_on)
     if args.command == "report":

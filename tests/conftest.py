@@ -56,3 +56,22 @@ class _Slow(nn.Module):
 def slow_cnn(num_classes: int = 2) -> nn.Module:
     model = tiny_cnn(num_classes)
     return nn.Sequential(_Slow(), *model)
+
+
+DEMO_HOSTILE_DIGIT = 3
+HOSTILE_NAME = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """One `auditor demo` for the whole session, with a hostile class name and --fail-on high.
+
+    The demo's planted shortcut is a high finding, so the command must exit 3.
+    """
+    from auditor.cli import main
+    from auditor.runs import load_run
+
+    out = tmp_path_factory.mktemp("demo")
+    code = main(["demo", "--out", str(out), "--fail-on", "high", "--rename", f"{DEMO_HOSTILE_DIGIT}={HOSTILE_NAME}"])
+    assert code == 3
+    return load_run(out / "run")

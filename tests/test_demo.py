@@ -7,15 +7,7 @@ import numpy as np
 import pytest
 
 from auditor import demo
-from auditor.cli import main
-from auditor.runs import load_run
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--out", str(out)]) == 0
-    return load_run(out / "run")
+from tests.conftest import DEMO_HOSTILE_DIGIT, HOSTILE_NAME
 
 
 def test_planted_square_on_most_of_one_class():
@@ -55,8 +47,24 @@ def test_biased_class_average_map_peaks_at_the_corner(demo_run):
     assert x > x1 + 2 or y > y1 + 2
 
 
+def test_demo_findings_name_the_shortcut_with_causal_evidence(demo_run):
+    findings = [f for f in demo_run.findings() if f["classes"] == ["8"] and f["severity"] == "high"]
+    shortcut = next(f for f in findings if f["kind"] == "spatial_shortcut")
+    x0, y0, x1, y1 = shortcut["region"]
+    sx0, sy0, sx1, sy1 = (v / demo.CANVAS for v in demo.SQUARE)
+    assert x0 <= sx0 and y0 <= sy0 and x1 >= sx1 and y1 >= sy1  # the region covers the planted square
+    assert (x1 - x0) * (y1 - y0) < 0.1  # and is small
+    # With the digit erased the class is still recognised; with the corner erased it is not.
+    assert shortcut["metrics"]["background_only_accuracy"] > 0.5
+    assert shortcut["metrics"]["shortcut_removed_accuracy"] < 0.5
+    clean = [f for f in demo_run.findings() if f["severity"] == "high" and f["classes"] != ["8"]]
+    assert clean == []
+    assert demo_run.summary["findings"]["high"] >= 1
+
+
 def test_demo_report_is_written(demo_run):
     html = (demo_run.path / "report.html").read_text()
-    assert "8" in json.loads((demo_run.path / "manifest.json").read_text())["classes"]
+    assert demo_run.classes[DEMO_HOSTILE_DIGIT] == HOSTILE_NAME
+    assert HOSTILE_NAME not in html  # only ever escaped
     assert not re.search(r"<script[^>]*\bsrc=", html)  # everything inlined: opens offline
     assert "Plotly.newPlot" in html or "Plotly.react" in html

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from auditor.report import render_report
+from tests.conftest import HOSTILE_NAME
 from tests.synthetic_run import CLASSES, HOSTILE, write_synthetic_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -19,12 +22,26 @@ ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-TRUE, PRED = CLASSES.index(HOSTILE), CLASSES.index("circle")  # a confused pair of the synthetic run
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    return render_report(write_synthetic_run(tmp_path_factory.mktemp("browser") / "run"))
+@dataclass
+class Opened:
+    path: Path
+    hostile: str  # a class name that would run script if it were not escaped
+    pair: tuple[int, int]  # a confused pair (true, predicted) by class index
+    n_classes: int
+
+
+@pytest.fixture(scope="module", params=["synthetic", "demo"])
+def report(request, tmp_path_factory) -> Opened:
+    """The synthetic run's report, and the real `auditor demo` report (with a hostile class name)."""
+    if request.param == "synthetic":
+        path = render_report(write_synthetic_run(tmp_path_factory.mktemp("browser") / "run"))
+        return Opened(path, HOSTILE, (CLASSES.index(HOSTILE), CLASSES.index("circle")), len(CLASSES))
+    run = request.getfixturevalue("demo_run")
+    top = json.loads((run.path / "confused_pairs.json").read_text())[0]
+    pair = (run.classes.index(top["true"]), run.classes.index(top["pred"]))
+    return Opened(run.path / "report.html", HOSTILE_NAME, pair, len(run.classes))
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +61,9 @@ def browser_page(browser, report):
     page.on("pageerror", lambda err: events["errors"].append(str(err)))
     page.on("request", lambda r: events["requests"].append(r.url))
     page.on("dialog", lambda d: (events["dialogs"].append(d.message), d.dismiss()))
-    page.goto(report.as_uri(), wait_until="load")
+    page.goto(report.path.as_uri(), wait_until="load")
     page.wait_for_selector("#fig-confusion .main-svg", timeout=15_000)
-    yield page, events
+    yield page, events, report
     page.close()
 
 
@@ -59,7 +76,7 @@ def in_viewport(page, selector: str) -> bool:
 
 
 def test_page_loads_offline_without_errors(browser_page):
-    page, events = browser_page
+    page, events, _ = browser_page
     assert events["errors"] == []
     assert events["dialogs"] == []  # the hostile class name ran no script
     assert all(url.startswith(("file:", "data:")) for url in events["requests"]), events["requests"]
@@ -68,16 +85,17 @@ def test_page_loads_offline_without_errors(browser_page):
 
 
 def test_hostile_class_name_is_text(browser_page):
-    page, _ = browser_page
+    page, _, report = browser_page
+    hostile = report.hostile
     assert page.evaluate("document.querySelectorAll('img[src=\"x\"], img[onerror]').length") == 0
     cells = page.locator("#per-class-table tbody td:first-child").all_text_contents()
-    assert HOSTILE in cells
+    assert hostile in cells
     ticks = page.locator("#fig-confusion .xtick text").all_text_contents()
-    assert HOSTILE in ticks  # plotly shows the name as text, too
+    assert hostile in ticks  # plotly shows the name as text, too
 
 
 def test_every_gallery_image_decoded(browser_page):
-    page, _ = browser_page
+    page, _, _ = browser_page
     sizes = page.evaluate(
         "Array.from(document.querySelectorAll('.gallery img, .class-map img, .inline-maps img'))"
         ".map(img => img.complete ? img.naturalWidth : 0)"
@@ -86,15 +104,16 @@ def test_every_gallery_image_decoded(browser_page):
 
 
 def test_clicking_a_cell_scrolls_to_its_gallery(browser_page, tmp_path):
-    page, events = browser_page
-    target = f"#pair-{TRUE}-{PRED}"
+    page, events, report = browser_page
+    true, pred = report.pair
+    target = f"#pair-{true}-{pred}"
     page.locator("#fig-confusion").scroll_into_view_if_needed()
     assert not in_viewport(page, target)
     x, y = page.evaluate(
         """([i, j]) => { const gd = document.getElementById('fig-confusion'), box = gd.getBoundingClientRect();
                          const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
                          return [box.left + xa._offset + xa.l2p(j), box.top + ya._offset + ya.l2p(i)]; }""",
-        [TRUE, PRED],
+        [true, pred],
     )
     page.mouse.click(x, y)
     page.wait_for_function(f"document.querySelector('{target}').classList.contains('is-target')", timeout=5_000)
@@ -105,7 +124,7 @@ def test_clicking_a_cell_scrolls_to_its_gallery(browser_page, tmp_path):
 
 
 def test_per_class_table_sorts_by_header(browser_page):
-    page, _ = browser_page
+    page, _, _ = browser_page
     header = page.locator("#per-class-table thead th", has_text="Recall")
     header.locator("button").click()
     recalls = [float(v) for v in page.locator("#per-class-table tbody td:nth-child(4)").all_text_contents()]
@@ -116,7 +135,7 @@ def test_per_class_table_sorts_by_header(browser_page):
 
 
 def test_screenshot_of_the_whole_report(browser_page, tmp_path):
-    page, _ = browser_page
+    page, _, _ = browser_page
     page.evaluate("window.scrollTo(0, 0)")
     path = tmp_path / "report.png"
     page.screenshot(path=str(path), full_page=True)
@@ -126,8 +145,8 @@ def test_screenshot_of_the_whole_report(browser_page, tmp_path):
 def test_tables_and_images_are_readable_without_javascript(browser, report):
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
-    page.goto(report.as_uri(), wait_until="load")
-    assert page.locator("#per-class-table tbody tr").count() == len(CLASSES)
+    page.goto(report.path.as_uri(), wait_until="load")
+    assert page.locator("#per-class-table tbody tr").count() == report.n_classes
     assert page.locator("#confusion noscript table, #confusion table").first.is_visible()
     sizes = page.evaluate("Array.from(document.querySelectorAll('.gallery img')).map(i => i.naturalWidth)")
     assert len(sizes) > 0 and min(sizes) > 0
@@ -135,7 +154,7 @@ def test_tables_and_images_are_readable_without_javascript(browser, report):
 
 
 def test_print_stylesheet_hides_navigation(browser_page):
-    page, _ = browser_page
+    page, _, _ = browser_page
     page.emulate_media(media="print")
     assert page.evaluate("getComputedStyle(document.querySelector('nav.toc')).display") == "none"
     page.emulate_media(media="screen")
