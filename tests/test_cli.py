@@ -92,3 +92,26 @@ def test_empty_dataset_exits_2(tmp_path, capsys):
     assert main(["audit", "--data.root", str(tmp_path / "data"), "--model.factory", "tests.conftest:tiny_cnn",
                  "--out", str(tmp_path / "run")]) == 2
     assert "No images found" in capsys.readouterr().err
+
+
+def test_json_logs_and_no_progress_bar_off_a_terminal(image_folder, tmp_path, capsys):
+    data, masks = image_folder
+    assert main(["--log-json", *_audit_args(data, masks, tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # every line is one JSON object: no progress bar in between
+    assert any("accuracy" in entry["message"] for entry in parsed)
+    assert all({"time", "level", "message"} <= set(entry) for entry in parsed)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "audit.log").read_text().splitlines()]
+    assert [entry["message"] for entry in logged] == [entry["message"] for entry in parsed]
+
+
+def test_fail_on_gates_on_severity(tmp_path):
+    from auditor.cli import exit_code_for
+    from auditor.runs import write_json
+
+    write_json(tmp_path / "findings.json", {"schema_version": 1, "findings": [{"severity": "medium"}]})
+    assert exit_code_for(tmp_path, "high") == 0
+    assert exit_code_for(tmp_path, "medium") == 3
+    assert exit_code_for(tmp_path, "low") == 3
+    assert exit_code_for(tmp_path, "never") == 0
