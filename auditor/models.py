@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import importlib
 import pickle
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -13,31 +14,49 @@ import torch
 import torchvision
 from torch import nn
 
+from auditor.architectures import family_target_layer
 from auditor.config import ModelConfig
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, first_line
 
 
 def load_checkpoint(path: str, trust: bool = False):
-    """A state_dict, loaded with weights_only=True; a pickled model only with trust (it can run code)."""
+    """A state_dict, loaded with weights_only=True; pickled objects (a full model) only with trust, since
+    unpickling runs code from the file."""
     if not Path(path).is_file():
         raise AuditorError(f"Checkpoint {path} does not exist.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if pickled is None:
+            detail = type(err).__name__ if isinstance(err, pickle.UnpicklingError) else first_line(err)
+            raise AuditorError(
+                f"Checkpoint {path} cannot be read: it is damaged or not a file torch.save wrote ({detail}). "
+                "Save it again with torch.save(model.state_dict(), path)."
+            ) from None
         if not trust:
             raise AuditorError(
-                f"Checkpoint {path} is not a plain state_dict: it holds pickled Python objects, and unpickling runs "
-                "code from the file. Save `model.state_dict()` instead, or pass --trust-checkpoint "
-                f"(model.trust_checkpoint=true) if you trust its source. ({str(err).splitlines()[0]})"
+                f"Checkpoint {path} is not a plain state_dict: it holds pickled Python objects ({pickled.group(1)}), "
+                "and unpickling them runs code from the file. Save model.state_dict() instead, or pass "
+                "--trust-checkpoint (model.trust_checkpoint=true) if you trust its source."
             ) from None
+    try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise AuditorError(
+            f"Checkpoint {path} cannot be unpickled ({first_line(err)}): the classes it names must be importable, "
+            "so run from the project that saved it, or save model.state_dict() there instead."
+        ) from None
 
 
 def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
-    """Accept {"state_dict": ...} / {"model": ...} wrappers and DataParallel's "module." prefixes."""
+    """Accept {"state_dict": ...} / {"model": ...} wrappers, a trusted full model (its weights are checked against
+    the configured architecture like any state_dict) and DataParallel's "module." prefixes."""
     for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+        if isinstance(obj, dict) and isinstance(obj.get(key), (dict, nn.Module)):
             obj = obj[key]
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise AuditorError("The checkpoint is not a state_dict (a mapping of parameter names to tensors).")
     if all(k.startswith("module.") for k in obj):
@@ -50,6 +69,13 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    ours, theirs = _classifier_out_features(model, own), _classifier_out_features(model, state)
+    if wrong and not missing and not unexpected and ours != theirs:
+        raise AuditorError(
+            f"The checkpoint was trained for {theirs} classes but {source} builds a model for {ours} (the last "
+            f"layer's outputs). Build it for {theirs} classes (with model.factory_kwargs, e.g. {{num_classes: "
+            f"{theirs}}}) and give the {theirs} class names in logit order in model.classes or model.classes_file."
+        )
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -79,22 +105,38 @@ def _classifier_out_features(model: nn.Module, state: dict[str, torch.Tensor]) -
 def load_model(cfg: ModelConfig) -> nn.Module:
     """Build the model the config describes, on the CPU, with its weights loaded."""
     sources = [s for s in (cfg.arch, cfg.torchscript, cfg.factory) if s]
-    if len(sources) != 1:
-        raise AuditorError("Set exactly one of model.arch (with model.checkpoint), model.torchscript or model.factory.")
+    if len(sources) > 1 or not sources and not cfg.checkpoint:
+        raise AuditorError(
+            "Set exactly one of model.arch (with model.checkpoint), model.torchscript or model.factory; or only "
+            "model.checkpoint for a pickled full model (with --trust-checkpoint)."
+        )
+    if not sources:
+        loaded = load_checkpoint(cfg.checkpoint, cfg.trust_checkpoint)
+        if isinstance(loaded, dict) and isinstance(loaded.get("model"), nn.Module):
+            loaded = loaded["model"]  # torch.save({"model": model, ...})
+        if not isinstance(loaded, nn.Module):
+            raise AuditorError(
+                f"Checkpoint {cfg.checkpoint} holds weights, not a model: name their architecture in model.arch "
+                "(a torchvision name) or model.factory (package.module:function)."
+            )
+        return loaded
     if cfg.torchscript:
         if not Path(cfg.torchscript).is_file():
             raise AuditorError(f"TorchScript file {cfg.torchscript} does not exist.")
-        return torch.jit.load(cfg.torchscript, map_location="cpu")
+        try:
+            return torch.jit.load(cfg.torchscript, map_location="cpu")
+        except Exception as err:  # noqa: BLE001
+            raise AuditorError(
+                f"TorchScript file {cfg.torchscript} cannot be loaded ({first_line(err)}): save it again with "
+                "torch.jit.save, or give model.arch / model.factory with a state_dict instead."
+            ) from None
     if cfg.arch:
         if cfg.arch not in torchvision.models.list_models():
             close = difflib.get_close_matches(cfg.arch, torchvision.models.list_models(), n=3)
             raise AuditorError(f"Unknown torchvision architecture {cfg.arch!r}. Close names: {close}.")
         if not cfg.checkpoint:
             raise AuditorError("model.arch needs model.checkpoint, a state_dict file of the trained weights.")
-        loaded = load_checkpoint(cfg.checkpoint, cfg.trust_checkpoint)
-        if isinstance(loaded, nn.Module):
-            return loaded
-        state = _unwrap_state_dict(loaded)
+        state = _unwrap_state_dict(load_checkpoint(cfg.checkpoint, cfg.trust_checkpoint))
         probe = torchvision.models.get_model(cfg.arch, weights=None)
         num_classes = _classifier_out_features(probe, state) or 1000
         model = torchvision.models.get_model(cfg.arch, weights=None, num_classes=num_classes)
@@ -107,12 +149,17 @@ def load_model(cfg: ModelConfig) -> nn.Module:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise AuditorError(f"Cannot import model.factory {cfg.factory!r}: {err}.") from None
-    model = factory(**cfg.factory_kwargs)
+    try:
+        model = factory(**cfg.factory_kwargs)
+    except Exception as err:  # noqa: BLE001 - any failure of the user's factory; --debug shows its traceback
+        raise AuditorError(
+            f"model.factory {cfg.factory!r} failed with model.factory_kwargs {cfg.factory_kwargs}: {first_line(err)}. "
+            "Check the keyword arguments against the function's signature."
+        ) from err
     if not isinstance(model, nn.Module):
         raise AuditorError(f"model.factory {cfg.factory!r} returned {type(model).__name__}, not a torch nn.Module.")
     if cfg.checkpoint:
-        loaded = load_checkpoint(cfg.checkpoint, cfg.trust_checkpoint)
-        _load_state(model, _unwrap_state_dict(loaded), cfg.factory)
+        _load_state(model, _unwrap_state_dict(load_checkpoint(cfg.checkpoint, cfg.trust_checkpoint)), cfg.factory)
     return model
 
 
@@ -181,9 +228,11 @@ def is_script_module(model: nn.Module) -> bool:
 
 
 def find_target_layer(model: nn.Module, example: torch.Tensor, name: str | None = None) -> tuple[str, nn.Module]:
-    """The named layer, or the last module whose output is a spatial [B, C, H, W] map (H * W > 1)."""
+    """The named layer, the layer a family rule names (ViT, Swin, VGG: see auditor.architectures), or else the
+    last module whose output is a spatial [B, C, H, W] map (H * W > 1)."""
     # Scripted modules refuse Python hooks; a TorchScript model is hooked at its top-level stages only.
     modules = {n: m for n, m in model.named_modules() if not isinstance(m, torch.jit.ScriptModule)}
+    name = name or family_target_layer(model)
     if name:
         if name not in modules:
             close = difflib.get_close_matches(name, list(modules), n=5)

@@ -19,6 +19,7 @@ from auditor import attention
 from auditor.cams import CamMethod, ReshapeFn, class_maps, preserved_model_state
 from auditor.config import Config
 from auditor.data import AuditDataset, collate
+from auditor.faithfulness import deletion_drops
 from auditor.geometry import MapGeometry, upsample
 from auditor.runs import MAP_KINDS, ShardWriter
 
@@ -78,6 +79,8 @@ def audit_batch(
         kinds, batch_size = raw.shape[:2]
         full = upsample(raw.flatten(0, 1), (height, width), geometry).unflatten(0, (kinds, batch_size))
         prefix = metric_prefix(method.name, primary)
+        if method.name == primary:
+            primary_pred_map = torch.nan_to_num(full[0], nan=0.0, posinf=0.0)
         for k, kind in enumerate(MAP_KINDS):
             name = f"{prefix}{kind}"
             fields[f"{name}_energy_in_mask"] = attention.energy_in_mask(full[k], masks, has_mask)
@@ -93,6 +96,12 @@ def audit_batch(
             peak > 0, small / peak.clamp_min(1e-30), torch.zeros_like(small)
         )
     fields["masks"] = F.interpolate(masks[:, None].float(), size=(size, size), mode="area")[:, 0]
+    if cfg.sweep.faithfulness:
+        # Seeded by the batch's first sample, so a resumed run removes the same random pixels.
+        generator = torch.Generator(device=device).manual_seed(cfg.sweep.seed + int(batch["index"][0]))
+        fields["deletion_drop"], fields["random_drop"] = deletion_drops(
+            model, images, primary_pred_map, pred, p_pred, cfg.sweep.faithfulness_top_percent, generator
+        )
     return _to_host(fields)
 
 
