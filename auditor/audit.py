@@ -253,6 +253,8 @@ def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
     classes, samples, dataset, model, layer_name, layer, geometry, reshape = prepare(cfg)
     device = ranks.device(pick_device(cfg.sweep.device))
     model.to(device)
+    if device.type == "cuda" and cfg.sweep.channels_last:
+        model.to(memory_format=torch.channels_last)
     methods = [get_method(name) for name in cfg.sweep.methods]
     fingerprints = {"model": model_fingerprint(model), "data": data_fingerprint(samples)}
     run_key = hashlib.sha256(json.dumps(

@@ -191,7 +191,9 @@ def class_maps(
             )
         targets = (logits.argmax(dim=1), labels)
         gradients = _class_gradients(logits, leaf, targets, reshape) if needs_gradients else None
-    activations, logits = activations.detach(), logits.detach()
+    # Under mixed precision the forward ran in bf16/fp16; the map arithmetic is always fp32.
+    activations, logits = activations.detach().float(), logits.detach().float()
+    gradients = [g.float() for g in gradients] if gradients is not None else None
     head = None
     if not all(method.needs_gradients for method in methods):
         weight = gap_linear_head(model, activations, logits)

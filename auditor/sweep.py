@@ -54,10 +54,13 @@ def audit_batch(
     """Everything the records need for one batch, computed on the model's device, copied to the host once."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     images = batch["image"].to(device, non_blocking=True)
+    if device.type == "cuda" and cfg.sweep.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     masks = batch["mask"].to(device, non_blocking=True)
     has_mask = batch["has_mask"].to(device, non_blocking=True)
     labels = batch["label"].to(device, non_blocking=True)
-    logits, maps = class_maps(model, layer, images, labels, methods, reshape)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.sweep.amp):
+        logits, maps = class_maps(model, layer, images, labels, methods, reshape)
     logits = logits.float()
     probs = logits.softmax(dim=1)
     p_pred, pred = probs.max(dim=1)
