@@ -115,3 +115,17 @@ def test_fail_on_gates_on_severity(tmp_path):
     assert exit_code_for(tmp_path, "medium") == 3
     assert exit_code_for(tmp_path, "low") == 3
     assert exit_code_for(tmp_path, "never") == 0
+
+
+def test_images_without_a_mask_are_listed_in_the_report(image_folder, tmp_path):
+    data, masks = image_folder
+    (masks / "dog" / "3.png").unlink()
+    out = tmp_path / "run"
+    assert main(_audit_args(data, masks, out)) == 0
+    run = load_run(out)
+    row = run.records.set_index("id").loc["dog/3.png"]
+    assert not row["has_mask"] and np.isnan(row["pred_energy_in_mask"]) and row["note"]
+    assert sum(run.summary["notes"].values()) == 1
+    html = (out / "report.html").read_text()
+    section = html[html.index('id="skipped"'):]
+    assert "Audited with a caveat" in section and "dog/3.png" in section

@@ -48,3 +48,43 @@ def test_chunks_of_a_batch_equal_the_whole():
     parts, _ = audit_in_chunks(audit, _batch(7), 3)
     for key in whole:
         assert np.array_equal(whole[key], parts[key])
+
+
+def test_no_hook_left_and_state_restored_after_a_sweep_and_after_an_error(tmp_path):
+    from PIL import Image
+
+    from auditor.cams import get_method
+    from auditor.config import Config, DataConfig
+    from auditor.data import AuditDataset, build_samples
+    from auditor.errors import AuditorError
+    from auditor.runs import ShardWriter
+    from auditor.sweep import run_sweep
+    from tests.conftest import make_image_folder, tiny_cnn
+
+    data, _ = make_image_folder(tmp_path, per_class=3)
+    cfg = Config(data=DataConfig(root=str(data)))
+    cfg.sweep.batch_size = 4
+    model = tiny_cnn()
+    model.train()
+    model[0].requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+
+    def check():
+        assert all(not m._forward_hooks for m in model.modules())
+        assert model.training and all(m.training for m in model.modules())
+        assert [p.requires_grad for p in model.parameters()] == flags
+        assert all(p.grad is None for p in model.parameters())
+
+    samples, _ = build_samples(cfg.data, None)
+    writer = ShardWriter(tmp_path / "run", "key")
+    stats = run_sweep(model, model[3], AuditDataset(samples, cfg.data), [get_method("gradcam")], cfg, writer,
+                      torch.device("cpu"))
+    assert stats["audited"] == 6
+    check()
+
+    Image.new("RGB", (50, 20)).save(data / "cat" / "odd-size.png")  # breaks the batch it lands in
+    samples, _ = build_samples(cfg.data, None)
+    with pytest.raises(AuditorError, match="different sizes"):
+        run_sweep(model, model[3], AuditDataset(samples, cfg.data), [get_method("gradcam")], cfg,
+                  ShardWriter(tmp_path / "run2", "key"), torch.device("cpu"))
+    check()

@@ -505,7 +505,14 @@ def _per_class_rows(per_class: pd.DataFrame, class_findings: dict[str, list[dict
 def _skipped(run: Run, summary: dict, cfg: ReportConfig) -> dict:
     reasons = summary.get("skipped_reasons") or run.skipped["reason"].value_counts().to_dict()
     rows = run.skipped.head(max(0, cfg.skipped_rows)).fillna("").to_dict("records")
-    return {"reasons": sorted(reasons.items(), key=lambda kv: -kv[1]), "rows": rows, "total": len(run.skipped)}
+    notes = run.records.get("note", pd.Series("", index=run.records.index))
+    noted = run.records.assign(note=notes)[notes != ""]
+    return {
+        "reasons": sorted(reasons.items(), key=lambda kv: -kv[1]), "rows": rows, "total": len(run.skipped),
+        "note_kinds": sorted((summary.get("notes") or {}).items(), key=lambda kv: -kv[1]),
+        "note_rows": noted[["id", "path", "note"]].head(max(0, cfg.skipped_rows)).to_dict("records"),
+        "notes_total": len(noted),
+    }
 
 
 def _metadata(run: Run, config: dict) -> dict:
