@@ -20,9 +20,11 @@ Layout of RUN_DIR:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +43,29 @@ RECORD_COLUMNS = (
 )  # fmt: skip
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a file so that a crash leaves either the old file or the new one, never half of one."""
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator:
+    """A file handle whose contents appear at `path` only when the block ends without error.
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "w" if isinstance(data, str) else "wb"
-    with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-        tmp.flush()
-        os.fsync(tmp.fileno())
+    with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".tmp-{path.name}.", delete=False) as tmp:
+        try:
+            yield tmp
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, path)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    with atomic_file(path, "w" if isinstance(data, str) else "wb") as handle:
+        handle.write(data)
 
 
 def write_json(path: Path, obj) -> None:
@@ -85,23 +100,13 @@ def clean_floats(obj):
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        np.save(tmp, array)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
+    with atomic_file(path) as handle:
+        np.save(handle, array)
 
 
 def save_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        frame.to_parquet(tmp, index=False)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
+    with atomic_file(path) as handle:
+        frame.to_parquet(handle, index=False)
 
 
 @dataclass
@@ -205,12 +210,8 @@ class ShardWriter:
         if not self.pending:
             return
         merged = _concat_by_key(self.pending)
-        path = self.dir / f"{start:09d}-{stop:09d}.npz"
-        with tempfile.NamedTemporaryFile("wb", dir=self.dir, prefix=".tmp-", suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, **merged)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, path)
+        with atomic_file(self.dir / f"{start:09d}-{stop:09d}.npz") as handle:
+            np.savez(handle, **merged)
         self.pending = []
 
 
