@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 
@@ -147,29 +146,12 @@ def plant(items: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> di
 
 
 def train(images: np.ndarray, labels: np.ndarray, epochs: int, seed: int) -> BenchNet:
-    """Adam on the CPU, the data in memory; the printed accuracy is on the (noisy) training labels."""
+    """The benchmark's CNN, trained like the demo's; the logged accuracy is on the (noisy) training labels."""
+    from auditor.demo import train_classifier  # noqa: PLC0415
+
     torch.manual_seed(seed)
-    model = BenchNet(len(CLASSES))
-    x = (torch.from_numpy(images).float()[:, None] / 255.0 - MEAN) / STD
-    y = torch.from_numpy(labels)
-    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        total, right = 0.0, 0
-        for start in range(0, len(x), 128):
-            batch = order[start: start + 128]
-            optimiser.zero_grad()
-            logits = model(x[batch])
-            loss = F.cross_entropy(logits, y[batch])
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(batch)
-            right += int((logits.argmax(1) == y[batch]).sum())
-        print(f"  epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}, train accuracy {right / len(x):.3f}",
-              flush=True)
-    return model.eval()
+    return train_classifier(BenchNet(len(CLASSES)), images, labels, epochs=epochs, seed=seed, lr=2e-3, batch_size=128,
+                            mean=MEAN, std=STD)
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -387,7 +369,8 @@ def main(argv=None) -> int:
     parser.add_argument("--audit-per-class", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)  # the training epochs and the audit's own progress lines
     out = args.out or ROOT / "reports" / "bias-benchmark" / f"seed-{args.seed}"
     run(args.seed, out, args.train_per_class, args.audit_per_class, args.epochs)
     return 0
