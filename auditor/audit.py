@@ -28,6 +28,7 @@ from auditor.causal import causal_check, regions_from_findings, write_causal
 from auditor.data import AuditDataset, Sample, build_samples, collate, read_class_names
 from auditor.distributed import Ranks, barrier, init_ranks, shutdown
 from auditor.errors import AuditorError
+from auditor.evidence import write_evidence_counterfactuals
 from auditor.findings import write_findings
 from auditor.geometry import measure_geometry
 from auditor.models import ChildrenChain, find_target_layer, is_script_module, load_model, model_fingerprint
@@ -299,7 +300,7 @@ def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
     write_json(run_dir / "summary.json", summary)
     shutil.rmtree(run_dir / SHARD_DIR, ignore_errors=True)
     if cfg.findings.enabled:
-        summary["findings"] = run_findings(run_dir, cfg, model, dataset, classes, device)
+        summary["findings"] = run_findings(run_dir, cfg, model, dataset, classes, device, layer, reshape, geometry)
         write_json(run_dir / "summary.json", summary)
     log.info("accuracy %.4f on %d images (%d skipped), %.1f images/s", summary["accuracy"], summary["n_audited"],
              summary["n_skipped"], stats["images_per_s"] or 0.0)
@@ -310,8 +311,12 @@ def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
 CLASS_LEVEL_KINDS = ("background_reliance", "spatial_shortcut", "strategy_cluster")
 
 
-def run_findings(run_dir: Path, cfg: Config, model, dataset: AuditDataset, classes: list[str], device: torch.device) -> dict:
-    """findings.json, then the causal check on the flagged classes (or all), which findings.json then takes in.
+def run_findings(
+    run_dir: Path, cfg: Config, model, dataset: AuditDataset, classes: list[str], device: torch.device,
+    layer=None, reshape=None, geometry=None,
+) -> dict:
+    """findings.json, then the causal check on the flagged classes (or all), which findings.json then takes in,
+    then counterfactual maps of the findings' evidence images (given the target layer).
 
     Returns the number of findings per severity, for the summary.
     """
@@ -328,6 +333,10 @@ def run_findings(run_dir: Path, cfg: Config, model, dataset: AuditDataset, class
             regions = regions_from_findings(doc["findings"], classes)
             write_causal(run_dir, causal_check(model, loader, classes, regions, device))
             doc = write_findings(run_dir, cfg.findings)
+    if layer is not None:
+        shown = write_evidence_counterfactuals(run_dir, cfg, model, layer, dataset, doc["findings"], reshape, geometry)
+        if shown:
+            log.info("counterfactual maps for %d evidence images", shown)
     counts = {severity: 0 for severity in ("high", "medium", "low")}
     for finding in doc["findings"]:
         counts[finding["severity"]] += 1

@@ -138,6 +138,7 @@ class FindingsConfig:
     background_min_gap: float = 0.2  # object score below the other classes' median by this (CI lower bound)
     # spatial_shortcut (and the "fixed place" test of strategy_cluster)
     region_threshold: float = 0.5  # a region is the connected cells of a mean map at >= this share of its peak
+    region_pad_cells: int = 1  # a finding's region is those cells grown by this many map cells on each side
     max_region_area: float = 0.25  # a "place" covers at most this share of the image
     shortcut_min_hit_rate: float = 0.5  # share of the class's maps whose peak falls in the region
     shortcut_min_gap: float = 0.2  # attention share in the region above the other classes' median (CI lower bound)
@@ -153,10 +154,15 @@ class FindingsConfig:
     spray_max_clusters: int = 6  # the eigengap chooses the number of clusters up to this
     spray_max_images: int = 1000  # larger classes are subsampled: the eigen-solve is cubic in this
     spray_min_cluster_share: float = 0.1  # a cluster with a smaller share of its class is noise
-    spray_max_cluster_share: float = 0.7  # a larger cluster is the class's own strategy (rules 1 and 2 judge it)
+    spray_max_cluster_share: float = 0.9  # a larger cluster is the class's own strategy (rules 1 and 2 judge it)
+    spray_majority_share: float = 0.7  # a cluster above this share that rule 2 reports at the same place is
+    # left to rule 2; below it, or where rule 2 misses it, it is reported here
     spray_min_gap: float = 0.3  # differs in kind: peak rate at its place above the rest and other classes, or
     # object score below the rest's, by at least this
     spray_min_focus: float = 0.6  # a "fixed place": the cluster's mean map keeps this share of its maps' peak
+    spray_min_share_gap: float = 0.1  # ... or: attention share at the place above the rest of the class and the
+    # other classes by at least this, when the place draws attention without winning every map's peak
+    spray_merge_iou: float = 0.5  # clusters whose hot regions overlap this much are one strategy, merged
     # context_confusion
     pair_min_count: int = 5  # fewest misclassified images (with masks) a confused pair is judged on
     context_max_score: float = 0.2  # predicted maps' object score below this (CI upper bound): context confusion
@@ -165,6 +171,8 @@ class FindingsConfig:
     label_error_min_count: int = 3  # fewest suspects a pair needs to be reported
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
     label_error_object_weight: float = 0.5  # rank bonus per unit object score: on-object suspects rank first
+    label_error_max_samples: int = 100  # suspects listed per finding (each is an image to relabel; all of
+    # them are in label_errors.csv)
     label_error_medium_rate: float = 0.03  # share of the labelled class that is suspect for medium severity
     label_error_high_rate: float = 0.1  # ... and for high severity
     # causal check (auditor.causal)

@@ -25,7 +25,7 @@ from sklearn.cluster import SpectralClustering
 from sklearn.neighbors import kneighbors_graph
 
 from auditor.config import FindingsConfig
-from auditor.runs import clean_floats, load_run, write_json
+from auditor.runs import clean_floats, load_run, write_atomic, write_json
 
 SCHEMA_VERSION = 1
 SEVERITIES = ("high", "medium", "low")
@@ -119,9 +119,17 @@ def box_area(box, size: int) -> float:
     return (y1 - y0) * (x1 - x0) / size**2
 
 
-def normalised_box(box, size: int) -> list[float]:
-    y0, y1, x0, x1 = box
+def normalised_box(box, size: int, pad: int = 0) -> list[float]:
+    """Cell box (y0, y1, x0, x1) as [x0, y0, x1, y1] in [0, 1], grown by `pad` cells on each side."""
+    y0, y1, x0, x1 = max(0, box[0] - pad), min(size, box[1] + pad), max(0, box[2] - pad), min(size, box[3] + pad)
     return [round(x0 / size, 4), round(y0 / size, 4), round(x1 / size, 4), round(y1 / size, 4)]
+
+
+def reported_region(box, size: int, cfg: FindingsConfig) -> list[float]:
+    """A finding's region: the hot cells grown by cfg.region_pad_cells, because the upsampled map spreads each
+    coarse feature cell over its neighbours, so the cells at half the peak can sit beside the artefact's
+    centre rather than on it; a region that errs wide still holds the artefact (and the causal check erases it)."""
+    return normalised_box(box, size, cfg.region_pad_cells)
 
 
 def describe_place(box, size: int) -> str:
@@ -157,18 +165,19 @@ def place_on_object(group: pd.DataFrame, share: np.ndarray, masks, box) -> float
     return float(((inside * obj).sum(axis=(1, 2)) / np.maximum(inside.sum(axis=(1, 2)), 1e-12)).mean())
 
 
-def peak_spread(group: pd.DataFrame, share: np.ndarray, masks) -> tuple[float, float]:
-    """Spread of the maps' peaks in the image, and around the object's centre (NaN without enough masks).
+def peak_spread(group: pd.DataFrame, share: np.ndarray, masks, box) -> tuple[float, float]:
+    """Spread of the peaks that fall in the box, in the image and around the object's centre (NaN without masks).
 
     A place the attention returns to while the objects move stays put in the image; attention on a part of the
-    object moves with it, and stays put relative to the object instead.
+    object moves with it, and stays put relative to the object instead. Maps peaking elsewhere (on the object,
+    beside a patch that draws only part of the attention) say nothing about the box.
     """
     masked = masked_rows(group)
     if masked is None:
         return math.nan, math.nan
     obj = np.asarray(masks[group["row"].to_numpy()[masked]], dtype=np.float32)
     weight = obj.sum(axis=(1, 2))
-    keep = weight > 0
+    keep = (weight > 0) & peak_in_box(peaks(share[masked]), box)
     if not keep.any():
         return math.nan, math.nan
     centre = (np.arange(obj.shape[1]) + 0.5) / obj.shape[1]
@@ -181,7 +190,7 @@ def peak_spread(group: pd.DataFrame, share: np.ndarray, masks) -> tuple[float, f
 def on_the_object(group: pd.DataFrame, share: np.ndarray, masks, box, cfg: FindingsConfig) -> tuple[bool, dict]:
     """Whether masks show a place is the object: attention there falls on it, or the peaks move with it."""
     on_object = place_on_object(group, share, masks, box)
-    in_image, around_object = peak_spread(group, share, masks)
+    in_image, around_object = peak_spread(group, share, masks, box)
     follows = around_object <= cfg.place_follow_ratio * in_image  # False when unmeasured (NaN)
     evidence = {"place_on_object": on_object, "peak_spread": in_image, "peak_spread_around_object": around_object}
     return bool(on_object > cfg.place_max_on_object or follows), evidence
@@ -351,7 +360,7 @@ def spatial_shortcut(records, maps, masks, classes, cfg: FindingsConfig) -> list
             kind="spatial_shortcut",
             severity="high" if strong and checked else "medium",
             classes=[name],
-            region=normalised_box(box, size),
+            region=reported_region(box, size, cfg),
             samples=sample_ids(group, np.argsort(-in_box, kind="stable"), cfg),
             metrics=metrics(
                 n=len(group), hit_rate=hits, others_hit_rate=others_hits, share=mean, share_ci_low=lo,
@@ -410,8 +419,9 @@ def spray_clusters(share: np.ndarray, cfg: FindingsConfig) -> tuple[np.ndarray, 
 def strategy_cluster(records, maps, masks, classes, cfg: FindingsConfig) -> list[Finding]:
     """Rule 3: a subgroup of a class recognised differently (SpRAy): at a fixed place and/or off the object.
 
-    Finds shortcuts only part of a class carries, which the class means of rules 1 and 2 dilute. Classes with
-    more than spray_max_images correct images are judged on a seeded sample of them.
+    Finds shortcuts only part of a class carries, which the class means of rules 1 and 2 dilute. With masks the
+    off-object part of the maps is clustered (see `off_object`), and clusters at the same place are merged (see
+    `strategies`). Classes with more than spray_max_images correct images are judged on a seeded sample of them.
     """
     summaries = class_summaries(records, maps, cfg)
     findings = []
@@ -419,14 +429,52 @@ def strategy_cluster(records, maps, masks, classes, cfg: FindingsConfig) -> list
         if len(group) > cfg.spray_max_images:
             group = group.sample(n=cfg.spray_max_images, random_state=cfg.seed)
         share = class_maps(maps, group)
-        labels, k, gap = spray_clusters(share, cfg)
-        for j in range(k):
-            member = labels == j
+        labels, k, gap = spray_clusters(off_object(share, group, masks), cfg)
+        for member in strategies(share, labels, k, cfg):
             if cfg.spray_min_cluster_share <= member.mean() <= cfg.spray_max_cluster_share:
                 finding = _cluster_finding(classes[c], group, share, member, masks, cfg, summaries, c, k, gap)
                 if finding is not None:
                     findings.append(finding)
     return findings
+
+
+def off_object(share: np.ndarray, group: pd.DataFrame, masks) -> np.ndarray:
+    """The part of each map that lies off the object where every image has a mask, else the maps as they are.
+
+    What SpRAy clusters. Whole maps cluster mostly by where each object happens to lie; their off-object part
+    groups the images by what they attend to besides the object, which is where a partial shortcut shows.
+    """
+    if masks is None or not group["has_mask"].astype(bool).all():
+        return share
+    coverage = np.asarray(masks[group["row"].to_numpy()], dtype=np.float32)
+    return share * (1.0 - np.clip(coverage, 0.0, 1.0))
+
+
+def box_iou(a, b) -> float:
+    """IoU of two cell boxes (y0, y1, x0, x1), end exclusive."""
+    h = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    w = max(0, min(a[3], b[3]) - max(a[2], b[2]))
+    union = (a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - h * w
+    return h * w / union if union else 0.0
+
+
+def strategies(share: np.ndarray, labels: np.ndarray, k: int, cfg: FindingsConfig) -> list[np.ndarray]:
+    """SpRAy's clusters, with clusters that attend to the same place merged into one strategy (member masks).
+
+    Objects move, so the spectral clusters of a class also split by where its objects lie: a shortcut half the
+    class carries comes out as several clusters that share the shortcut's place but differ in the object's.
+    Judged one by one, each is a small cluster whose "rest" still holds the others; merged, they are the group.
+    """
+    members = [labels == j for j in range(k)]
+    boxes = [hot_region(share[m].mean(axis=0), cfg.region_threshold) for m in members]
+    groups: list[list[int]] = []
+    for j in range(k):  # greedy single linkage: a cluster joins the first group holding a box like its own
+        home = next((g for g in groups if any(box_iou(boxes[j], boxes[i]) >= cfg.spray_merge_iou for i in g)), None)
+        if home is None:
+            groups.append([j])
+        else:
+            home.append(j)
+    return [np.logical_or.reduce([members[j] for j in g]) for g in groups]
 
 
 def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clusters, eigengap) -> Finding | None:
@@ -444,9 +492,15 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
     place_gap = hit_rate - max(rest_hit_rate, others_hit_rate)
     is_object, evidence = on_the_object(group[member], share[member], masks, box, cfg)
     cluster_focus = focus(share[member])
+    in_box = box_share(share, box)
+    place_share, rest_place_share = in_box[member].mean(), in_box[~member].mean()
+    share_gap = place_share - max(rest_place_share, others_at(summaries, c, box, size)[0])
+    peaks_there = hit_rate >= cfg.shortcut_min_hit_rate and place_gap >= cfg.spray_min_gap
+    # A patch next to the object may draw a steady share of the attention without winning the peak of every map.
+    attention_there = share_gap >= cfg.spray_min_share_gap
     at_place = (
-        box_area(box, size) <= cfg.max_region_area and hit_rate >= cfg.shortcut_min_hit_rate
-        and place_gap >= cfg.spray_min_gap and cluster_focus >= cfg.spray_min_focus and not is_object
+        box_area(box, size) <= cfg.max_region_area and (peaks_there or attention_there)
+        and cluster_focus >= cfg.spray_min_focus and not is_object
     )  # fmt: skip
     usable = informative(group, "pred_energy_in_mask", cfg).to_numpy()
     score = object_score(group["pred_energy_in_mask"], group["mask_area"]).to_numpy()
@@ -457,10 +511,12 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
     )  # fmt: skip
     if not (at_place or off_object):
         return None
-    in_box = box_share(share, box)
     what = []
     if at_place:
-        what.append(f"{hit_rate:.0%} of their maps peak at the {describe_place(box, size)} (rest {rest_hit_rate:.0%})")
+        what.append(
+            f"they put {place_share:.0%} of their attention at the {describe_place(box, size)} (rest of the class "
+            f"{rest_place_share:.0%}) and {hit_rate:.0%} of their maps peak there (rest {rest_hit_rate:.0%})"
+        )
     if off_object:
         what.append(f"they look off the object (object score {inside.mean():.2f} vs {outside.mean():.2f})")
     order = np.flatnonzero(member)
@@ -469,12 +525,12 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
         kind="strategy_cluster",
         severity="high" if at_place and off_object else "medium",
         classes=[name],
-        region=normalised_box(box, size) if at_place else None,
+        region=reported_region(box, size, cfg) if at_place else None,
         samples=sample_ids(group, order, cfg),
         metrics=metrics(
             n=len(group), cluster_size=int(member.sum()), cluster_share=member.mean(), n_clusters=n_clusters,
             eigengap=eigengap, hit_rate=hit_rate, rest_hit_rate=rest_hit_rate, others_hit_rate=others_hit_rate,
-            place_gap=place_gap, place_share=in_box[member].mean(), rest_place_share=in_box[~member].mean(),
+            place_gap=place_gap, place_share=place_share, rest_place_share=rest_place_share, share_gap=share_gap,
             focus=cluster_focus, **evidence, object_score=inside.mean() if len(inside) else None,
             rest_object_score=outside.mean() if len(outside) else None,
         ),
@@ -535,26 +591,42 @@ def context_confusion(records, maps, masks, classes, cfg: FindingsConfig) -> lis
     return sorted(findings, key=lambda f: -f.metrics["count"])
 
 
-def suspected_label_error(records, maps, masks, classes, cfg: FindingsConfig) -> list[Finding]:
-    """Rule 6: confident wrong predictions, by confident learning's per-class thresholds, grouped by pair.
+LABEL_ERROR_COLUMNS = (
+    "rank", "id", "path", "label", "pred", "p_pred", "p_true", "threshold", "object_score", "suspicion", "finding",
+)  # fmt: skip
 
-    An image labelled i predicted j is suspect when p_j reaches class j's mean self-confidence (the mean p_true
-    of images labelled j). Where a mask exists, the more the predicted-class map sits on the object the higher
-    it ranks, and a map off the object drops it (that is context, rule 5) where the model's maps of class j
-    normally sit on j's objects. cleanlab is not used: it needs the full probability vector, and the records
-    keep p_true and p_pred only.
+
+def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig) -> pd.DataFrame:
+    """Every suspected label error of the run, most suspect first: rule 6's ranking before it groups by pair.
+
+    An image labelled i predicted j is suspect when p_j reaches class j's mean self-confidence (confident
+    learning's per-class threshold: the mean p_true of images labelled j). Where a mask exists, the more the
+    predicted-class map sits on the object the higher it ranks (`suspicion`), and a map off the object drops it
+    (that is context, rule 5) where the model's maps of class j normally sit on j's objects.
     """
     self_confidence = records.groupby("label_idx")["p_true"].mean()
     reference = class_object_score(object_scores(records, cfg), cfg)
-    wrong = records[~records["correct"].astype(bool) & (records["p_pred"] >= records["pred_idx"].map(self_confidence))]
+    threshold = records["pred_idx"].map(self_confidence)
+    wrong = records[~records["correct"].astype(bool) & (records["p_pred"] >= threshold)]
     checked = informative(wrong, "pred_energy_in_mask", cfg)
     score = object_score(wrong["pred_energy_in_mask"], wrong["mask_area"]).where(checked)
     context = (score < cfg.label_error_min_object_score) & (wrong["pred_idx"].map(reference) >= cfg.on_object_score)
-    rank = wrong["p_pred"] - wrong["p_true"] + cfg.label_error_object_weight * score.clip(0, 1).fillna(0)
-    wrong = wrong.assign(score=score, rank=rank)[~context]
+    suspicion = wrong["p_pred"] - wrong["p_true"] + cfg.label_error_object_weight * score.clip(0, 1).fillna(0)
+    suspects = wrong.assign(threshold=threshold[wrong.index], object_score=score, suspicion=suspicion)[~context]
+    return suspects.sort_values("suspicion", ascending=False, kind="stable")
+
+
+def suspected_label_error(records, maps, masks, classes, cfg: FindingsConfig) -> list[Finding]:
+    """Rule 6: confident wrong predictions (see `label_error_suspects`), grouped by pair true -> pred.
+
+    A finding lists up to label_error_max_samples of its suspects, most suspect first: unlike a class finding's
+    examples, each is an image to relabel. cleanlab is not used: it needs the full probability vector, and the
+    records keep p_true and p_pred only.
+    """
+    suspects = label_error_suspects(records, cfg)
     class_size = records.groupby("label_idx").size()
     findings = []
-    for (t, p), group in wrong.groupby(["label_idx", "pred_idx"]):
+    for (t, p), group in suspects.groupby(["label_idx", "pred_idx"], sort=False):
         if len(group) < cfg.label_error_min_count:
             continue
         rate = len(group) / class_size[t]
@@ -562,20 +634,40 @@ def suspected_label_error(records, maps, masks, classes, cfg: FindingsConfig) ->
             "high" if rate >= cfg.label_error_high_rate else "medium" if rate >= cfg.label_error_medium_rate else "low"
         )
         true, pred = classes[int(t)], classes[int(p)]
+        threshold = float(group["threshold"].iloc[0])
         findings.append(Finding(
             kind="suspected_label_error", severity=severity, classes=[true, pred], pair={"true": true, "pred": pred},
-            samples=sample_ids(group, np.argsort(-group["rank"].to_numpy(), kind="stable"), cfg),
+            samples=[str(i) for i in group["id"].to_numpy()[: cfg.label_error_max_samples]],  # already ranked
             metrics=metrics(
-                count=len(group), rate=rate, threshold=self_confidence[p], p_pred=group["p_pred"].mean(),
-                p_true=group["p_true"].mean(), object_score=group["score"].mean(),
+                count=len(group), rate=rate, threshold=threshold, p_pred=group["p_pred"].mean(),
+                p_true=group["p_true"].mean(), object_score=group["object_score"].mean(),
             ),
             message=(
-                f"{len(group)} images labelled {true!r} are confidently predicted {pred!r} (p >= "
-                f"{self_confidence[p]:.2f}, the mean confidence of {pred!r}); check whether their label should be "
-                f"{pred!r}."
+                f"{len(group)} images labelled {true!r} are confidently predicted {pred!r} (p >= {threshold:.2f}, "
+                f"the mean confidence of {pred!r}); check whether their label should be {pred!r}."
             ),
         ))  # fmt: skip
     return sorted(findings, key=lambda f: -f.metrics["count"])
+
+
+def label_error_table(records: pd.DataFrame, findings: list[dict], cfg: FindingsConfig) -> pd.DataFrame:
+    """label_errors.csv: every suspect, in the order a reviewer should check them (rank 1 first).
+
+    Grouped by pair in the findings' order (the most severe, most systematic pair first: a pair many confident
+    suspects share is likelier a labelling fault than any single confident mistake), most suspect first within a
+    pair, then the suspects of pairs too small to be reported. `finding` is the id of the pair's finding.
+    """
+    suspects = label_error_suspects(records, cfg)
+    pair_finding = {
+        (f["pair"]["true"], f["pair"]["pred"]): f["id"] for f in findings if f["kind"] == "suspected_label_error"
+    }
+    finding = [pair_finding.get((t, p), "") for t, p in zip(suspects["label"], suspects["pred"])]
+    order = [int(f[1:]) if f[1:].isdigit() else math.inf for f in finding]  # F007 -> 7; unreported last
+    table = suspects.assign(finding=finding, order=order).sort_values("order", kind="stable")  # keeps suspicion order
+    table = table.assign(rank=np.arange(1, len(table) + 1))
+    return table.loc[:, list(LABEL_ERROR_COLUMNS)].round(
+        {"p_pred": 6, "p_true": 6, "threshold": 6, "object_score": 6, "suspicion": 6}
+    )
 
 
 RULES = (background_reliance, spatial_shortcut, strategy_cluster, context_confusion, suspected_label_error)
@@ -590,6 +682,23 @@ def number(findings: list[Finding]) -> list[Finding]:
     kind_rank = {kind: i for i, kind in enumerate(KINDS)}
     ordered = sorted(findings, key=lambda f: (SEVERITIES.index(f.severity), kind_rank.get(f.kind, len(KINDS)), f.kind))
     return [dataclasses.replace(f, id=f"F{i:03d}") for i, f in enumerate(ordered, start=1)]
+
+
+def regions_overlap(a, b) -> bool:
+    """Whether two normalised [x0, y0, x1, y1] regions share any area."""
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def without_repeats(findings: list[Finding], cfg: FindingsConfig) -> list[Finding]:
+    """Drop a strategy_cluster holding most of its class (over spray_majority_share) where a spatial_shortcut of
+    the class reports the same place: the class's own strategy is reported once, by the whole-class rule."""
+    shortcuts = [f for f in findings if f.kind == "spatial_shortcut"]
+    return [
+        f for f in findings
+        if not (f.kind == "strategy_cluster" and f.region is not None
+                and f.metrics.get("cluster_share", 0.0) > cfg.spray_majority_share
+                and any(s.classes == f.classes and regions_overlap(s.region, f.region) for s in shortcuts))
+    ]  # fmt: skip
 
 
 def find_all(records, maps, masks, classes, cfg: FindingsConfig) -> tuple[list[Finding], list[str]]:
@@ -616,6 +725,7 @@ def find_all(records, maps, masks, classes, cfg: FindingsConfig) -> tuple[list[F
     for rule in RULES:
         if has_masks or rule.__name__ not in NEEDS_MASKS:
             findings += rule(records, maps, masks, classes, cfg)
+    findings = without_repeats(findings, cfg)
     judged = correct_by_class(records, cfg.min_support)
     unjudged = [name for i, name in enumerate(classes) if i not in judged]
     if unjudged:
@@ -628,7 +738,8 @@ def find_all(records, maps, masks, classes, cfg: FindingsConfig) -> tuple[list[F
 
 
 def write_findings(run_dir: str | Path, cfg: FindingsConfig | None = None) -> dict:
-    """Judge a finished run directory and write its findings.json atomically; returns the document.
+    """Judge a finished run directory and write its findings.json (and label_errors.csv) atomically; returns
+    the document.
 
     When the run directory holds causal.csv (auditor.causal), its accuracies are added to the class findings.
     """
@@ -646,6 +757,7 @@ def write_findings(run_dir: str | Path, cfg: FindingsConfig | None = None) -> di
     if problems:
         raise ValueError(f"refusing to write an invalid findings.json: {'; '.join(problems)}")
     write_json(run.path / "findings.json", doc)
+    write_atomic(run.path / "label_errors.csv", label_error_table(run.records, doc["findings"], cfg).to_csv(index=False))
     return doc
 
 

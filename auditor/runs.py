@@ -14,6 +14,10 @@ Layout of RUN_DIR:
   summary.json         headline figures for people and dashboards
   manifest.json        config, package versions, device, fingerprints of model and data, timings
   findings.json        bias findings (see auditor.findings)
+  label_errors.csv     every suspected label error, in the order to check them (see auditor.findings)
+  causal.csv           the causal check: accuracy with the object / the flagged region erased (auditor.causal)
+  counterfactual.npz   ids [M] and float16 maps [M, 2, S, S]: counterfactual Grad-CAM of the findings'
+                       evidence images (auditor.evidence)
   report.html          the self-contained report
   shards/              per-shard records and maps written atomically during the sweep (resume)
 """
@@ -109,6 +113,9 @@ def save_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
         frame.to_parquet(handle, index=False)
 
 
+COUNTERFACTUAL_FILE = "counterfactual.npz"
+
+
 @dataclass
 class Run:
     """A finished run directory, loaded for findings, reports and diffs."""
@@ -131,6 +138,18 @@ class Run:
         if method == self.manifest.get("methods", ["gradcam"])[0]:
             return self.maps
         return np.load(self.path / f"maps_{method}.npy", mmap_mode="r")
+
+    def counterfactual_maps(self) -> dict[str, np.ndarray]:
+        """Sample id -> counterfactual maps [2, S, S] (predicted, true class), for the images that have them:
+        the findings' evidence (counterfactual.npz), or every image when the sweep computed the method."""
+        path = self.path / COUNTERFACTUAL_FILE
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as stored:
+                return dict(zip((str(i) for i in stored["ids"]), stored["maps"]))
+        if (self.path / "maps_counterfactual.npy").is_file():
+            every = self.method_maps("counterfactual")
+            return {str(i): every[int(row)] for i, row in zip(self.records["id"], self.records["row"])}
+        return {}
 
     def findings(self) -> list[dict]:
         path = self.path / "findings.json"

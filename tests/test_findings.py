@@ -17,16 +17,24 @@ import pytest
 from auditor.config import Config, FindingsConfig
 from auditor.findings import (
     FINDING_KEYS,
+    LABEL_ERROR_COLUMNS,
     Finding,
+    attention_share,
     bootstrap_mean,
     describe_place,
     downsample,
     eigengap,
     find_all,
     hot_region,
+    normalised_box,
     number,
     object_score,
+    off_object,
+    peak_in_box,
+    peaks,
+    spray_clusters,
     validate_findings,
+    without_repeats,
     write_findings,
 )
 from auditor.runs import RECORD_COLUMNS, save_npy_atomic, save_parquet_atomic, write_json
@@ -316,6 +324,103 @@ def test_strategy_cluster_finds_a_patch_on_half_of_a_class():
     assert f.region[0] >= 0.5 and f.region[3] <= 0.5
 
 
+def shared_patch_run(n=60, seed=0):
+    """Half the dogs carry a corner patch that draws 10-30 % of their attention, so many of their maps still peak
+    on the object, which moves about: SpRAy splits the patched half by object position into several clusters."""
+    rng = np.random.default_rng(seed)
+    run = HandMadeRun()
+    for label in ("cat", "bird"):
+        for _ in range(n // 2):
+            y, x = run.place(rng, 5, avoid_corner=True)
+            run.add(label, square(y, x, 5), blob(y + 2, x + 2, sigma=2.0))
+    patched = []
+    for i in range(n):
+        y, x = run.place(rng, 5, avoid_corner=True)
+        on_object = blob(y + 2, x + 2, sigma=2.0)
+        patch = rng.uniform(0.1, 0.3)  # the patch's share of the map's mass
+        attention = on_object / on_object.sum() * (1 - patch) + CORNER / CORNER.sum() * patch
+        attention = attention if i % 2 else on_object
+        image_id = run.add("dog", square(y, x, 5), attention)
+        if i % 2:
+            patched.append(image_id)
+    return run, patched
+
+
+def test_strategy_cluster_merges_clusters_sharing_a_place_and_counts_attention_not_only_peaks():
+    run, patched = shared_patch_run()
+    records, maps, masks, classes = run.arrays()
+    dog = records[records["label"] == "dog"]
+    is_patched = dog["id"].isin(patched).to_numpy()
+    share = attention_share(maps[dog["row"].to_numpy(), 0])
+    corner_peaks = peak_in_box(peaks(share), (0, 4, S - 4, S))[is_patched]
+    assert 0.1 < corner_peaks.mean() < CFG.shortcut_min_hit_rate  # many patched maps still peak on the object
+    labels, k, _ = spray_clusters(off_object(share, dog, masks), CFG)
+    patched_clusters = set(labels[is_patched])
+    assert len(patched_clusters) >= 2  # the patched half comes out in pieces
+
+    (f,) = of_kind(run.find()[0], "strategy_cluster")
+    assert f.classes == ["dog"] and f.severity in ("medium", "high")
+    assert f.metrics["cluster_size"] >= 0.9 * len(patched) and set(f.samples) <= set(patched)  # weakest may miss
+    assert f.metrics["hit_rate"] < CFG.shortcut_min_hit_rate  # found by its attention share, not by its peaks
+    assert f.metrics["share_gap"] >= CFG.spray_min_share_gap
+    assert f.region[0] >= 0.5 and f.region[3] <= 0.5  # the top-right corner
+
+    unmerged = dataclasses.replace(CFG, spray_merge_iou=1.01)  # no two boxes overlap this much: SpRAy's clusters as is
+    sizes = [f.metrics["cluster_size"] for f in of_kind(run.find(unmerged)[0], "strategy_cluster")]
+    assert all(size < len(patched) for size in sizes)  # each piece alone, if found at all
+
+
+def test_whole_maps_cluster_by_object_position_where_off_object_maps_cluster_by_patch():
+    run, patched = shared_patch_run()
+    records, maps, masks, _ = run.arrays()
+    dog = records[records["label"] == "dog"]
+    is_patched = dog["id"].isin(patched).to_numpy()
+    share = attention_share(maps[dog["row"].to_numpy(), 0])
+
+    def purity(features):
+        labels, k, _ = spray_clusters(features, CFG)
+        return np.mean([max(is_patched[labels == j].mean(), 1 - is_patched[labels == j].mean()) for j in range(k)])
+
+    assert purity(share) < 0.8 < 0.95 < purity(off_object(share, dog, masks))
+    no_masks = dog.assign(has_mask=False)
+    assert off_object(share, no_masks, masks) is share  # nothing to tell object from background by
+
+
+def test_strategy_cluster_share_rule_ignores_an_equally_strong_patch_on_the_object():
+    run = HandMadeRun()
+    rng = np.random.default_rng(1)
+    for label in CLASSES:
+        for _ in range(40):
+            y, x = run.place(rng, 5, avoid_corner=True)
+            run.add(label, square(y, x, 5), blob(y + 2, x + 2) + 0.3 * blob(y + 1, x + 3, sigma=0.6))
+    assert of_kind(run.find()[0], "strategy_cluster") == []
+
+
+def test_a_majority_cluster_is_left_to_spatial_shortcut_only_where_that_rule_reports_the_place():
+    def cluster(share, region=(0.75, 0.0, 1.0, 0.25)):
+        return Finding(kind="strategy_cluster", severity="medium", classes=["dog"], region=list(region),
+                       metrics={"cluster_share": share}, message="m")
+
+    shortcut = Finding(kind="spatial_shortcut", severity="high", classes=["dog"], region=[0.8, 0.0, 1.0, 0.2],
+                       message="m")
+    elsewhere = dataclasses.replace(shortcut, region=[0.0, 0.8, 0.2, 1.0])
+    other_class = dataclasses.replace(shortcut, classes=["cat"])
+    assert without_repeats([shortcut, cluster(0.8)], CFG) == [shortcut]  # the class's own strategy: said once
+    for kept in ([shortcut, cluster(0.5)], [elsewhere, cluster(0.8)], [other_class, cluster(0.8)], [cluster(0.8)]):
+        assert without_repeats(kept, CFG) == kept
+
+
+def test_reported_regions_err_wide_by_the_configured_cells():
+    run, _ = corner_run()
+    tight = dataclasses.replace(CFG, region_pad_cells=0)
+    (wide,) = of_kind(run.find()[0], "spatial_shortcut")
+    (exact,) = of_kind(run.find(tight)[0], "spatial_shortcut")
+    x0, y0, x1, y1 = exact.region
+    expected = [max(0.0, x0 - 1 / S), max(0.0, y0 - 1 / S), min(1.0, x1 + 1 / S), min(1.0, y1 + 1 / S)]
+    assert wide.region == pytest.approx(expected, abs=1e-4)
+    assert normalised_box((0, 2, 14, 16), 16, pad=1) == [0.8125, 0.0, 1.0, 0.1875]  # clipped at the border
+
+
 def test_strategy_cluster_without_masks_reports_the_place_at_medium():
     run, patched = corner_run(fraction=0.5, has_mask=False)
     (f,) = of_kind(run.find()[0], "strategy_cluster")
@@ -516,6 +621,31 @@ def test_write_findings_writes_a_valid_ordered_document(tmp_path):
     assert [f["id"] for f in on_disk["findings"]] == [f"F{i:03d}" for i in range(1, len(on_disk["findings"]) + 1)]
     assert all(list(f) == list(FINDING_KEYS) for f in on_disk["findings"])
     assert not list(tmp_path.glob(".findings.json.*"))  # written atomically, no temporary left behind
+
+
+def test_label_errors_csv_lists_every_suspect_by_pair_and_findings_list_more_than_max_samples(tmp_path):
+    run, rng = clean_run()
+    cfg = dataclasses.replace(CFG, max_samples=3)  # class findings keep 3 examples; label errors are not examples
+    many = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.01 * (i + 1), p_pred=0.97)
+            for i in range(6)]  # fmt: skip
+    surest = run.add("dog", square(4, 4, 5), "object", pred="bird", p_true=0.001, p_pred=0.99)  # a lone suspect
+    run.add("dog", square(4, 4, 5), "object", pred="cat", p_true=0.3, p_pred=0.5)  # wrong, not confident
+    write_run(tmp_path, run)
+    doc = write_findings(tmp_path, cfg)
+    (f,) = [f for f in doc["findings"] if f["kind"] == "suspected_label_error"]
+    assert f["pair"] == {"true": "bird", "pred": "cat"} and f["samples"] == many  # all 6, least p_true first
+
+    table = pd.read_csv(tmp_path / "label_errors.csv", keep_default_na=False)
+    assert list(table.columns) == list(LABEL_ERROR_COLUMNS)
+    # The reported pair first (in the findings' order), then the lone dog -> bird suspect, below min count,
+    # although it is the surest single mistake.
+    assert list(table["id"]) == [*many, surest] and list(table["rank"]) == list(range(1, 8))
+    assert list(table["finding"]) == [*[f["id"]] * 6, ""]
+    assert (table["suspicion"][:6].diff().dropna() <= 0).all()  # most suspect first within a pair
+    assert table.loc[6, "p_pred"] == pytest.approx(0.99) and table.loc[6, "label"] == "dog"
+    capped = dataclasses.replace(cfg, label_error_max_samples=2)
+    (f,) = of_kind(run.find(capped)[0], "suspected_label_error")
+    assert f.samples == many[:2] and f.metrics["count"] == 6
 
 
 def test_write_findings_folds_in_causal_csv(tmp_path):

@@ -129,6 +129,11 @@ class _Gallery:
     def __post_init__(self):
         self._cache: dict[int, dict] = {}
         self._index = pd.Index(self.run.records["id"].astype(str))
+        self._against = self.run.counterfactual_maps()
+
+    @property
+    def has_counterfactuals(self) -> bool:
+        return bool(self._against)
 
     def positions_of_ids(self, ids) -> list[int]:
         """Positions in the records table of the given sample ids (unknown ids are dropped)."""
@@ -147,8 +152,10 @@ class _Gallery:
             image = images.load_display(record["path"], self.data_cfg)
             mask = np.asarray(self.run.masks[row], dtype=np.float32) if bool(record["has_mask"]) else None
             maps = np.asarray(self.run.maps[row], dtype=np.float32)
+            against = self._against.get(str(record["id"]))
             uris = images.triptych(
-                image, maps[0], maps[1], mask, self.cfg.thumb_px, self.cfg.jpeg_quality, self.cfg.overlay_alpha
+                image, maps[0], maps[1], mask, self.cfg.thumb_px, self.cfg.jpeg_quality, self.cfg.overlay_alpha,
+                against_map=None if against is None else np.asarray(against[1], dtype=np.float32),
             )
             self._cache[position] = {
                 "id": str(record["id"]),
@@ -282,6 +289,7 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
         "matrix_index": focus,
         "matrix_rows": [{"name": classes[i], "values": [int(confusion[i, j]) for j in focus]} for i in focus],
         "has_findings_file": (run.path / "findings.json").is_file(),
+        "has_against": gallery.has_counterfactuals,
         "colorbar": images.jpeg_data_uri(images.colormap(np.tile(np.linspace(0, 1, 120), (10, 1))), 90),
         "version": __version__,
         "cfg": cfg,

@@ -139,9 +139,11 @@ def triptych(
     side: int,
     quality: int,
     alpha: float = 0.6,
+    against_map: np.ndarray | None = None,
 ) -> dict[str, str]:
-    """The three thumbnails of one gallery item: image, predicted-class overlay, true-class overlay,
-    each with the object mask outlined, as JPEG data URIs."""
+    """The thumbnails of one gallery item: image, predicted-class overlay, true-class overlay and, given a
+    counterfactual map of the true class, what argues against it; each with the object mask outlined, as
+    JPEG data URIs."""
     base = gray_image(side, side) if image is None else fit_image(image, side)
     height, width = base.shape[:2]
     panels = {
@@ -149,6 +151,8 @@ def triptych(
         "pred": overlay(base, resize_map(pred_map, height, width), alpha),
         "true": overlay(base, resize_map(true_map, height, width), alpha),
     }
+    if against_map is not None:
+        panels["against"] = overlay(base, resize_map(against_map, height, width), alpha)
     return {name: jpeg_data_uri(draw_mask_outline(panel, mask), quality) for name, panel in panels.items()}
 
 

@@ -1,0 +1,74 @@
+"""Counterfactual maps for the evidence of findings: the regions that argue *against* a class (issue 3).
+
+Counterfactual Grad-CAM (negated gradients) shows what in an image speaks against the labelled class: on a
+suspected label error it lights up the object when the object is not what the label says; on a shortcut class
+it shows what the model would need to see less of. They are computed once the findings are known, for the
+images the report shows as evidence only (the first report.finding_galleries findings, report.gallery_size
+images each), so a run pays for a few hundred extra maps instead of a second map per image. A run whose sweep
+already computed `counterfactual` for every image (sweep.methods) reuses those maps.
+
+Stored as RUN_DIR/counterfactual.npz: `ids` [M] (str) and `maps` float16 [M, 2, S, S], the predicted- and
+the true-class map of each image, scaled to 1 like maps.npy; `Run.counterfactual_maps` reads them back.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from auditor.cams import ReshapeFn, get_method, preserved_model_state
+from auditor.config import Config, ReportConfig
+from auditor.data import AuditDataset, collate
+from auditor.geometry import MapGeometry
+from auditor.runs import COUNTERFACTUAL_FILE, write_atomic
+from auditor.sweep import audit_batch
+
+METHOD = "counterfactual"
+
+
+def evidence_ids(findings: list[dict], cfg: ReportConfig) -> list[str]:
+    """The sample ids the report shows beside findings, in order, each once."""
+    ids = [str(i) for f in findings[: cfg.finding_galleries] for i in (f.get("samples") or [])[: cfg.gallery_size]]
+    return list(dict.fromkeys(ids))
+
+
+def write_evidence_counterfactuals(
+    run_dir: Path,
+    cfg: Config,
+    model: torch.nn.Module,
+    layer: torch.nn.Module,
+    dataset: AuditDataset,
+    findings: list[dict],
+    reshape: ReshapeFn | None = None,
+    geometry: MapGeometry | None = None,
+) -> int:
+    """Compute and store counterfactual maps for the findings' evidence images; returns how many.
+
+    Uses the sweep's own `audit_batch`, so the maps are placed and scaled exactly as maps.npy's are.
+    """
+    path = Path(run_dir) / COUNTERFACTUAL_FILE
+    path.unlink(missing_ok=True)  # never show an earlier run's maps beside these findings
+    position = {sample.id: i for i, sample in enumerate(dataset.samples)}
+    indices = [position[i] for i in evidence_ids(findings, cfg.report) if i in position]
+    if not indices or METHOD in cfg.sweep.methods:
+        return 0
+    loader = DataLoader(Subset(dataset, indices), batch_size=cfg.sweep.batch_size, shuffle=False,
+                        num_workers=cfg.sweep.num_workers, collate_fn=collate)
+    ids, maps = [], []
+    with preserved_model_state(model):
+        for batch in loader:
+            if len(batch["index"]) == 0:
+                continue
+            fields = audit_batch(model, layer, batch, [get_method(METHOD)], cfg, reshape, geometry)
+            maps.append(fields["maps"])
+            ids += [dataset.samples[int(i)].id for i in batch["index"]]
+    if not ids:
+        return 0
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array(ids, dtype=str), maps=np.concatenate(maps).astype(np.float16))
+    write_atomic(path, buffer.getvalue())
+    return len(ids)
