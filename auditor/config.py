@@ -170,6 +170,8 @@ class FindingsConfig:
     # suspected_label_error (confident learning)
     label_error_min_count: int = 3  # fewest suspects a pair needs to be reported
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
+    label_error_min_label_gap: float = 0.0  # ... and more than the labelled class's map does, by more than this
+    # (object score): an object that draws both classes' maps is ambiguous, not mislabelled
     label_error_object_weight: float = 0.5  # rank bonus per unit object score: on-object suspects rank first
     label_error_max_samples: int = 100  # suspects listed per finding (each is an image to relabel; all of
     # them are in label_errors.csv)

@@ -592,7 +592,8 @@ def context_confusion(records, maps, masks, classes, cfg: FindingsConfig) -> lis
 
 
 LABEL_ERROR_COLUMNS = (
-    "rank", "id", "path", "label", "pred", "p_pred", "p_true", "threshold", "object_score", "suspicion", "finding",
+    "rank", "id", "path", "label", "pred", "p_pred", "p_true", "threshold", "object_score", "label_object_score",
+    "suspicion", "finding",
 )  # fmt: skip
 
 
@@ -600,9 +601,12 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig) -> pd.DataF
     """Every suspected label error of the run, most suspect first: rule 6's ranking before it groups by pair.
 
     An image labelled i predicted j is suspect when p_j reaches class j's mean self-confidence (confident
-    learning's per-class threshold: the mean p_true of images labelled j). Where a mask exists, the more the
-    predicted-class map sits on the object the higher it ranks (`suspicion`), and a map off the object drops it
-    (that is context, rule 5) where the model's maps of class j normally sit on j's objects.
+    learning's per-class threshold: the mean p_true of images labelled j). Where a mask exists, the maps of both
+    classes must agree: the predicted-class map sits on the object (else it is context, rule 5, where the
+    model's maps of class j normally sit on j's objects), and more so than the labelled class's map (by more
+    than label_error_min_label_gap in object score): a mislabelled object is evidence for what it is, not for
+    its label, while an object that looks like both classes (a shirt that could be a T-shirt) is ambiguous,
+    not mislabelled. The more the predicted-class map sits on the object, the higher the image ranks.
     """
     self_confidence = records.groupby("label_idx")["p_true"].mean()
     reference = class_object_score(object_scores(records, cfg), cfg)
@@ -610,9 +614,13 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig) -> pd.DataF
     wrong = records[~records["correct"].astype(bool) & (records["p_pred"] >= threshold)]
     checked = informative(wrong, "pred_energy_in_mask", cfg)
     score = object_score(wrong["pred_energy_in_mask"], wrong["mask_area"]).where(checked)
+    label_score = object_score(wrong["true_energy_in_mask"], wrong["mask_area"]).where(checked)
     context = (score < cfg.label_error_min_object_score) & (wrong["pred_idx"].map(reference) >= cfg.on_object_score)
+    ambiguous = score - label_score <= cfg.label_error_min_label_gap  # False where either is unmeasured (NaN)
     suspicion = wrong["p_pred"] - wrong["p_true"] + cfg.label_error_object_weight * score.clip(0, 1).fillna(0)
-    suspects = wrong.assign(threshold=threshold[wrong.index], object_score=score, suspicion=suspicion)[~context]
+    suspects = wrong.assign(
+        threshold=threshold[wrong.index], object_score=score, label_object_score=label_score, suspicion=suspicion
+    )[~context & ~ambiguous]
     return suspects.sort_values("suspicion", ascending=False, kind="stable")
 
 
@@ -641,13 +649,22 @@ def suspected_label_error(records, maps, masks, classes, cfg: FindingsConfig) ->
             metrics=metrics(
                 count=len(group), rate=rate, threshold=threshold, p_pred=group["p_pred"].mean(),
                 p_true=group["p_true"].mean(), object_score=group["object_score"].mean(),
+                label_object_score=group["label_object_score"].mean(),
             ),
             message=(
                 f"{len(group)} images labelled {true!r} are confidently predicted {pred!r} (p >= {threshold:.2f}, "
-                f"the mean confidence of {pred!r}); check whether their label should be {pred!r}."
+                f"the mean confidence of {pred!r}){_label_evidence(group)}; check whether their label should be "
+                f"{pred!r}."
             ),
         ))  # fmt: skip
     return sorted(findings, key=lambda f: -f.metrics["count"])
+
+
+def _label_evidence(group: pd.DataFrame) -> str:
+    pred, label = group["object_score"].mean(), group["label_object_score"].mean()
+    if not (np.isfinite(pred) and np.isfinite(label)):
+        return ""
+    return f" and their objects draw the {pred:.2f} object score of the predicted class's maps against {label:.2f} of the label's"
 
 
 def label_error_table(records: pd.DataFrame, findings: list[dict], cfg: FindingsConfig) -> pd.DataFrame:
@@ -666,7 +683,7 @@ def label_error_table(records: pd.DataFrame, findings: list[dict], cfg: Findings
     table = suspects.assign(finding=finding, order=order).sort_values("order", kind="stable")  # keeps suspicion order
     table = table.assign(rank=np.arange(1, len(table) + 1))
     return table.loc[:, list(LABEL_ERROR_COLUMNS)].round(
-        {"p_pred": 6, "p_true": 6, "threshold": 6, "object_score": 6, "suspicion": 6}
+        {"p_pred": 6, "p_true": 6, "threshold": 6, "object_score": 6, "label_object_score": 6, "suspicion": 6}
     )
 
 

@@ -530,6 +530,31 @@ def test_suspected_label_error_high_for_systematic_label_noise_and_quiet_below_t
     assert of_kind(quiet.find()[0], "suspected_label_error") == []
 
 
+def test_suspected_label_error_needs_the_object_to_speak_for_the_prediction_more_than_for_the_label():
+    run, rng = clean_run()
+    mislabelled, ambiguous = [], []
+    for i in range(8):  # 8 birds predicted cat, maps on the object for the predicted class
+        y, x = run.place(rng, 5)
+        image_id = run.add("bird", square(y, x, 5), "object", pred="cat", p_true=0.02, p_pred=0.96)
+        (mislabelled if i % 2 else ambiguous).append(image_id)
+    records, maps, masks, classes = run.arrays()
+    by_id = records.set_index("id")
+    # The labelled class's (bird) map: off the object for the mislabelled, on it as much as cat's for the ambiguous.
+    label_energy = np.where(records["id"].isin(ambiguous), records["pred_energy_in_mask"], records["mask_area"])
+    wrong = ~records["correct"]
+    records.loc[wrong, "true_energy_in_mask"] = label_energy[wrong]
+    (f,) = of_kind(find_all(records, maps, masks, classes, CFG)[0], "suspected_label_error")
+    assert sorted(f.samples) == sorted(mislabelled) and f.metrics["count"] == 4
+    assert f.metrics["label_object_score"] == pytest.approx(0.0, abs=1e-4)
+    assert f.metrics["object_score"] > 0.5
+    assert "0.00 of the label's" in f.message
+    assert by_id.loc[ambiguous, "pred_energy_in_mask"].notna().all()  # judged, not skipped for want of a mask
+
+    lenient = dataclasses.replace(CFG, label_error_min_label_gap=-1.1)  # every gap passes: the ambiguous return
+    (f,) = of_kind(find_all(records, maps, masks, classes, lenient)[0], "suspected_label_error")
+    assert sorted(f.samples) == sorted(mislabelled + ambiguous)
+
+
 def test_suspected_label_error_keeps_off_object_suspects_where_maps_never_track_objects():
     rng = np.random.default_rng(6)
     run = HandMadeRun()
