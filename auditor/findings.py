@@ -177,13 +177,13 @@ def peak_spread(group: pd.DataFrame, share: np.ndarray, masks, box) -> tuple[flo
         return math.nan, math.nan
     obj = np.asarray(masks[group["row"].to_numpy()[masked]], dtype=np.float32)
     weight = obj.sum(axis=(1, 2))
-    keep = (weight > 0) & peak_in_box(peaks(share[masked]), box)
+    peak_cells = peaks(share[masked])
+    keep = (weight > 0) & peak_in_box(peak_cells, box)
     if not keep.any():
         return math.nan, math.nan
     centre = (np.arange(obj.shape[1]) + 0.5) / obj.shape[1]
     cy, cx = (obj.sum(axis=2) @ centre)[keep] / weight[keep], (obj.sum(axis=1) @ centre)[keep] / weight[keep]
-    ys, xs = peaks(share[masked][keep])
-    py, px = centre[ys], centre[xs]
+    py, px = centre[peak_cells[0][keep]], centre[peak_cells[1][keep]]
     return float(np.hypot(py.std(), px.std())), float(np.hypot((py - cy).std(), (px - cx).std()))
 
 
@@ -488,13 +488,13 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
     box = hot_region(share[member].mean(axis=0), cfg.region_threshold)
     hits = peak_in_box(peaks(share), box)
     hit_rate, rest_hit_rate = hits[member].mean(), hits[~member].mean()
-    others_hit_rate = others_at(summaries, c, box, size)[1]
+    others_share, others_hit_rate = others_at(summaries, c, box, size)
     place_gap = hit_rate - max(rest_hit_rate, others_hit_rate)
     is_object, evidence = on_the_object(group[member], share[member], masks, box, cfg)
     cluster_focus = focus(share[member])
     in_box = box_share(share, box)
     place_share, rest_place_share = in_box[member].mean(), in_box[~member].mean()
-    share_gap = place_share - max(rest_place_share, others_at(summaries, c, box, size)[0])
+    share_gap = place_share - max(rest_place_share, others_share)
     peaks_there = hit_rate >= cfg.shortcut_min_hit_rate and place_gap >= cfg.spray_min_gap
     # A patch next to the object may draw a steady share of the attention without winning the peak of every map.
     attention_there = share_gap >= cfg.spray_min_share_gap
@@ -664,7 +664,10 @@ def _label_evidence(group: pd.DataFrame) -> str:
     pred, label = group["object_score"].mean(), group["label_object_score"].mean()
     if not (np.isfinite(pred) and np.isfinite(label)):
         return ""
-    return f" and their objects draw the {pred:.2f} object score of the predicted class's maps against {label:.2f} of the label's"
+    return (
+        f" and their objects draw the {pred:.2f} object score of the predicted class's maps against {label:.2f} "
+        "of the label's"
+    )
 
 
 def label_error_table(records: pd.DataFrame, findings: list[dict], cfg: FindingsConfig) -> pd.DataFrame:
@@ -774,7 +777,8 @@ def write_findings(run_dir: str | Path, cfg: FindingsConfig | None = None) -> di
     if problems:
         raise ValueError(f"refusing to write an invalid findings.json: {'; '.join(problems)}")
     write_json(run.path / "findings.json", doc)
-    write_atomic(run.path / "label_errors.csv", label_error_table(run.records, doc["findings"], cfg).to_csv(index=False))
+    label_errors = label_error_table(run.records, doc["findings"], cfg)
+    write_atomic(run.path / "label_errors.csv", label_errors.to_csv(index=False))
     return doc
 
 

@@ -231,9 +231,12 @@ def ranked_label_errors(run_dir: Path, flipped_ids: set[str]) -> dict:
     import pandas as pd  # noqa: PLC0415
 
     ranking = [str(i) for i in pd.read_csv(run_dir / "label_errors.csv", dtype={"id": str})["id"]]
+    records = pd.read_parquet(run_dir / "records.parquet", columns=["id", "pred"])
+    flipped = records[records["id"].astype(str).isin(flipped_ids)]
     n = len(flipped_ids)
     hits = sum(i in flipped_ids for i in ranking)
     return {"suspects": len(ranking), "hits": hits, "recall": hits / n if n else float("nan"), "n_flipped": n,
+            "predicted_as_what_they_are": int((flipped["pred"] == CLASSES[FLIP["from"]]).sum()),
             "p_at_k": precision_at_k(ranking, flipped_ids, min(LABEL_ERROR_K, n)),
             "r_precision": precision_at_k(ranking, flipped_ids, n)}
 
@@ -266,8 +269,11 @@ def markdown(result: dict, seed: int, accuracy: float, runtime: float, diag: dic
         f"| high-severity findings on clean classes | {len(result['clean_high'])} | 0 |",
         f"| label-error precision at k={result['k']} (findings.json) | {result['precision']:.2f} | >= 0.8 |",
         f"| label-error precision at k={result['k']} (label_errors.csv) | {diag['p_at_k']:.2f} | >= 0.8 |",
-        f"| label-error R-precision (k = {diag['n_flipped']} flipped, label_errors.csv) | {diag['r_precision']:.2f} | |",
+        f"| label-error R-precision (k = {diag['n_flipped']} flipped, label_errors.csv) | "
+        f"{diag['r_precision']:.2f} | |",
         f"| label-error recall, all {diag['suspects']} suspects (label_errors.csv) | {diag['recall']:.2f} | |",
+        f"| flipped images the model predicts as {CLASSES[FLIP['from']]} (what they are) | "
+        f"{diag['predicted_as_what_they_are']} / {diag['n_flipped']} | |",
         f"| audit accuracy (noisy labels) | {accuracy:.3f} | |",
         f"| runtime | {runtime:.0f} s | |",
     ]

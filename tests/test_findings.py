@@ -346,12 +346,17 @@ def shared_patch_run(n=60, seed=0):
     return run, patched
 
 
-def test_strategy_cluster_merges_clusters_sharing_a_place_and_counts_attention_not_only_peaks():
+def patched_dogs():
+    """shared_patch_run's dogs: the run, the patched ids, the dogs' records, which are patched, their attention
+    shares and the run's masks."""
     run, patched = shared_patch_run()
-    records, maps, masks, classes = run.arrays()
+    records, maps, masks, _ = run.arrays()
     dog = records[records["label"] == "dog"]
-    is_patched = dog["id"].isin(patched).to_numpy()
-    share = attention_share(maps[dog["row"].to_numpy(), 0])
+    return run, patched, dog, dog["id"].isin(patched).to_numpy(), attention_share(maps[dog["row"].to_numpy(), 0]), masks
+
+
+def test_strategy_cluster_merges_clusters_sharing_a_place_and_counts_attention_not_only_peaks():
+    run, patched, dog, is_patched, share, masks = patched_dogs()
     corner_peaks = peak_in_box(peaks(share), (0, 4, S - 4, S))[is_patched]
     assert 0.1 < corner_peaks.mean() < CFG.shortcut_min_hit_rate  # many patched maps still peak on the object
     labels, k, _ = spray_clusters(off_object(share, dog, masks), CFG)
@@ -371,11 +376,7 @@ def test_strategy_cluster_merges_clusters_sharing_a_place_and_counts_attention_n
 
 
 def test_whole_maps_cluster_by_object_position_where_off_object_maps_cluster_by_patch():
-    run, patched = shared_patch_run()
-    records, maps, masks, _ = run.arrays()
-    dog = records[records["label"] == "dog"]
-    is_patched = dog["id"].isin(patched).to_numpy()
-    share = attention_share(maps[dog["row"].to_numpy(), 0])
+    _, _, dog, is_patched, share, masks = patched_dogs()
 
     def purity(features):
         labels, k, _ = spray_clusters(features, CFG)
