@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from auditor.errors import AuditorError
+from auditor.hooks import forward_hook
 
 ReshapeFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -158,11 +159,8 @@ def captured_activation(layer: nn.Module) -> Iterator[dict]:
         store["activation"] = leaf
         return leaf.clone()  # a non-leaf copy, so in-place ops after the layer cannot touch the leaf
 
-    handle = layer.register_forward_hook(hook)
-    try:
+    with forward_hook(layer, hook):
         yield store
-    finally:
-        handle.remove()
 
 
 def class_maps(

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from auditor.hooks import forward_hook
+
 
 class _Stop(Exception):
     """Raised by the probe hook: nothing after the target layer needs to run."""
@@ -86,18 +88,16 @@ def measure_geometry(model: nn.Module, layer: nn.Module, example: torch.Tensor, 
         raise _Stop
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    handle = layer.register_forward_hook(hook)
     try:
-        for factor in (1, 3):
-            cells, fits = _measure(model, store, reshape, (channels, height * factor, width * factor), device)
-            if factor == 1:
-                own_cells = cells
-            if None not in fits:
-                break
+        with forward_hook(layer, hook):
+            for factor in (1, 3):
+                cells, fits = _measure(model, store, reshape, (channels, height * factor, width * factor), device)
+                if factor == 1:
+                    own_cells = cells
+                if None not in fits:
+                    break
     except Exception:  # noqa: BLE001 - a model we cannot probe keeps plain resizing
         return None
-    finally:
-        handle.remove()
     if None in fits:
         return None
     geometry = MapGeometry(*fits[0], *fits[1])

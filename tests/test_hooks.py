@@ -1,0 +1,59 @@
+"""The call-scoped hook helper leaves no hook behind, whatever happens in the block."""
+
+import pytest
+import torch
+from torch import nn
+
+from auditor.geometry import measure_geometry
+from auditor.hooks import forward_hook, forward_hooks
+
+
+def test_hook_runs_inside_and_is_removed_after():
+    layer = nn.Linear(2, 2)
+    seen = []
+    with forward_hook(layer, lambda module, inputs, output: seen.append(output.shape)):
+        layer(torch.zeros(3, 2))
+        assert len(layer._forward_hooks) == 1
+    layer(torch.zeros(3, 2))
+    assert seen == [torch.Size([3, 2])] and not layer._forward_hooks
+
+
+def test_hook_can_replace_the_output():
+    layer = nn.Linear(2, 2)
+    with forward_hook(layer, lambda module, inputs, output: output * 0 + 7):
+        assert torch.equal(layer(torch.ones(1, 2)), torch.full((1, 2), 7.0))
+
+
+def test_hooks_removed_when_block_raises():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    with pytest.raises(RuntimeError, match="boom"):
+        with forward_hooks([(m, lambda *args: None) for m in model]):
+            assert all(len(m._forward_hooks) == 1 for m in model)
+            raise RuntimeError("boom")
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_hooks_removed_when_a_hook_raises_in_forward():
+    layer = nn.Linear(2, 2)
+
+    def hook(module, inputs, output):
+        raise ValueError("inside hook")
+
+    with pytest.raises(ValueError, match="inside hook"):
+        with forward_hook(layer, hook):
+            layer(torch.zeros(1, 2))
+    assert not layer._forward_hooks
+
+
+def test_registered_hooks_removed_when_a_later_registration_fails():
+    first = nn.Linear(2, 2)
+    with pytest.raises(AttributeError):
+        with forward_hooks([(first, lambda *args: None), (object(), lambda *args: None)]):
+            pass  # never reached: the second pair is not a module
+    assert not first._forward_hooks
+
+
+def test_geometry_probe_leaves_no_hook():
+    model = nn.Sequential(nn.Conv2d(1, 2, 5), nn.ReLU(), nn.Conv2d(2, 2, 5)).eval()
+    measure_geometry(model, model[2], torch.zeros(1, 1, 28, 28))
+    assert all(not m._forward_hooks for m in model.modules())
