@@ -7,6 +7,7 @@ Layout of RUN_DIR:
                        row i belongs to the record whose `row` == i
   maps_<method>.npy    the same for every further method in sweep.methods
   masks.npy            float16 [N, S, S]: share of each cell covered by the object mask (zeros where no mask)
+  probs.npy            float16 [N, C]: the full softmax probability vector of every image (row = records.row)
   skipped.csv          id, path, reason: inputs that could not be audited
   confusion.csv        K x K counts, index = true class, columns = predicted class
   per_class.csv        class, support, precision, recall, f1 and attention means per class
@@ -39,6 +40,8 @@ from auditor.config import Config, config_from_dict
 from auditor.errors import AuditorError
 
 MAP_KINDS = ("pred", "true")
+# Per-image arrays the sweep writes beside the records: streamed shard by shard into float16 <name>.npy files.
+ARRAY_FIELDS = ("maps", "masks", "probs")
 ATTENTION_METRICS = ("energy_in_mask", "pointing_hit", "iou", "cam_max")
 RECORD_COLUMNS = (
     "row", "id", "path", "label", "label_idx", "pred", "pred_idx",
@@ -128,6 +131,7 @@ class Run:
     summary: dict
     manifest: dict
     skipped: pd.DataFrame
+    probs: np.ndarray | None = None  # float16 [N, C] softmax per image; None for run dirs written before probs.npy
 
     @property
     def config(self) -> Config:
@@ -171,6 +175,7 @@ def load_run(run_dir: str | Path) -> Run:
     skipped = pd.read_csv(skipped_path, dtype=str) if skipped_path.is_file() else pd.DataFrame(
         columns=["id", "path", "reason"]
     )
+    probs_path = run_dir / "probs.npy"
     return Run(
         path=run_dir,
         records=pd.read_parquet(run_dir / "records.parquet"),
@@ -180,6 +185,7 @@ def load_run(run_dir: str | Path) -> Run:
         summary=json.loads((run_dir / "summary.json").read_text()),
         manifest=manifest,
         skipped=skipped,
+        probs=np.load(probs_path, mmap_mode="r") if probs_path.is_file() else None,
     )
 
 
@@ -235,11 +241,11 @@ class ShardWriter:
 
 
 def read_shards(paths: list[Path]) -> tuple[dict[str, np.ndarray], int]:
-    """Concatenate the scalar arrays of shards (not the maps); returns them and the number of audited rows."""
+    """Concatenate the scalar arrays of shards (not the ARRAY_FIELDS); returns them and the number of audited rows."""
     parts = []
     for path in paths:
         with np.load(path) as shard:
-            parts.append({key: shard[key] for key in shard.files if not key.startswith(("maps", "masks"))})
+            parts.append({key: shard[key] for key in shard.files if not key.startswith(ARRAY_FIELDS)})
     merged = _concat_by_key(parts)
     return merged, int(len(merged.get("index", [])))
 
@@ -251,11 +257,12 @@ def _concat_by_key(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def merge_shard_arrays(paths: list[Path], run_dir: Path, rows: int) -> list[str]:
-    """Stream every shard's map arrays into memory-mapped .npy files: memory stays bounded by one shard."""
+    """Stream every shard's ARRAY_FIELDS (maps, masks, probs) into memory-mapped float16 .npy files: memory stays
+    bounded by one shard."""
     shapes = {}
     for path in paths:
         with np.load(path) as shard:
-            shapes.update({key: shard[key].shape[1:] for key in shard.files if key.startswith(("maps", "masks"))})
+            shapes.update({key: shard[key].shape[1:] for key in shard.files if key.startswith(ARRAY_FIELDS)})
     names = list(shapes)
     outputs = {}
     for key in names:

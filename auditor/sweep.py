@@ -21,7 +21,7 @@ from auditor.config import Config
 from auditor.data import AuditDataset, collate
 from auditor.faithfulness import deletion_drops
 from auditor.geometry import MapGeometry, upsample
-from auditor.runs import MAP_KINDS, ShardWriter
+from auditor.runs import ARRAY_FIELDS, MAP_KINDS, ShardWriter
 
 log = logging.getLogger("auditor")
 
@@ -67,6 +67,7 @@ def audit_batch(
     p_true = probs.gather(1, labels[:, None])[:, 0]
     others = probs.scatter(1, labels[:, None], float("-inf"))
     fields: dict[str, torch.Tensor] = {
+        "probs": probs,  # [B, C]: the whole vector, for label-error ranking over the run (probs.npy)
         "pred_idx": pred,
         "p_true": p_true,
         "p_pred": p_pred,
@@ -118,7 +119,7 @@ def _to_host(fields: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         width = part.shape[1]
         array = block[:, offset: offset + width].reshape(value.shape)
         offset += width
-        if name.startswith(("maps", "masks")):
+        if name.startswith(ARRAY_FIELDS):
             array = array.astype(np.float16)
         elif name == "pred_idx":
             array = array.astype(np.int64)

@@ -39,5 +39,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
     two, one = load_run(tmp_path / "two"), load_run(tmp_path / "one")
     pd.testing.assert_frame_equal(two.records, one.records, check_exact=True)
     assert np.array_equal(np.asarray(two.maps), np.asarray(one.maps))
+    assert two.probs is not None and two.probs.shape == (12, 2)
+    assert np.array_equal(np.asarray(two.probs), np.asarray(one.probs))
     assert two.summary["accuracy"] == one.summary["accuracy"]
     assert not (tmp_path / "two" / "shards").exists()

@@ -26,6 +26,8 @@ def _assert_same_run(a, b):
     pd.testing.assert_frame_equal(a.records, b.records)
     assert np.array_equal(np.asarray(a.maps), np.asarray(b.maps))
     assert np.array_equal(np.asarray(a.masks), np.asarray(b.masks))
+    assert a.probs is not None and a.probs.shape == (len(a.records), len(a.classes))
+    assert np.array_equal(np.asarray(a.probs), np.asarray(b.probs))
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):

@@ -88,3 +88,53 @@ def test_no_hook_left_and_state_restored_after_a_sweep_and_after_an_error(tmp_pa
         run_sweep(model, model[3], AuditDataset(samples, cfg.data), [get_method("gradcam")], cfg,
                   ShardWriter(tmp_path / "run2", "key"), torch.device("cpu"))
     check()
+
+
+def three_class_cnn():
+    """A model factory for the CLI (tests.test_sweep:three_class_cnn)."""
+    from tests.conftest import tiny_cnn
+
+    return tiny_cnn(3)
+
+
+def test_probs_npy_rows_are_the_softmax_of_the_models_logits(tmp_path):
+    """probs.npy holds every image's whole probability vector, row = records.row (3 classes, so not just p_pred)."""
+    import shutil
+
+    from auditor.cli import main
+    from auditor.data import AuditDataset, build_samples
+    from auditor.runs import load_run
+    from tests.conftest import make_image_folder
+
+    data, _ = make_image_folder(tmp_path, classes=("a", "b"), per_class=3)
+    shutil.copytree(data / "a", data / "c")  # a third class (the helper's colours allow two)
+    out = tmp_path / "run"
+    assert main(["audit", "--data.root", str(data), "--model.factory", "tests.test_sweep:three_class_cnn",
+                 "--out", str(out), "--sweep.batch_size", "4", "--sweep.shard_size", "4",
+                 "--set", "findings.enabled=false"]) == 0
+    run = load_run(out)
+    assert run.probs is not None and run.probs.dtype == np.float16 and run.probs.shape == (9, 3)
+    samples, _ = build_samples(run.config.data, run.classes)
+    dataset = AuditDataset(samples, run.config.data)
+    by_id = {sample.id: i for i, sample in enumerate(samples)}
+    images = torch.stack([dataset[by_id[i]]["image"] for i in run.records.sort_values("row")["id"]])
+    with torch.no_grad():
+        expected = three_class_cnn().eval()(images).softmax(dim=1).numpy()
+    np.testing.assert_allclose(np.asarray(run.probs, dtype=np.float32), expected, atol=1e-3)
+    rows = run.records["row"].to_numpy()
+    np.testing.assert_allclose(run.probs[rows, run.records["pred_idx"].to_numpy()], run.records["p_pred"].to_numpy(), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(run.probs, dtype=np.float32).sum(axis=1), 1.0, atol=3e-3)
+
+
+def test_load_run_without_probs_npy_gives_none(tmp_path):
+    """Run directories written before probs.npy still load."""
+    from auditor.cli import main
+    from auditor.runs import load_run
+    from tests.conftest import make_image_folder
+
+    data, _ = make_image_folder(tmp_path, per_class=2)
+    out = tmp_path / "run"
+    assert main(["audit", "--data.root", str(data), "--model.factory", "tests.conftest:tiny_cnn", "--out", str(out),
+                 "--set", "findings.enabled=false"]) == 0
+    (out / "probs.npy").unlink()
+    assert load_run(out).probs is None
