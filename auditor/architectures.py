@@ -9,6 +9,14 @@ choice. Three torchvision families do:
          patch tokens have zero gradient). Tokens [B, 1 + N, C] become a grid by `TokensToGrid`.
   Swin   the final LayerNorm `norm`: it feeds permute -> average pool -> head, so it plays the role of ResNet's
          layer4 (and CAM applies). torchvision's Swin is channels-last, [B, H, W, C]: `ChannelsLast`.
+
+The same reasons give the rules for timm and Hugging Face transformers models (matched by duck typing, so
+neither library is imported here):
+  timm ViT / DeiT / ...  `blocks.<last>.norm1`; the model's `num_prefix_tokens` (class, distillation, register
+         tokens) are dropped. ResNet, ConvNeXt, EfficientNet, RegNet need no rule.
+  timm Swin (output_fmt NHWC)  the final `norm`, channels-last like everything after the patch projection.
+  HF ViT / DeiT / ...  `model.<base>.encoder.layer.<last>.layernorm_before`; HF Swin `model.<base>.layernorm`
+         (tokens [B, N, C], no class token). ResNet, ConvNeXt need no rule.
 """
 
 from __future__ import annotations
@@ -24,6 +32,26 @@ from auditor.cams import ReshapeFn
 from auditor.errors import AuditorError
 
 MAX_PREFIX_TOKENS = 8  # class, distillation and register tokens that may precede the patch tokens
+
+
+class HuggingFaceLogits(nn.Module):
+    """A transformers image classifier as a module that returns its logits tensor (the output's `.logits`), as the
+    sweep and the CAMs need. Its layers keep their Hugging Face names under `model.`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def _is_timm(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("timm.")
+
+
+def _timm_channels_last(model: nn.Module) -> bool:
+    return _is_timm(model) and getattr(model, "output_fmt", "NCHW") == "NHWC"
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,25 @@ def family_target_layer(model: nn.Module) -> str | None:
         return "norm"
     if isinstance(model, VGG):
         return "features"
+    if isinstance(model, HuggingFaceLogits):
+        return _huggingface_target_layer(model)
+    if _timm_channels_last(model) and isinstance(getattr(model, "norm", None), nn.Module):
+        return "norm"
+    blocks = getattr(model, "blocks", None)
+    if _is_timm(model) and hasattr(model, "num_prefix_tokens") and isinstance(blocks, (nn.Sequential, nn.ModuleList)) \
+            and len(blocks) and hasattr(blocks[-1], "norm1"):
+        return f"blocks.{len(blocks) - 1}.norm1"
+    return None
+
+
+def _huggingface_target_layer(wrapper: HuggingFaceLogits) -> str | None:
+    base = f"model.{wrapper.model.base_model_prefix}"
+    modules = dict(wrapper.named_modules())
+    if str(wrapper.model.config.model_type).startswith("swin") and f"{base}.layernorm" in modules:
+        return f"{base}.layernorm"
+    layers = modules.get(f"{base}.encoder.layer")
+    if isinstance(layers, nn.ModuleList) and len(layers) and hasattr(layers[-1], "layernorm_before"):
+        return f"{base}.encoder.layer.{len(layers) - 1}.layernorm_before"
     return None
 
 
@@ -102,15 +149,19 @@ def layer_reshape(model: nn.Module, layer_name: str, layer: nn.Module, example: 
     shape = _output_shape(model, layer, example)
     aspect = reduced_aspect(*example.shape[-2:])
     if len(shape) == 3:
-        return TokensToGrid(prefix_tokens(shape[1], aspect), aspect)
-    if len(shape) == 4 and isinstance(model, SwinTransformer) and _swin_channels_last(layer_name):
+        known = getattr(model, "num_prefix_tokens", None) if _is_timm(model) else None
+        return TokensToGrid(known if isinstance(known, int) else prefix_tokens(shape[1], aspect), aspect)
+    if len(shape) == 4 and _channels_last(model, layer_name):
         return ChannelsLast()
     return None
 
 
-def _swin_channels_last(layer_name: str) -> bool:
-    """torchvision's Swin is channels-last from the patch embedding's Permute (features.0.1) to `norm`."""
-    return layer_name in ("features", "norm") or (layer_name.startswith("features.") and layer_name != "features.0.0")
+def _channels_last(model: nn.Module, layer_name: str) -> bool:
+    """torchvision's Swin is channels-last from the patch embedding's Permute (features.0.1) to `norm`; timm's
+    NHWC models (Swin) everywhere after the patch projection's convolution."""
+    if isinstance(model, SwinTransformer):
+        return layer_name in ("features", "norm") or (layer_name.startswith("features.") and layer_name != "features.0.0")
+    return _timm_channels_last(model) and not layer_name.startswith("patch_embed.proj")
 
 
 def _output_shape(model: nn.Module, layer: nn.Module, example: torch.Tensor) -> tuple[int, ...]:

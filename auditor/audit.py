@@ -25,13 +25,13 @@ from auditor.cams import captured_activation, get_method, preserved_model_state
 from auditor.config import Config
 from auditor.confusion import confused_pairs, confusion_frame, per_class_frame
 from auditor.causal import causal_check, regions_from_findings, write_causal
-from auditor.data import AuditDataset, Sample, build_samples, collate, read_class_names
+from auditor.data import AuditDataset, Sample, build_samples, collate, read_class_names, with_model_preprocessing
 from auditor.distributed import Ranks, barrier, init_ranks, shutdown
 from auditor.errors import AuditorError
 from auditor.evidence import write_evidence_counterfactuals
 from auditor.findings import write_findings
 from auditor.geometry import measure_geometry
-from auditor.models import ChildrenChain, find_target_layer, is_script_module, load_model, model_fingerprint
+from auditor.models import find_target_layer, hookable, model_fingerprint, open_model
 from auditor.runs import (
     SHARD_DIR,
     ShardWriter,
@@ -129,13 +129,13 @@ def check_spatial(model, layer_name: str, layer, example: torch.Tensor, reshape)
 
 def prepare(cfg: Config):
     """Load classes, samples, model, target layer (and how to read it as [B, C, H, W]); check that they fit."""
-    classes = read_class_names(cfg.model.classes, cfg.model.classes_file)
+    loaded = open_model(cfg.model)  # first: its class names and preprocessing fill what the config leaves unset
+    cfg.data = with_model_preprocessing(cfg.data, loaded.preprocessing)
+    classes = read_class_names(cfg.model.classes, cfg.model.classes_file) or loaded.classes
     samples, classes = build_samples(cfg.data, classes)
     dataset = AuditDataset(samples, cfg.data)
-    model = load_model(cfg.model)
     example = first_example(dataset)
-    if is_script_module(model):
-        model = ChildrenChain.from_script(model, example)
+    model = hookable(loaded, example)
     with torch.no_grad():
         try:
             logits = model.eval()(example)

@@ -21,17 +21,26 @@ from auditor.errors import ConfigError
 
 @dataclass
 class ModelConfig:
-    """Where the model comes from: exactly one of `arch`, `torchscript` or `factory`."""
+    """Where the model comes from: exactly one of `arch`, `timm`, `huggingface`, `exported`, `torchscript` or
+    `factory` (or only `checkpoint`, for a trusted pickled model)."""
 
     arch: str | None = None  # a torchvision architecture name, e.g. "resnet18"
-    checkpoint: str | None = None  # a state_dict file (loaded with weights_only=True)
+    timm: str | None = None  # a timm.create_model name, e.g. "convnext_tiny"; built offline, weights from checkpoint
+    huggingface: str | None = None  # a folder written by save_pretrained (config.json + model.safetensors)
+    exported: str | None = None  # a torch.export program saved with torch.export.save (.pt2)
+    checkpoint: str | None = None  # a state_dict file: .safetensors, or torch.save's (loaded with weights_only=True)
     torchscript: str | None = None  # a TorchScript file
     factory: str | None = None  # "package.module:function" returning an nn.Module
-    factory_kwargs: dict = field(default_factory=dict)
+    factory_kwargs: dict = field(default_factory=dict)  # keyword arguments of model.factory or timm.create_model
     target_layer: str | None = None  # dotted module path; found automatically when None
     classes: list[str] | None = None  # class names in logit order
     classes_file: str | None = None  # a classes.txt, one name per line
     trust_checkpoint: bool = False  # allow unpickling a full model object (runs code from the file)
+
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass
@@ -44,8 +53,11 @@ class DataConfig:
     resize: int | list[int] | None = None  # shorter side to N pixels, or [height, width] exactly
     crop: int | None = None  # centre crop to a square of this many pixels
     grayscale: bool = False  # feed one channel instead of RGB
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # Unset (None): the model's own preprocessing (a timm pretrained_cfg, a Hugging Face image-processor config)
+    # where it has one, else no resize and ImageNet's mean and std (`auditor.data.with_model_preprocessing`).
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None  # resize filter: bilinear (the default), bicubic or nearest
     limit: int | None = None  # audit only the first N samples (after sorting)
 
     def __post_init__(self):
@@ -55,9 +67,13 @@ class DataConfig:
         if any(side is not None and side < 1 for side in sides):
             raise ConfigError(f"data.resize and data.crop must be 1 pixel or more, not {self.resize} and {self.crop}.")
         channels = 1 if self.grayscale else 3
-        if len(self.mean) < channels or len(self.std) < channels:
+        if any(values is not None and len(values) < channels for values in (self.mean, self.std)):
             raise ConfigError(f"data.mean and data.std need {channels} values each (one per input channel).")
-        if any(s <= 0 for s in self.std):
+        if self.interpolation not in (None, *INTERPOLATIONS):
+            raise ConfigError(
+                f"data.interpolation must be one of {', '.join(INTERPOLATIONS)}, not {self.interpolation!r}."
+            )
+        if self.std is not None and any(s <= 0 for s in self.std):
             raise ConfigError(f"data.std values must be above 0 (they divide the pixels), not {self.std}.")
 
 

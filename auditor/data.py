@@ -14,6 +14,7 @@ used as it is. Mask values: any nonzero value is the object, so 0/1, 0/255 and l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from auditor.config import DataConfig
+from auditor.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from auditor.errors import AuditorError, first_line
 
 log = logging.getLogger("auditor")
@@ -278,11 +279,31 @@ def load_mask(sample: Sample, size: tuple[int, int], orientation: int = 1) -> tu
     return np.asarray(image) != 0, note
 
 
+def with_model_preprocessing(cfg: DataConfig, model_cfg: dict | None) -> DataConfig:
+    """The data config with what it leaves unset taken from the model's own preprocessing, then the defaults.
+
+    `model_cfg` holds any of mean, std, resize, crop, interpolation (from a timm pretrained_cfg or a Hugging Face
+    image-processor config). Size is one setting: the model's resize and crop apply only when neither is set.
+    """
+    model_cfg = model_cfg or {}
+    changes = {}
+    for key in ("mean", "std", "interpolation"):
+        if getattr(cfg, key) is None and model_cfg.get(key) is not None:
+            changes[key] = model_cfg[key]
+    if cfg.resize is None and cfg.crop is None:
+        changes.update({key: model_cfg[key] for key in ("resize", "crop") if model_cfg.get(key) is not None})
+    cfg = dataclasses.replace(cfg, **changes) if changes else cfg
+    defaults = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    missing = {key: list(value) for key, value in defaults.items() if getattr(cfg, key) is None}
+    return dataclasses.replace(cfg, **missing) if missing else cfg
+
+
 def geometric_transform(cfg: DataConfig) -> v2.Transform:
-    """Resize and crop, applied alike to an image and its mask."""
+    """Resize and crop, applied alike to an image and its mask (masks always with nearest neighbours)."""
     steps = []
     if cfg.resize:
-        steps.append(v2.Resize(cfg.resize, antialias=True))
+        mode = v2.InterpolationMode((cfg.interpolation or "bilinear").lower())
+        steps.append(v2.Resize(cfg.resize, interpolation=mode, antialias=True))
     if cfg.crop:
         steps.append(v2.CenterCrop(cfg.crop))
     return v2.Compose(steps) if steps else v2.Identity()
@@ -300,7 +321,7 @@ class AuditDataset(Dataset):
 
     def __init__(self, samples: list[Sample], cfg: DataConfig):
         self.samples = samples
-        self.cfg = cfg
+        self.cfg = cfg = with_model_preprocessing(cfg, None)  # the defaults where nothing is set
         self.geometry = geometric_transform(cfg)
         channels = 1 if cfg.grayscale else 3  # DataConfig checks there are that many
         self.normalise = v2.Normalize(cfg.mean[:channels], cfg.std[:channels])
