@@ -1,0 +1,197 @@
+"""The whole `auditor audit` command against a plain torchvision inference loop, on real photos, in one run.
+
+The coco128-seg photos (JPEG, about 640 px) are repeated to N images as an ImageFolder, each photo under the
+class of its largest object. In one run, on the same files, model and settings (resize, crop, batch, workers,
+device), this times:
+
+  plain inference    torchvision.datasets.ImageFolder + DataLoader, Resize/CenterCrop/ToTensor/Normalize,
+                     model(images) under torch.inference_mode: decode, transform, forward
+  auditor audit      the whole command as a subprocess (`python -m auditor audit ...`): start-up, model load,
+                     data scan, sweep, merge, findings, causal check, counterfactual evidence, report
+
+and reads the sweep alone and every stage's seconds from the run's manifest.json. It prints the table of
+issue 13, the per-stage breakdown, and last the ratio of the whole command to plain inference.
+
+    python benchmarks/end_to_end.py                      # 512 images, resnet18, CPU
+    python benchmarks/end_to_end.py --images 128         # quicker, while iterating
+    python benchmarks/end_to_end.py --device cuda --arch resnet50 --batch 128 --workers 8
+
+The model has random weights (nothing is downloaded); a random model's findings are arbitrary, but every stage
+still runs on the images it would run on for a trained one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torchvision
+from torch.utils.data import DataLoader
+from torchvision import transforms
+
+REPO = Path(__file__).resolve().parents[1]
+COCO = REPO.parent / "shared" / "data" / "coco128-seg"
+
+# manifest.json timings key -> the stage it measures, in the order a run goes through them.
+STAGES = {
+    "startup_s": "start-up (Python, imports; the command's wall time not inside the run)",
+    "model_load_s": "model load and probe (target layer, geometry)",
+    "data_scan_s": "data scan (find images, fingerprint)",
+    "sweep_s": "sweep (decode, forward, maps, metrics, shards)",
+    "merge_s": "merge (records, maps, tables, summary)",
+    "findings_s": "findings",
+    "causal_check_s": "causal check",
+    "counterfactual_s": "counterfactual evidence",
+    "report_s": "report",
+}
+
+
+def build_image_folder(coco: Path, out: Path, images: int, masks: bool = False) -> tuple[Path, Path | None, list[str]]:
+    """out/data/<class>/<stem>_<k>.jpg: the photos (copied) repeated to `images`, each under its largest object's
+    class; with masks, that object's mask mirrored under out/masks. Returns the roots and the class names."""
+    from auditor.sources import yolo_seg_manifest  # noqa: PLC0415 - labels each photo by its largest object
+
+    table = pd.read_csv(yolo_seg_manifest(coco, out / "labels"))
+    data, mask_root = out / "data", out / "masks"
+    for k in range(images):
+        row = table.iloc[k % len(table)]
+        name = f"{row['id']}_{k // len(table):03d}"
+        (data / row["label"]).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(row["path"], data / row["label"] / f"{name}.jpg")
+        if masks:
+            (mask_root / row["label"]).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / "labels" / row["mask"], mask_root / row["label"] / f"{name}.png")
+    classes = sorted(p.name for p in data.iterdir() if p.is_dir())
+    return data, (mask_root if masks else None), classes
+
+
+def warm_cache(root: Path) -> None:
+    """Read every file once, so neither contender pays for a cold page cache."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            path.read_bytes()
+
+
+def plain_inference(model, root: Path, args, device: torch.device) -> float:
+    """Seconds for the usual torchvision loop over the folder: decode, transform, forward."""
+    started = time.perf_counter()
+    transform = transforms.Compose([
+        transforms.Resize(args.resize), transforms.CenterCrop(args.crop), transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])  # fmt: skip
+    dataset = torchvision.datasets.ImageFolder(str(root), transform=transform)
+    loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            model(images)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def audit_command(root: Path, masks: Path | None, checkpoint: Path, out: Path, args, device: torch.device) -> list[str]:
+    command = [
+        sys.executable, "-m", "auditor", "audit", "--data.root", str(root), "--model.arch", args.arch,
+        "--model.checkpoint", str(checkpoint), "--data.resize", str(args.resize), "--data.crop", str(args.crop),
+        "--sweep.batch_size", str(args.batch), "--sweep.num_workers", str(args.workers), "--device", str(device),
+        "--run.resume", "false", "--out", str(out),
+    ]
+    if masks is not None:
+        command += ["--data.masks", str(masks)]
+    for item in args.set:
+        command += ["--set", item]
+    return command
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--arch", default="resnet18", help="a torchvision architecture (random weights)")
+    parser.add_argument("--resize", type=int, default=256)
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--masks", action="store_true", help="give the audit each photo's object mask too")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds (plain, then audit); the best counts")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra audit config")
+    parser.add_argument("--coco", default=str(COCO), help="the coco128-seg folder")
+    parser.add_argument("--keep", help="keep the data and the run directory in this folder")
+    args = parser.parse_args(argv)
+    if not Path(args.coco, "images").is_dir():
+        sys.exit(f"end_to_end: {args.coco} holds no coco128-seg images (see --coco).")
+    device = torch.device(args.device)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        root, masks, classes = build_image_folder(Path(args.coco), work / "folder", args.images, args.masks)
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(args.arch, weights=None, num_classes=len(classes))
+        checkpoint = work / f"{args.arch}.pt"
+        torch.save(model.state_dict(), checkpoint)
+        model = model.eval().to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        warm_cache(work / "folder")
+
+        plain_s, command_s, manifest = float("inf"), float("inf"), None
+        for round_ in range(args.repeat):
+            plain_s = min(plain_s, plain_inference(model, root, args, device))
+            out = work / f"run{round_}"
+            started = time.perf_counter()
+            result = subprocess.run(audit_command(root, masks, checkpoint, out, args, device), cwd=REPO,
+                                    capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+            seconds = time.perf_counter() - started
+            if result.returncode not in (0, 3):
+                sys.exit(f"end_to_end: auditor audit exited {result.returncode}:\n{result.stderr[-3000:]}")
+            if seconds < command_s:
+                command_s = seconds
+                manifest = json.loads((out / "manifest.json").read_text())
+                findings = json.loads((out / "findings.json").read_text())["findings"] if (
+                    out / "findings.json").is_file() else []
+
+    timings = dict(manifest["timings"])
+    timings["startup_s"] = command_s - timings.get("total_s", command_s)
+    n = args.images
+    plain_rate, sweep_rate, command_rate = n / plain_s, n / timings["sweep_s"], n / command_s
+    cpu = torch.cuda.get_device_name(device) if device.type == "cuda" else manifest.get("device_name")
+    print(f"\nmachine: {cpu} ({device.type}), {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"data: {n} coco128-seg photos as an ImageFolder of {len(classes)} classes{' with masks' if masks else ''};"
+          f" model {args.arch} (random weights); resize {args.resize}, crop {args.crop}, batch {args.batch}, "
+          f"{args.workers} workers; best of {args.repeat}; {len(findings)} findings\n")
+    print("| | images/s | x plain inference |")
+    print("|---|---:|---:|")
+    print(f"| plain inference (decode, transform, forward) | {plain_rate:.1f} | 1.00 |")
+    print(f"| `auditor` sweep alone (`manifest.json` timings) | {sweep_rate:.1f} | {sweep_rate / plain_rate:.2f} |")
+    print(f"| `auditor audit`, whole command | {command_rate:.1f} | **{command_rate / plain_rate:.2f}** |")
+    print("\n| stage | seconds | share of the command |")
+    print("|---|---:|---:|")
+    for key, label in STAGES.items():
+        if key in timings:
+            print(f"| {label} | {timings[key]:.2f} | {timings[key] / command_s:.0%} |")
+    after = sum(timings.get(k, 0.0) for k in ("merge_s", "findings_s", "causal_check_s", "counterfactual_s",
+                                              "report_s"))
+    print(f"| whole command | {command_s:.2f} | 100% |")
+    print(f"\nafter the sweep: {after:.2f} s, {after / timings['sweep_s']:.0%} of the sweep; plain inference "
+          f"{plain_s:.2f} s")
+    print(f"whole command / plain inference: {command_rate / plain_rate:.2f}x")
+    return {"plain_s": plain_s, "command_s": command_s, "timings": timings}
+
+
+if __name__ == "__main__":
+    main()
