@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from auditor.metrics import class_aggregates
+
 
 def confusion_frame(records: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """K x K counts; rows are true classes, columns predicted classes."""
@@ -18,15 +20,14 @@ def confusion_frame(records: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 
 
 def per_class_frame(records: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """Support, precision, recall, F1 and attention means per class (over the images of that true class)."""
+    """Support, precision, recall, F1 and the metrics' aggregates (auditor.metrics) per true class."""
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
         records["label_idx"], records["pred_idx"], labels=labels, zero_division=0
     )
     frame = pd.DataFrame({"class": classes, "support": support, "precision": precision, "recall": recall, "f1": f1})
-    grouped = records.groupby("label_idx")
-    for column in ("pred_energy_in_mask", "true_energy_in_mask", "pred_pointing_hit", "true_pointing_hit", "mask_area"):
-        frame[f"mean_{column}"] = [grouped[column].mean().get(i, np.nan) for i in labels]
+    for name, values in class_aggregates(records, classes).items():
+        frame[name] = values
     return frame
 
 

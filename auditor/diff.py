@@ -16,6 +16,7 @@ from auditor.report.html import environment, fmt_number
 from auditor.report.tables import (
     SEVERITIES,
     finding_key,
+    per_class_columns,
     per_class_metrics,
     read_causal,
     severity_counts,
@@ -25,17 +26,6 @@ from auditor.runs import Run, clean_floats, load_run, write_atomic, write_json
 
 log = logging.getLogger("auditor")
 SCHEMA_VERSION = 1
-# metric -> (label, +1 when higher is better, -1 when lower is better)
-DIFF_METRICS = {
-    "support": ("Support", 0),
-    "precision": ("Precision", 1),
-    "recall": ("Recall", 1),
-    "f1": ("F1", 1),
-    "pred_energy_in_mask": ("Energy in mask (pred)", 1),
-    "true_energy_in_mask": ("Energy in mask (true)", 1),
-    "pointing_accuracy": ("Pointing accuracy", 1),
-    "background_only_accuracy": ("Background-only accuracy", -1),
-}
 
 
 def diff_runs(run_a: str | Path, run_b: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
@@ -45,7 +35,9 @@ def diff_runs(run_a: str | Path, run_b: str | Path, out_dir: str | Path) -> tupl
     out_dir = Path(out_dir)
     json_path, html_path = out_dir / "diff.json", out_dir / "diff.html"
     write_json(json_path, result)
-    page = environment().get_template("diff.html").render(diff=result, metrics=DIFF_METRICS, severities=SEVERITIES)
+    page = environment().get_template("diff.html").render(
+        diff=result, columns=per_class_columns(), severities=SEVERITIES
+    )
     write_atomic(html_path, page)
     changes = result["findings"]
     log.info(
@@ -113,8 +105,9 @@ def per_class_changes(a: Run, b: Run) -> list[dict]:
     rows = []
     for name in names:
         row = {"class": name}
-        for metric in DIFF_METRICS:
-            row[metric] = _change(tables["a"].get(name, {}).get(metric), tables["b"].get(name, {}).get(metric))
+        for column in per_class_columns():
+            before, after = (tables[side].get(name, {}).get(column.name) for side in ("a", "b"))
+            row[column.name] = _change(before, after)
         rows.append(row)
     return rows
 

@@ -38,15 +38,13 @@ import pandas as pd
 
 from auditor.config import Config, config_from_dict
 from auditor.errors import AuditorError
+from auditor.metrics import MAP_KINDS, record_columns  # noqa: F401 - MAP_KINDS re-exported for the sweep
 
-MAP_KINDS = ("pred", "true")
 # Per-image arrays the sweep writes beside the records: streamed shard by shard into float16 <name>.npy files.
 ARRAY_FIELDS = ("maps", "masks", "probs")
-ATTENTION_METRICS = ("energy_in_mask", "pointing_hit", "iou", "cam_max")
 RECORD_COLUMNS = (
     "row", "id", "path", "label", "label_idx", "pred", "pred_idx",
-    "p_true", "p_pred", "margin", "loss", "correct", "has_mask", "mask_area",
-    *(f"{kind}_{metric}" for kind in MAP_KINDS for metric in ATTENTION_METRICS),
+    "p_true", "p_pred", "margin", "loss", "correct", "has_mask", *record_columns(),
 )  # fmt: skip
 
 

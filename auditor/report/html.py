@@ -278,6 +278,7 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
         "matrix_limited": len(focus) < k,
         "n_focus": len(focus),
         "per_class": _per_class_rows(per_class, class_findings),
+        "class_columns": tables.per_class_columns(),
         "has_causal": causal is not None and len(causal) > 0,
         "causal": _causal_rows(causal) if causal is not None else [],
         "pairs": pair_cards,

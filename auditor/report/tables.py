@@ -14,19 +14,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from auditor.metrics import ClassColumn, class_columns
+
 SEVERITIES = ("high", "medium", "low")
-PER_CLASS_COLUMNS = (
-    "support", "n_predicted", "precision", "recall", "f1", "pred_energy_in_mask", "true_energy_in_mask",
-    "pointing_accuracy", "background_only_accuracy", "shortcut_removed_accuracy",
-)  # fmt: skip
+CAUSAL_COLUMNS = (
+    ClassColumn("background_only_accuracy", "Background-only accuracy", -1, percent=True),
+    ClassColumn("shortcut_removed_accuracy", "Shortcut-removed accuracy", 1, percent=True),
+)
+COUNT_COLUMNS = (
+    ClassColumn("support", "Support", 0),
+    ClassColumn("precision", "Precision", 1),
+    ClassColumn("recall", "Recall", 1),
+    ClassColumn("f1", "F1", 1),
+    ClassColumn("n_predicted", "Predicted", 0),
+)
+
+
+def per_class_columns() -> list[ClassColumn]:
+    """The per-class table the report shows and the diff compares, in this order (the metrics' part from
+    auditor.metrics.METRICS)."""
+    return [*COUNT_COLUMNS, *class_columns(), *CAUSAL_COLUMNS]
 CHUNK_ROWS = 8192  # rows of maps read at a time from the memory-mapped arrays
 
 
 def per_class_metrics(records: pd.DataFrame, classes: list[str], causal: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per class: support, precision, recall, f1, attention means and the causal checks.
+    """One row per class: support, precision, recall, f1, the metrics' aggregates and the causal checks.
 
-    Attention means are over images of the class (true label) that have a mask; pointing accuracy is the
-    pointing game of the true-class map, the standard definition.
+    A metric's aggregate is over the class's (true label) images that have a value, i.e. that have a mask;
+    pointing accuracy is the pointing game of the true-class map, the standard definition.
     """
     k = len(classes)
     label = records["label_idx"].to_numpy(dtype=np.int64)
@@ -48,13 +63,10 @@ def per_class_metrics(records: pd.DataFrame, classes: list[str], causal: pd.Data
             "f1": f1,
         }
     )
-    masked = records[records["has_mask"].astype(bool)]
-    means = masked.groupby("label_idx")[["pred_energy_in_mask", "true_energy_in_mask", "true_pointing_hit"]].mean()
-    means = means.reindex(range(k))
-    table["pred_energy_in_mask"] = means["pred_energy_in_mask"].to_numpy(dtype=float)
-    table["true_energy_in_mask"] = means["true_energy_in_mask"].to_numpy(dtype=float)
-    table["pointing_accuracy"] = means["true_pointing_hit"].to_numpy(dtype=float)
-    for column in ("background_only_accuracy", "shortcut_removed_accuracy"):
+    grouped = records.groupby("label_idx")
+    for column in class_columns():
+        table[column.name] = grouped[column.source].agg(column.aggregate).reindex(range(k)).to_numpy(dtype=float)
+    for column in (c.name for c in CAUSAL_COLUMNS):
         if causal is not None and column in causal:
             by_class = dict(zip(causal["class"].astype(str), causal[column], strict=True))
             table[column] = table["class"].map(by_class).astype(float)
