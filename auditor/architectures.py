@@ -15,7 +15,7 @@ neither library is imported here):
   timm ViT / DeiT / ...  `blocks.<last>.norm1`; the model's `num_prefix_tokens` (class, distillation, register
          tokens) are dropped. ResNet, ConvNeXt, EfficientNet, RegNet need no rule.
   timm Swin (output_fmt NHWC)  the final `norm`, channels-last like everything after the patch projection.
-  HF ViT / DeiT / ...  `model.<base>.encoder.layer.<last>.layernorm_before`; HF Swin `model.<base>.layernorm`
+  HF ViT / DeiT / ...  the last block's `layernorm_before`; HF Swin `model.<base>.layernorm`
          (tokens [B, N, C], no class token). ResNet, ConvNeXt need no rule.
 """
 
@@ -135,10 +135,8 @@ def _huggingface_target_layer(wrapper: HuggingFaceLogits) -> str | None:
     modules = dict(wrapper.named_modules())
     if str(wrapper.model.config.model_type).startswith("swin") and f"{base}.layernorm" in modules:
         return f"{base}.layernorm"
-    layers = modules.get(f"{base}.encoder.layer")
-    if isinstance(layers, nn.ModuleList) and len(layers) and hasattr(layers[-1], "layernorm_before"):
-        return f"{base}.encoder.layer.{len(layers) - 1}.layernorm_before"
-    return None
+    blocks = [name for name in modules if name.startswith(f"{base}.") and name.endswith(".layernorm_before")]
+    return blocks[-1] if blocks else None  # the last block's (named_modules lists the blocks in order)
 
 
 def layer_reshape(model: nn.Module, layer_name: str, layer: nn.Module, example: torch.Tensor) -> ReshapeFn | None:

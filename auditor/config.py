@@ -87,7 +87,7 @@ class SweepConfig:
     methods: list[str] = field(default_factory=lambda: ["gradcam"])  # the first one feeds the metrics
     map_size: int = 32  # stored low-resolution maps are map_size x map_size float16
     amp: bool = True  # on CUDA: bf16 autocast for the forward and backward (maps always in fp32)
-    channels_last: bool = True  # on CUDA: channels_last memory format for model and images
+    channels_last: bool = True  # on CUDA and the CPU: channels_last memory format for model and images
     shard_size: int = 1024  # images per shard written to disk as the sweep goes
     seed: int = 0
     faithfulness: bool = False  # deletion check per image (auditor.faithfulness): one more forward of 2x the batch
