@@ -242,15 +242,15 @@ def test_class_means_average_maps_per_true_class():
     assert np.allclose(mean_masks[0], 0) and np.allclose(mean_masks[1], 1)
 
 
-def test_region_box_accepts_fractions_and_cells():
-    assert tables.region_box([0, 0, 0.25, 0.5], 8) == (0, 0, 0.25, 0.5)
-    assert tables.region_box({"x0": 2, "y0": 0, "x1": 4, "y1": 8}, 8) == (0.25, 0, 0.5, 1.0)
-    assert tables.region_box(None, 8) is None and tables.region_box([0, 1], 8) is None
+def test_region_box_is_the_findings_fractions():
+    """findings.json holds regions as [x0, y0, x1, y1] fractions of the image, or none (class-free findings)."""
+    assert tables.region_box([0, 0, 0.25, 0.5]) == (0, 0, 0.25, 0.5)
+    assert tables.region_box(None) is None
 
 
 def test_finding_key_ignores_class_order_but_not_pair_direction():
     a = {"kind": "context_confusion", "classes": ["x", "y"], "pair": {"true": "x", "pred": "y"}}
-    b = {"kind": "context_confusion", "classes": ["y", "x"], "pair": ["x", "y"]}
+    b = {"kind": "context_confusion", "classes": ["y", "x"], "pair": {"true": "x", "pred": "y"}}
     c = {"kind": "context_confusion", "classes": ["x", "y"], "pair": {"true": "y", "pred": "x"}}
     assert tables.finding_key(a) == tables.finding_key(b) != tables.finding_key(c)
 

@@ -191,7 +191,6 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
     per_class = tables.per_class_metrics(records, classes, causal)
     class_index = {name: i for i, name in enumerate(classes)}
     gallery = _Gallery(run, cfg, data_cfg)
-    map_size = int(run.maps.shape[-1])
     fig_json: dict[str, str] = {}
 
     def add_figure(fig_id: str, fig) -> str:
@@ -207,7 +206,7 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
     mean_maps, mean_masks = tables.class_means(records, run.maps, run.masks, k)
     regions_by_class: dict[str, list] = {}
     for finding in findings:
-        box = tables.region_box(finding.get("region"), map_size)
+        box = tables.region_box(finding.get("region"))
         for name in finding.get("classes") or []:
             if box is not None:
                 regions_by_class.setdefault(str(name), []).append(box)
@@ -224,7 +223,7 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
 
     pair_cards = _pair_cards(pairs, class_index, records, gallery, cfg)
     finding_cards = _finding_cards(
-        findings, class_index, records, gallery, cfg, causal, class_map, pair_cards, add_figure, map_size
+        findings, class_index, records, gallery, cfg, causal, class_map, pair_cards, add_figure
     )
     class_findings: dict[str, list[dict]] = {}
     for card in finding_cards:
@@ -281,6 +280,7 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
         "class_columns": tables.per_class_columns(),
         "has_causal": causal is not None and len(causal) > 0,
         "causal": _causal_rows(causal) if causal is not None else [],
+        "causal_cap": _causal_cap(run, causal),
         "pairs": pair_cards,
         "n_pairs_total": len(pairs),
         "class_maps": class_maps,
@@ -379,7 +379,7 @@ def _pair_positions(records: pd.DataFrame, true_idx: int, pred_idx: int) -> list
     return [int(p) for p in chosen[order]]
 
 
-def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_map, pair_cards, add_figure, map_size):
+def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_map, pair_cards, add_figure):
     """One card per finding, most severe first; only the first cfg.finding_galleries get images."""
     pair_anchors = {(c["true"], c["pred"]): c["anchor"] for c in pair_cards}
     cards = []
@@ -396,7 +396,7 @@ def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_m
         causal_rows = []
         if causal is not None and known:
             causal_rows = _causal_rows(causal[causal["class"].isin(known)])
-        box = tables.region_box(finding.get("region"), map_size)
+        box = tables.region_box(finding.get("region"))
         boxes = [box] if box is not None else []  # only this finding's region, not the class's others
         anchor = f"finding-{n + 1}"
         card = {
@@ -476,14 +476,13 @@ GENERIC_STEP = (
 
 
 def next_steps(finding: dict, classes: list[str], pair: tuple[str, str] | None) -> list[str]:
-    """Concrete actions for a finding: the rule's own advice when it gives one, else advice for its kind."""
-    own = finding.get("action") or finding.get("next_steps")
-    steps = [own] if isinstance(own, str) else [str(s) for s in own] if isinstance(own, list) else []
+    """Concrete actions for a finding: advice for its kind, then a diff to confirm the fix."""
     true, pred = pair or (classes[0] if classes else "this class", classes[-1] if classes else "another class")
     template = NEXT_STEPS.get(str(finding.get("kind")), GENERIC_STEP)
-    steps.append(template.format(classes=", ".join(classes) or "the named classes", true=true, pred=pred))
-    steps.append("Audit the retrained model and compare the two runs with auditor diff to confirm this is resolved.")
-    return steps
+    return [
+        template.format(classes=", ".join(classes) or "the named classes", true=true, pred=pred),
+        "Audit the retrained model and compare the two runs with auditor diff to confirm this is resolved.",
+    ]
 
 
 def _causal_rows(causal: pd.DataFrame) -> list[dict]:
@@ -500,6 +499,19 @@ def _causal_rows(causal: pd.DataFrame) -> list[dict]:
             row[key] = _float(record.get(key))
         rows.append(row)
     return rows
+
+
+def _causal_cap(run: Run, causal: pd.DataFrame | None) -> str:
+    """How many images the causal check read, against its bound (findings.causal_max_images) and the images
+    its classes have: a capped check is a sample, and the reader should know it."""
+    if causal is None or not len(causal) or "n" not in causal:
+        return ""
+    checked = int(pd.to_numeric(causal["n"], errors="coerce").fillna(0).sum())
+    available = int(run.records["label"].astype(str).isin(set(causal["class"].astype(str))).sum())
+    cap = ((run.manifest.get("config") or {}).get("findings") or {}).get("causal_max_images")
+    bound = f" (findings.causal_max_images: {cap:,}, spread evenly over the classes)" if isinstance(cap, int) else ""
+    text = f"Checked on {checked:,} of the {available:,} images of {len(causal)} class(es){bound}"
+    return text + (": a seeded sample of each class." if checked < available else ".")
 
 
 def _per_class_rows(per_class: pd.DataFrame, class_findings: dict[str, list[dict]]) -> list[dict]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -119,58 +118,27 @@ def read_pairs(run_dir: Path, confusion: np.ndarray, classes: list[str]) -> list
 
 def sorted_findings(findings: list[dict]) -> list[dict]:
     """Most severe first, keeping the rules' own order within a severity."""
-    rank = {name: i for i, name in enumerate(SEVERITIES)}
-    return sorted(findings, key=lambda f: rank.get(str(f.get("severity", "low")).lower(), len(SEVERITIES)))
+    return sorted(findings, key=lambda f: SEVERITIES.index(f["severity"]))
 
 
 def severity_counts(findings: list[dict]) -> dict[str, int]:
-    counts = {name: 0 for name in SEVERITIES}
-    for finding in findings:
-        severity = str(finding.get("severity", "")).lower()
-        if severity in counts:
-            counts[severity] += 1
-    return counts
+    return {name: sum(f["severity"] == name for f in findings) for name in SEVERITIES}
 
 
 def pair_of(finding: dict) -> tuple[str, str] | None:
-    """A finding's (true, predicted) pair, given as [true, pred] or {"true": ..., "pred": ...}."""
+    """A finding's (true, predicted) pair, from findings.json's {"true": ..., "pred": ...}; None for a class finding."""
     pair = finding.get("pair")
-    if isinstance(pair, dict) and "true" in pair and "pred" in pair:
-        return str(pair["true"]), str(pair["pred"])
-    if isinstance(pair, (list, tuple)) and len(pair) == 2:
-        return str(pair[0]), str(pair[1])
-    return None
+    return (pair["true"], pair["pred"]) if pair else None
 
 
 def finding_key(finding: dict) -> tuple:
     """What makes two findings the same problem across runs: kind, classes (unordered) and pair (ordered)."""
-    classes = tuple(sorted(str(c) for c in finding.get("classes") or []))
-    return str(finding.get("kind")), classes, pair_of(finding)
+    return finding["kind"], tuple(sorted(finding["classes"])), pair_of(finding)
 
 
-def region_box(region, map_size: int) -> tuple[float, float, float, float] | None:
-    """A finding's region as fractions (x0, y0, x1, y1) of the image.
-
-    Accepted: {"x0","y0","x1","y1"} or [x0, y0, x1, y1], as fractions in [0, 1] or, when any value is
-    above 1, as cells of the stored map grid (S x S).
-    """
-    if isinstance(region, dict):
-        try:
-            values = [float(region[key]) for key in ("x0", "y0", "x1", "y1")]
-        except (KeyError, TypeError, ValueError):
-            return None
-    elif isinstance(region, (list, tuple)) and len(region) == 4:
-        try:
-            values = [float(v) for v in region]
-        except (TypeError, ValueError):
-            return None
-    else:
-        return None
-    if not all(math.isfinite(v) for v in values):
-        return None
-    if max(values) > 1.0:
-        values = [v / map_size for v in values]
-    return tuple(min(1.0, max(0.0, v)) for v in values)
+def region_box(region: list[float] | None) -> tuple[float, float, float, float] | None:
+    """A finding's region [x0, y0, x1, y1] (fractions of the image, as findings.json holds it) as a tuple."""
+    return None if region is None else tuple(float(v) for v in region)
 
 
 def class_means(records: pd.DataFrame, maps: np.ndarray, masks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
