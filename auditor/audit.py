@@ -158,7 +158,7 @@ def prepare(cfg: Config):
     return classes, samples, dataset, model, layer_name, layer, geometry, reshape
 
 
-def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str], methods: list[str]) -> pd.DataFrame:
+def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str]) -> pd.DataFrame:
     """Merge the shards into records.parquet, maps.npy, masks.npy and skipped.csv."""
     paths = sorted((run_dir / SHARD_DIR).glob("[0-9]*-[0-9]*.npz"))
     columns, rows = read_shards(paths)
@@ -275,7 +275,7 @@ def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
     if not ranks.is_main:
         return None
     swept = time.perf_counter()
-    records = finalize_run(run_dir, samples, classes, [m.name for m in methods])
+    records = finalize_run(run_dir, samples, classes)
     skipped = pd.read_csv(run_dir / "skipped.csv", dtype=str, keep_default_na=False)
     tables = write_tables(run_dir, records, classes)
     timings = {"prepare_s": prepared - started, "sweep_s": swept - prepared, "images_per_s": stats["images_per_s"]}

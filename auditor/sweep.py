@@ -178,7 +178,6 @@ def run_sweep(
     reshape: ReshapeFn | None = None,
     geometry: MapGeometry | None = None,
     indices: Sequence[int] | None = None,
-    on_shard: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Sweep the samples not yet in finished shards; returns counts and timings."""
     indices = list(range(len(dataset))) if indices is None else list(indices)
@@ -216,8 +215,6 @@ def run_sweep(
             progress.update(count)
             if batches_in_shard == shard_batches:
                 writer.flush(shard_start, last_index + 1)
-                if on_shard:
-                    on_shard(shard_start, last_index + 1)
                 shard_start, batches_in_shard = last_index + 1, 0
         writer.flush(shard_start, last_index + 1)
     progress.close()
