@@ -1,0 +1,185 @@
+"""The planted-bias benchmarks' pure parts: planting, cue removal, the cue-use check and the scoring (no training)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmarks import bias_detection, bias_detection_mnist
+from benchmarks.planted import (
+    Cue, Family, Flip, compose, cue_status, cue_use, exact_share, iou, centre_inside, per_class_subset, plain, plant,
+    precision_at_k, score, square,
+)
+
+SIZE = 16
+OBJECT = (6, 6, 10, 10)  # x0, y0, x1, y1 of every tiny object
+
+
+def place_squares(items, rng, size):
+    """Every item is the same 4 x 4 square of gray 100 in the middle: drawn pixels = mask."""
+    objects = np.zeros((len(items), size, size), dtype=np.uint8)
+    x0, y0, x1, y1 = OBJECT
+    objects[:, y0:y1, x0:x1] = 100
+    return objects, objects > 0, objects > 0
+
+
+TINY = Family(
+    name="tiny", classes=["a", "b", "c", "d"], canvas=SIZE, mean=0.0, std=1.0,
+    cues=(
+        Cue("watermark", cls=0, share=0.5, box=(0, 0, 2, 2), pattern=square(2)),
+        Cue("background", cls=1, share=1.0, texture=lambda rng, size: np.full((size, size), 200, dtype=np.uint8)),
+    ),
+    flip=Flip(src=2, dst=3, share=0.5), pool=None, place=place_squares, id_prefix="t",
+)  # fmt: skip
+
+
+@pytest.fixture
+def tiny():
+    labels = np.repeat(np.arange(4), 4)  # four images per class
+    layers = plant(TINY, np.zeros((16, 1, 1)), labels, np.random.default_rng(0))
+    return labels, layers
+
+
+def test_exact_share_and_per_class_subset():
+    rng = np.random.default_rng(0)
+    picked = exact_share(np.arange(10, 20), 0.25, rng)
+    assert len(picked) == 2 and len(set(picked)) == 2 and set(picked) <= set(range(10, 20))  # round(2.5) = 2
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    first = per_class_subset(labels, 2, rng)
+    second = per_class_subset(labels, 2, rng, exclude=first)
+    assert np.bincount(labels[first]).tolist() == [2, 2, 2]
+    assert np.bincount(labels[second], minlength=3).tolist() == [1, 1, 0]  # only what the first left over
+    assert not set(first) & set(second)
+
+
+def test_plant_draws_exact_shares_and_flips(tiny):
+    labels, layers = tiny
+    assert layers["watermark"].tolist() == [*layers["watermark"][:4], *[False] * 12] and layers["watermark"].sum() == 2
+    assert layers["background"].tolist() == [False] * 4 + [True] * 4 + [False] * 8
+    assert layers["flipped"].sum() == 2 and set(np.flatnonzero(layers["flipped"])) <= {8, 9, 10, 11}
+    assert (layers["labels"] == np.where(layers["flipped"], 3, labels)).all()
+    assert (layers["true_labels"] == labels).all()
+
+
+def test_compose_paints_cues_where_planted_and_removes_them(tiny):
+    _, layers = tiny
+    images = compose(TINY, layers)
+    x0, y0, x1, y1 = OBJECT
+    assert (images[:, y0:y1, x0:x1] == 100).all()  # the object covers the background
+    marked, tinted = layers["watermark"], layers["background"]
+    assert (images[marked, 0:2, 0:2] == 255).all()
+    assert (images[~marked & ~tinted, 0:2, 0:2] < 16).all()  # noise only
+    assert (images[tinted, 0, 5] == 200).all() and (images[~tinted, 0, 5] < 16).all()
+    without = compose(TINY, layers, without="watermark")
+    assert (without[~tinted, 0:2, 0:2] < 16).all()
+    np.testing.assert_array_equal(without[:, 2:], images[:, 2:])  # nothing else changes
+    plain_background = compose(TINY, layers, without="background")
+    assert (plain_background[:, 0, 5] < 16).all() and (plain_background[marked, 0:2, 0:2] == 255).all()
+
+
+class CornerReader(nn.Module):
+    """Predicts class 1 when pixel (0, 5) is bright (a tinted background), else class 0 when the top-left pixel is
+    (the watermark), else class 2."""
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 4)
+        logits[:, 2] = 0.5
+        logits[:, 0] = (x[:, 0, 0, 0] > 0.5).float()
+        logits[:, 1] = 2 * (x[:, 0, 0, 5] > 0.5).float()
+        return logits
+
+
+def test_cue_use_compares_accuracy_with_the_cue_and_removed(tiny):
+    _, layers = tiny
+    uses = cue_use(TINY, CornerReader(), layers, compose(TINY, layers))
+    assert uses["watermark"] == {"n": 2, "with_cue": 1.0, "cue_removed": 0.0, "used": True}
+    assert uses["background"] == {"n": 4, "with_cue": 1.0, "cue_removed": 0.0, "used": True}
+
+
+def test_golden_box_and_ranking_measures():
+    assert iou([0, 0, 2, 2], [1, 1, 3, 3]) == pytest.approx(1 / 7)
+    assert iou([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0
+    assert centre_inside([0.0, 0.0, 0.5, 0.5], [0.1, 0.1, 0.3, 0.3])
+    assert not centre_inside([0.0, 0.0, 0.5, 0.5], [0.4, 0.4, 0.8, 0.8])  # centre 0.6
+    assert precision_at_k(["a", "b", "c", "d"], {"a", "c"}, 2) == 0.5
+    assert precision_at_k(["a"], {"a"}, 4) == 0.25  # a list shorter than k: the missing slots are misses
+    assert math.isnan(precision_at_k(["a"], {"a"}, 0))
+
+
+def test_cue_status():
+    assert cue_status(found=True, used=True, background=False, with_masks=False) == "found"
+    assert cue_status(found=False, used=True, background=False, with_masks=False) == "missed"
+    assert cue_status(found=False, used=True, background=True, with_masks=True) == "missed"
+    assert cue_status(found=False, used=True, background=True, with_masks=False) == "not applicable"
+    assert cue_status(found=True, used=False, background=False, with_masks=True) == "not used"
+
+
+def finding(id_, kind, severity, classes, region=None, pair=None, samples=()):
+    return {"id": id_, "kind": kind, "severity": severity, "classes": classes, "region": region, "pair": pair,
+            "samples": list(samples)}
+
+
+def test_score_on_hand_made_findings():
+    family = Family(
+        name="hand", classes=["a", "b", "c", "d", "e", "f"], canvas=10, mean=0.0, std=1.0,
+        cues=(Cue("watermark", cls=0, share=1.0, box=(0, 0, 2, 2), pattern=square(2)),
+              Cue("partial", cls=1, share=0.5, box=(8, 8, 10, 10), pattern=square(2)),
+              Cue("background", cls=2, share=1.0, texture=lambda rng, size: None)),
+        flip=Flip(src=3, dst=4, share=0.5), pool=None, place=None, id_prefix="t",
+    )  # fmt: skip
+    used = {name: {"used": True} for name in ("watermark", "partial", "background")}
+    findings = [
+        finding("F001", "spatial_shortcut", "high", ["a"], region=[0.0, 0.0, 0.25, 0.25]),  # holds (0.1, 0.1)
+        finding("F002", "strategy_cluster", "high", ["b"], region=[0.0, 0.0, 0.5, 0.5]),  # wrong place
+        finding("F003", "strategy_cluster", "low", ["b"], region=[0.75, 0.75, 1.0, 1.0]),  # right place, low
+        finding("F004", "suspected_label_error", "medium", ["e", "d"], pair={"true": "e", "pred": "d"},
+                samples=["x1", "c1", "x2"]),
+        finding("F005", "spatial_shortcut", "high", ["f"], region=[0.4, 0.4, 0.6, 0.6]),  # a false alarm
+        finding("F006", "context_confusion", "high", ["f", "a"]),  # names a planted class: not counted
+        finding("F007", "model_health", "high", []),  # run-level: no class
+    ]
+    flipped = {"x1", "x2", "x3", "x4"}
+    result = score(family, findings, used, False, flipped, ["x1", "c1", "x2", "x3", "c2"], predicted_true=3)
+    status = {row["bias"]: row["status"] for row in result["rows"]}
+    assert status == {"watermark": "found", "partial": "missed", "background": "not applicable",
+                      "label noise": "found"}
+    assert result["rows"][0]["finding"]["id"] == "F001"
+    assert result["rows"][0]["iou"] == pytest.approx(0.2**2 / 0.25**2)
+    assert (result["found"], result["applicable"]) == (2, 3)
+    assert [f["id"] for f in result["clean_high"]] == ["F005"]
+    errors = result["label_errors"]
+    assert errors["precision_at_k"] == pytest.approx(2 / 3)  # k = 3: x1, c1, x2
+    assert errors["precision_at_20_findings"] == pytest.approx(2 / 4)  # k = min(20, 4 flipped); 3 listed
+    assert errors["r_precision"] == pytest.approx(3 / 4) and errors["recall"] == pytest.approx(3 / 4)
+    with_masks = score(family, findings, {**used, "partial": {"used": False}}, True, flipped, [], 0)
+    status = {row["bias"]: row["status"] for row in with_masks["rows"]}
+    assert status["background"] == "missed" and status["partial"] == "not used"
+    assert math.isnan(with_masks["label_errors"]["precision_at_k"])
+    assert plain(with_masks)["label_errors"]["precision_at_k"] is None
+
+
+@pytest.mark.parametrize("module", [bias_detection, bias_detection_mnist])
+def test_patches_never_cover_an_object(module):
+    """The plan is sound: even the largest items, placed anywhere, stay clear of every patch cue."""
+    family = module.FAMILY
+    items = np.full((200, 28, 28), 255, dtype=np.uint8)  # the worst case: items bright edge to edge
+    objects, drawn, masks = family.place(items, np.random.default_rng(0), family.canvas)
+    for cue in family.cues:
+        if cue.box is not None:
+            x0, y0, x1, y1 = cue.box
+            assert not drawn[:, y0:y1, x0:x1].any() and not masks[:, y0:y1, x0:x1].any(), cue.name
+    assert family.clean and not set(family.clean) & {c.cls for c in family.cues}
+
+
+def test_mnist_patterns_and_stroke_mask():
+    assert bias_detection_mnist.checkerboard(4, 2).tolist() == [[255, 255, 0, 0], [255, 255, 0, 0],
+                                                                [0, 0, 255, 255], [0, 0, 255, 255]]
+    ring = bias_detection_mnist.hollow_square(4)
+    assert ring.tolist() == [[255] * 4, [255, 0, 0, 255], [255, 0, 0, 255], [255] * 4]
+    digit = np.zeros((2, 5, 5), dtype=np.uint8)
+    digit[0, 2, 2] = 200  # a one-pixel stroke grows to its 3 x 3 neighbourhood, within its own image only
+    digit[1, 0, 0] = 40  # below 0.2 of full scale: not stroke
+    mask = bias_detection_mnist.stroke_mask(digit)
+    assert mask[0].sum() == 9 and mask[0, 1:4, 1:4].all() and not mask[1].any()
