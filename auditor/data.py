@@ -219,12 +219,17 @@ def _upright(opened: Image.Image) -> tuple[Image.Image, int]:
     return (opened.transpose(_UPRIGHT[orientation]) if orientation != 1 else opened.copy()), orientation
 
 
-def decode_image(path: str, grayscale: bool = False) -> tuple[Image.Image, int]:
+def decode_image(path: str, grayscale: bool = False, draft: tuple[int, int] | None = None) -> tuple[Image.Image, int]:
     """Decode any common image upright as RGB (or L): alpha over white, 16-bit rescaled, palettes expanded.
 
-    Also returns the EXIF orientation it applied (1: none), so the sample's mask can be turned alike.
+    Also returns the EXIF orientation it applied (1: none), so the sample's mask can be turned alike. `draft`
+    (width, height of the upright image) lets a JPEG decode at the smallest reduced scale that still covers it:
+    for thumbnails, never for the model's input.
     """
     with Image.open(path) as opened:
+        if draft is not None and opened.format == "JPEG":
+            turned = opened.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+            opened.draft("L" if grayscale else "RGB", draft[::-1] if turned else draft)
         opened.load()
         image, orientation = _upright(opened)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -309,10 +314,40 @@ def geometric_transform(cfg: DataConfig) -> v2.Transform:
     return v2.Compose(steps) if steps else v2.Identity()
 
 
-def load_display_image(path: str, cfg: DataConfig) -> np.ndarray:
-    """The image as the model saw it (same resize and crop), as uint8 [H, W, 3] for thumbnails."""
-    image = load_image(path, grayscale=False)
-    tensor = geometric_transform(cfg)(tv_tensors.Image(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)))
+def _resized_size(width: int, height: int, cfg: DataConfig) -> tuple[int, int]:
+    """(height, width) after data.resize, as torchvision's Resize computes it."""
+    if isinstance(cfg.resize, list):
+        return cfg.resize[0], cfg.resize[1]
+    if not cfg.resize:
+        return height, width
+    short, long = sorted((width, height))
+    other = int(cfg.resize * long / short)
+    return (cfg.resize, other) if height <= width else (other, cfg.resize)
+
+
+def load_display_image(path: str, cfg: DataConfig, side: int | None = None) -> np.ndarray:
+    """The image as the model saw it (same resize and crop), as uint8 [H, W, 3] for thumbnails.
+
+    With `side`, at about that many pixels on its longer side: a JPEG is then decoded at a reduced scale (libjpeg
+    scales by 1/2, 1/4 or 1/8 while decoding), so a 96-pixel thumbnail of a 640-pixel photo decodes a sixteenth
+    of its pixels, and resize and crop are scaled alike.
+    """
+    with Image.open(path) as opened:
+        width, height = opened.size
+        if opened.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+            width, height = height, width
+    resized = _resized_size(width, height, cfg)
+    shown = max(min(cfg.crop, resized[0]) if cfg.crop else resized[0], min(cfg.crop, resized[1]) if cfg.crop else resized[1])
+    scale = side / shown if side else 1.0
+    if scale >= 1.0:
+        image, transform = load_image(path, grayscale=False), geometric_transform(cfg)
+    else:
+        image = decode_image(path, draft=(math.ceil(width * scale), math.ceil(height * scale)))[0]
+        steps = [v2.Resize([max(1, round(resized[0] * scale)), max(1, round(resized[1] * scale))], antialias=True)]
+        if cfg.crop:
+            steps.append(v2.CenterCrop(max(1, round(cfg.crop * scale))))
+        transform = v2.Compose(steps)
+    tensor = transform(tv_tensors.Image(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)))
     return tensor.permute(1, 2, 0).numpy()
 
 

@@ -102,7 +102,7 @@ TIMM = {
     "resnet": ("resnet18", {"layers": (1, 1, 1, 1), "channels": (8, 8, 16, 16)}, 64, "layer4", None),
     "convnext": ("convnext_atto", {"depths": (1, 1, 1, 1), "dims": (8, 16, 16, 16)}, 64, "norm_pre", None),
     "efficientnet": ("test_efficientnet", {}, 64, "bn2", None),
-    "regnet": ("regnetx_002", {}, 64, "final_conv", None),
+    "regnet": ("regnetx_002", {"depth": 4, "w0": 8, "wa": 16.0, "wm": 1.5, "stem_width": 8}, 64, "final_conv", None),
     "vit": ("vit_tiny_patch16_224", VIT_KWARGS, None, "blocks.0.norm1", tokens_to_grid(1, 4)),
     "deit": ("deit_tiny_distilled_patch16_224", VIT_KWARGS, None, "blocks.0.norm1", tokens_to_grid(2, 4)),
     "swin": ("swin_tiny_patch4_window7_224", {"img_size": 32, "patch_size": 4, "window_size": 4, "embed_dim": 8,
@@ -366,6 +366,16 @@ def test_torchscript_refused_today_audits_as_pt2(image_folder, tmp_path, capsys,
     assert np.isfinite(run.maps.astype(np.float32)).all() and run.maps.astype(np.float32).max() > 0.99
     route = _route(f"data.root={data}", f"model.exported={pt2}")
     assert_same_gradcam(route, model, model.get_submodule(layer_name), None)
+
+
+def test_torchscript_chain_gradcam_equals_the_plain_module(image_folder, tmp_path):
+    from tests.conftest import tiny_cnn
+
+    data, _ = image_folder
+    model = tiny_cnn(2).eval()
+    route = _route(f"data.root={data}", f"model.torchscript={_script(model, tmp_path / 'chain.ts')}")
+    assert route[1] == "3"
+    assert_same_gradcam(route, model, model[3], None)
 
 
 def test_pt2_checked_against_the_program_before_use(image_folder, tmp_path):
