@@ -176,7 +176,7 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
         log.info("report: %s", path)
         return EXIT_OK
     if args.command == "diff":
-        from auditor.diff import diff_runs  # noqa: PLC0415
+        from auditor.report.diff import diff_runs  # noqa: PLC0415
 
         out = Path(args.out) if args.out else Path(args.run_b) / "diff"
         html_path, json_path = diff_runs(Path(args.run_a), Path(args.run_b), out)

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from auditor.diff import diff_runs, match_findings
+from auditor.report.diff import diff_runs, match_findings
 from auditor.report.tables import per_class_metrics
 from tests.synthetic_run import CLASSES, HOSTILE, SHORTCUT_CLASS, write_synthetic_run
 
