@@ -30,6 +30,7 @@ from torchvision.models import VGG, SwinTransformer, VisionTransformer
 
 from auditor.cams import ReshapeFn
 from auditor.errors import AuditorError
+from auditor.hooks import forward_hook
 
 MAX_PREFIX_TOKENS = 8  # class, distillation and register tokens that may precede the patch tokens
 
@@ -164,14 +165,12 @@ def _channels_last(model: nn.Module, layer_name: str) -> bool:
 
 def _output_shape(model: nn.Module, layer: nn.Module, example: torch.Tensor) -> tuple[int, ...]:
     shapes = []
-    handle = layer.register_forward_hook(
-        lambda module, inputs, output: shapes.append(tuple(output.shape) if isinstance(output, torch.Tensor) else ())
-    )
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        handle.remove()
+
+    def record(module, inputs, output):
+        shapes.append(tuple(output.shape) if isinstance(output, torch.Tensor) else ())
+
+    with forward_hook(layer, record), torch.no_grad():
+        model(example)
     if not shapes:
         raise AuditorError("The target layer never ran in the model's forward; name another model.target_layer.")
     return shapes[-1]

@@ -28,6 +28,7 @@ from torch import nn
 from auditor.architectures import HuggingFaceLogits, family_target_layer
 from auditor.config import INTERPOLATIONS, ModelConfig
 from auditor.errors import AuditorError, first_line
+from auditor.hooks import forward_hooks
 
 log = logging.getLogger("auditor")
 
@@ -488,21 +489,14 @@ def find_target_layer(model: nn.Module, example: torch.Tensor, name: str | None 
             raise AuditorError(f"model.target_layer {name!r} is not a module of the model. Close names: {close}.")
         return name, modules[name]
     finished: list[tuple[str, tuple]] = []
-    handles = [
-        module.register_forward_hook(
-            lambda mod, inp, out, name=module_name: finished.append(
-                (name, tuple(out.shape) if isinstance(out, torch.Tensor) else ())
-            )
-        )
+    hooks = [
+        (module, lambda mod, inp, out, name=module_name: finished.append(
+            (name, tuple(out.shape) if isinstance(out, torch.Tensor) else ())))
         for module_name, module in modules.items()
         if module_name
     ]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with forward_hooks(hooks), torch.no_grad():
+        model(example)
     spatial = [n for n, shape in finished if len(shape) == 4 and shape[2] * shape[3] > 1]
     if not spatial:
         raise AuditorError(

@@ -428,6 +428,8 @@ def _wrong_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
     timm_five = ["--model.timm", name, "--model.checkpoint", str(five), "--data.resize", "64"]
     return {
         "unknown timm name": (["--model.timm", "resnet_18"], "Unknown timm model 'resnet_18'"),
+        "unknown resize filter": (["--model.factory", "tests.conftest:tiny_cnn", "--data.interpolation", "lanczos"],
+                                  "data.interpolation must be one of bilinear, bicubic, nearest"),
         "folder without config.json": (["--model.huggingface", str(no_config)], "has no config.json"),
         "pt2 with an unknown target layer": (
             ["--model.exported", str(_export(NormalisingNet(), tmp_path / "m.pt2")), "--model.target_layer",
