@@ -1,5 +1,7 @@
 """The call-scoped hook helper leaves no hook behind, whatever happens in the block."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -57,3 +59,13 @@ def test_geometry_probe_leaves_no_hook():
     model = nn.Sequential(nn.Conv2d(1, 2, 5), nn.ReLU(), nn.Conv2d(2, 2, 5)).eval()
     measure_geometry(model, model[2], torch.zeros(1, 1, 28, 28))
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_hooks_are_registered_in_one_place():
+    """Every forward hook auditor puts on a model goes through auditor.hooks, so none can be left behind."""
+    package = Path(__file__).resolve().parents[1] / "auditor"
+    registering = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py")
+        if "register_forward_hook" in path.read_text() and path.name != "hooks.py"
+    )  # fmt: skip
+    assert registering == []
