@@ -110,7 +110,7 @@ def test_causal_check_restores_eval_mode_and_survives_errors():
 def shortcut(severity="medium", region=CORNER, kind="spatial_shortcut", classes=("marked",)):
     return Finding(
         id="F001", kind=kind, severity=severity, classes=list(classes), region=region, samples=["a"],
-        metrics={"hit_rate": 1.0}, message="Class 'marked' keeps looking at the top-right corner.",
+        metrics={"hit_rate": 1.0, "place_on_object": 0.0}, message="Class 'marked' keeps looking at the top-right corner.",
     )  # fmt: skip
 
 
@@ -146,7 +146,7 @@ def test_apply_causal_keeps_severity_when_the_check_is_inconclusive():
     )
     (f,) = apply_causal([before], blank_is_marked, CFG)
     assert f.severity == "medium" and f.metrics["background_only_baseline"] == 0.85
-    assert before.metrics == {"hit_rate": 1.0}  # the input finding is not changed
+    assert before.metrics == {"hit_rate": 1.0, "place_on_object": 0.0}  # the input finding is not changed
 
 
 def test_apply_causal_lowers_a_class_finding_every_test_refutes():

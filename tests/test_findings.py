@@ -37,6 +37,7 @@ from auditor.findings import (
     without_repeats,
     write_findings,
 )
+from auditor.findings.place_evidence import with_place_evidence
 from auditor.runs import RECORD_COLUMNS, save_npy_atomic, save_parquet_atomic, write_json
 
 S = 16  # map side
@@ -258,13 +259,21 @@ def test_spatial_shortcut_finds_a_corner_watermark_high_with_masks():
     assert "top-right corner" in f.message
 
 
-def test_spatial_shortcut_works_without_masks_at_medium():
+def test_spatial_shortcut_works_without_masks_at_low_until_the_pixels_rule_out_the_object():
     run, _ = corner_run(has_mask=False)
     (f,) = of_kind(run.find()[0], "spatial_shortcut")
-    assert f.classes == ["dog"] and f.severity == "medium"
+    assert f.classes == ["dog"] and f.severity == "low"  # issue 11: a centred object would look the same
     assert f.region[0] >= 0.5 and f.region[3] <= 0.5
     assert "place_on_object" not in f.metrics
     assert "no masks" in f.message
+    same = with_place_evidence(f, {"pixel_std_ratio": 0.05}, CFG)
+    assert same.severity == "medium" and same.metrics["pixel_std_ratio"] == 0.05
+    pasted = with_place_evidence(f, {"pixel_std_ratio": 0.05, "transplant_rate": 0.7, "transplant_control_rate": 0.1},
+                                 CFG)
+    assert pasted.severity == "high" and "turns 70%" in pasted.message
+    varied = with_place_evidence(f, {"pixel_std_ratio": 0.9, "transplant_rate": 0.7, "transplant_control_rate": 0.1},
+                                 CFG)
+    assert varied.severity == "low" and "likely the object" in varied.message
 
 
 def test_spatial_shortcut_stays_quiet_when_objects_move_and_attention_follows():
@@ -422,10 +431,12 @@ def test_reported_regions_err_wide_by_the_configured_cells():
     assert normalised_box((0, 2, 14, 16), 16, pad=1) == [0.8125, 0.0, 1.0, 0.1875]  # clipped at the border
 
 
-def test_strategy_cluster_without_masks_reports_the_place_at_medium():
+def test_strategy_cluster_without_masks_reports_the_place_at_low_then_medium_on_pixel_evidence():
     run, patched = corner_run(fraction=0.5, has_mask=False)
     (f,) = of_kind(run.find()[0], "strategy_cluster")
-    assert f.severity == "medium" and set(f.samples) <= set(patched)
+    assert f.severity == "low" and set(f.samples) <= set(patched)
+    assert with_place_evidence(f, {"pixel_std_ratio": 0.1}, CFG).severity == "medium"
+    assert with_place_evidence(f, {"pixel_std_ratio": 0.8}, CFG).severity == "low"
 
 
 def test_strategy_cluster_leaves_a_majority_strategy_to_the_class_rules():
@@ -649,7 +660,7 @@ def test_write_findings_writes_a_valid_ordered_document(tmp_path):
     assert not list(tmp_path.glob(".findings.json.*"))  # written atomically, no temporary left behind
 
 
-def test_label_errors_csv_lists_every_suspect_by_pair_and_findings_list_more_than_max_samples(tmp_path):
+def test_label_errors_csv_lists_every_suspect_in_one_global_order_and_findings_list_more_than_max_samples(tmp_path):
     run, rng = clean_run()
     cfg = dataclasses.replace(CFG, max_samples=3)  # class findings keep 3 examples; label errors are not examples
     many = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.01 * (i + 1), p_pred=0.97)
@@ -663,12 +674,11 @@ def test_label_errors_csv_lists_every_suspect_by_pair_and_findings_list_more_tha
 
     table = pd.read_csv(tmp_path / "label_errors.csv", keep_default_na=False)
     assert list(table.columns) == list(LABEL_ERROR_COLUMNS)
-    # The reported pair first (in the findings' order), then the lone dog -> bird suspect, below min count,
-    # although it is the surest single mistake.
-    assert list(table["id"]) == [*many, surest] and list(table["rank"]) == list(range(1, 8))
-    assert list(table["finding"]) == [*[f["id"]] * 6, ""]
-    assert (table["suspicion"][:6].diff().dropna() <= 0).all()  # most suspect first within a pair
-    assert table.loc[6, "p_pred"] == pytest.approx(0.99) and table.loc[6, "label"] == "dog"
+    # One global order (issue 11): the surest single mistake first, although its pair is below min count.
+    assert list(table["id"]) == [surest, *many] and list(table["rank"]) == list(range(1, 8))
+    assert list(table["finding"]) == ["", *[f["id"]] * 6]
+    assert (table["suspicion"].diff().dropna() <= 0).all()  # most suspect first
+    assert table.loc[0, "p_pred"] == pytest.approx(0.99) and table.loc[0, "label"] == "dog"
     capped = dataclasses.replace(cfg, label_error_max_samples=2)
     (f,) = of_kind(run.find(capped)[0], "suspected_label_error")
     assert f.samples == many[:2] and f.metrics["count"] == 6

@@ -1,0 +1,105 @@
+"""The causal check's verdict on the class findings (`auditor.causal` runs the model; this judges the result).
+
+A heatmap only correlates attention with a region; if the class is still predicted once its object is gone, or
+is lost once the flagged region is gone, the model demonstrably uses that region. A class recognised without its
+object that no heatmap rule flagged becomes a `recognised_without_object` finding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+
+from auditor.config import FindingsConfig
+from auditor.findings.place_evidence import off_the_object
+from auditor.findings.record import Finding, Kind, metrics
+
+KIND = Kind(
+    name="recognised_without_object",
+    scope="class",
+    needs_masks=True,
+    advice=(
+        "Look at what the images of {classes} share besides the object (a background, a frame, a caption, a "
+        "colour): the model still names the class with the object erased. Vary it across classes, then retrain."
+    ),
+)
+
+
+def unexplained(by_class: dict[str, dict], flagged: set[str], cfg: FindingsConfig) -> list[Finding]:
+    """A recognised_without_object finding for each class still recognised with its object erased (above the
+    baseline by cfg.causal_min_background_accuracy) that no heatmap rule flagged."""
+    out = []
+    for name, row in by_class.items():
+        effect = _background_effect(row)
+        if name in flagged or not effect >= cfg.causal_min_background_accuracy:
+            continue
+        accuracy, baseline = row["background_only_accuracy"], row["background_only_accuracy"] - effect
+        out.append(Finding(
+            kind=KIND.name, severity="high", classes=[name],
+            metrics=metrics(
+                n=row["n_masked"], accuracy=row["accuracy"], background_only_accuracy=accuracy,
+                background_only_baseline=baseline,
+            ),
+            message=(
+                f"Class {name!r} is still predicted for {accuracy:.0%} of its images once the object is erased "
+                f"(other classes' erased images: {baseline:.0%}), so inspect what its images share besides the object."
+            ),
+        ))  # fmt: skip
+    return out
+
+
+def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
+    """One class finding with the causal check's figures for its class, its severity set by them: high when
+    the class is still recognised with its object erased, or loses cfg.causal_min_shortcut_drop of its accuracy
+    without the region where the region is known not to be the object (erasing the object costs any class its
+    accuracy); a whole-class finding (background_reliance, spatial_shortcut) becomes low when every test it had
+    shows no effect."""
+    if row is None:
+        return f
+    extra, confirmed, refuted, tests = {}, [], [], 0
+    effect = _background_effect(row)
+    if _finite(effect):
+        tests += 1
+        background = row["background_only_accuracy"]
+        extra.update(background_only_accuracy=background, background_only_baseline=background - effect)
+        if effect >= cfg.causal_min_background_accuracy:
+            confirmed.append(f"with its object erased it is still predicted {background:.0%} of the time")
+        elif effect <= cfg.causal_max_refuted:
+            refuted.append(f"without its object it is predicted {background:.0%} of the time")
+    removed = row.get("shortcut_removed_accuracy")
+    if f.region is not None and _finite(removed) and _same_region(row.get("region"), f.region):
+        tests += 1
+        extra["shortcut_removed_accuracy"] = removed
+        drop = row["accuracy"] - removed
+        if drop >= cfg.causal_min_shortcut_drop and off_the_object(f, cfg):
+            confirmed.append(f"erasing the region drops its accuracy from {row['accuracy']:.0%} to {removed:.0%}")
+        elif drop >= cfg.causal_min_shortcut_drop:
+            tests -= 1  # erasing what may be the object tells nothing about a shortcut
+        elif drop <= cfg.causal_max_refuted:
+            refuted.append(f"erasing the region leaves its accuracy at {removed:.0%}")
+    severity, message = f.severity, f.message
+    if confirmed:
+        severity, message = "high", f"{f.message.rstrip('.')}; confirmed: {' and '.join(confirmed)}."
+    elif tests and len(refuted) == tests and f.kind != "strategy_cluster":  # a cluster is diluted in class figures
+        severity, message = "low", f"{f.message.rstrip('.')}; not confirmed: {' and '.join(refuted)}."
+    return dataclasses.replace(f, severity=severity, metrics={**f.metrics, **metrics(**extra)}, message=message)
+
+
+def _background_effect(row: dict) -> float:
+    """Object-erased accuracy above the baseline of other classes' erased images (NaN when not measured)."""
+    background, baseline = row.get("background_only_accuracy"), row.get("background_only_baseline")
+    if not _finite(background):
+        return math.nan
+    return background - (baseline if _finite(baseline) else 0.0)
+
+
+def _same_region(stored, region) -> bool:
+    if not isinstance(stored, str) or not stored:
+        return False
+    return all(abs(a - b) < 1e-6 for a, b in zip(json.loads(stored), region))
+
+
+def _finite(value) -> bool:
+    return isinstance(value, numbers.Real) and math.isfinite(value)

@@ -1,0 +1,76 @@
+"""Is a flagged place the object or something else? Evidence from the pixels, for runs without masks too.
+
+Without masks, a class whose objects sit in the middle of the image looks exactly like a class that attends to
+a fixed place. Two measurements tell them apart (made by `auditor.causal.place_check`, which needs the model and
+the images; this module only judges them):
+
+  pixel_std_ratio      the region's pixels vary across the finding's images this much, relative to the same
+                       region across other classes' images: near 0 for a watermark, a border or a tint that is
+                       the same every time, near 1 or above for objects, which differ from image to image
+  transplant_rate      share of other classes' images predicted as the class once the region is pasted onto
+                       them at the same place, against transplant_control_rate for pasting a random same-size
+                       region of the same images (at its own place)
+
+A place finding without mask evidence is raised above low only when the pixels say it is not the object, and to
+high only when pasting it also turns other images into the class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from auditor.config import FindingsConfig
+from auditor.findings.record import Finding, metrics
+from auditor.findings.spatial_shortcut import strong
+
+PLACE_KINDS = ("spatial_shortcut", "strategy_cluster")
+
+
+def needs_place_check(f: Finding) -> bool:
+    return f.kind in PLACE_KINDS and f.region is not None
+
+
+def masks_checked(f: Finding) -> bool:
+    """The rule could test the place against masks (and found it off the object, or it would not report it)."""
+    return "place_on_object" in f.metrics
+
+
+def same_pixels(f: Finding, cfg: FindingsConfig) -> bool:
+    ratio = f.metrics.get("pixel_std_ratio", math.nan)
+    return ratio <= cfg.place_max_pixel_std_ratio
+
+
+def transplanted(f: Finding, cfg: FindingsConfig) -> bool:
+    rate, control = f.metrics.get("transplant_rate", math.nan), f.metrics.get("transplant_control_rate", math.nan)
+    return rate - control >= cfg.transplant_min_gap
+
+
+def off_the_object(f: Finding, cfg: FindingsConfig) -> bool:
+    """Whether the place is known not to be the object: by masks, or by its pixels."""
+    return masks_checked(f) or same_pixels(f, cfg)
+
+
+def with_place_evidence(f: Finding, figures: dict, cfg: FindingsConfig) -> Finding:
+    """Fold the pixel and transplant figures into a place finding; set the severity of one without masks."""
+    f = dataclasses.replace(f, metrics={**f.metrics, **metrics(**figures)})
+    ratio = f.metrics.get("pixel_std_ratio")
+    if ratio is None:
+        return f
+    rate, control = f.metrics.get("transplant_rate"), f.metrics.get("transplant_control_rate")
+    said = [f"the region's pixels vary {ratio:.2f}x as much across these images as across other classes' images"]
+    if rate is not None and control is not None:
+        said.append(f"pasting it onto other classes' images turns {rate:.0%} of them into this class "
+                    f"(a random region of the same images: {control:.0%})")
+    if masks_checked(f):
+        return dataclasses.replace(f, message=f"{f.message.rstrip('.')}; {' and '.join(said)}.")
+    if not same_pixels(f, cfg):
+        return dataclasses.replace(
+            f, severity="low",
+            message=f"{f.message.rstrip('.')}; {said[0]}, as an object's do, so the place is likely the object.",
+        )
+    high = transplanted(f, cfg) and (f.kind != "spatial_shortcut" or strong(f, cfg))
+    return dataclasses.replace(
+        f, severity="high" if high else "medium",
+        message=f"{f.message.rstrip('.')}; but {' and '.join(said)}: the place holds the same thing every time.",
+    )

@@ -1,0 +1,159 @@
+"""Regions and places in attention maps: where a class looks, in words and in normalised boxes.
+
+Maps are [n, S, S] cell grids; a cell box is (y0, y1, x0, x1), end exclusive; a region in findings.json is
+[x0, y0, x1, y1] normalised to [0, 1] of the input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from auditor.config import FindingsConfig
+
+
+def attention_share(maps) -> np.ndarray:
+    """Maps [n, S, S] as distributions of positive attention (sum 1); an all-zero map becomes even (no place)."""
+    maps = np.clip(np.asarray(maps, dtype=np.float32), 0.0, None)
+    total = maps.sum(axis=(1, 2), keepdims=True)
+    even = np.full_like(maps, 1.0 / (maps.shape[1] * maps.shape[2]))
+    return np.where(total > 0, maps / np.where(total > 0, total, 1.0), even)
+
+
+def hot_region(mean_map: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
+    """Cell box (y0, y1, x0, x1), end exclusive, around the peak's connected cells at >= threshold * peak."""
+    peak = np.unravel_index(np.argmax(mean_map), mean_map.shape)
+    labels, _ = ndimage.label(mean_map >= threshold * mean_map.max())
+    ys, xs = np.nonzero(labels == labels[peak])
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
+def box_share(share: np.ndarray, box) -> np.ndarray:
+    y0, y1, x0, x1 = box
+    return share[:, y0:y1, x0:x1].sum(axis=(1, 2))
+
+
+def peaks(share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cell (ys, xs) of each map's maximum."""
+    return np.unravel_index(share.reshape(len(share), -1).argmax(axis=1), share.shape[1:])
+
+
+def peak_in_box(peak_cells, box) -> np.ndarray:
+    y0, y1, x0, x1 = box
+    ys, xs = peak_cells
+    return (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+
+
+def box_area(box, size: int) -> float:
+    y0, y1, x0, x1 = box
+    return (y1 - y0) * (x1 - x0) / size**2
+
+
+def box_iou(a, b) -> float:
+    """IoU of two cell boxes (y0, y1, x0, x1), end exclusive."""
+    h = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    w = max(0, min(a[3], b[3]) - max(a[2], b[2]))
+    union = (a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - h * w
+    return h * w / union if union else 0.0
+
+
+def normalised_box(box, size: int, pad: int = 0) -> list[float]:
+    """Cell box (y0, y1, x0, x1) as [x0, y0, x1, y1] in [0, 1], grown by `pad` cells on each side."""
+    y0, y1, x0, x1 = max(0, box[0] - pad), min(size, box[1] + pad), max(0, box[2] - pad), min(size, box[3] + pad)
+    return [round(x0 / size, 4), round(y0 / size, 4), round(x1 / size, 4), round(y1 / size, 4)]
+
+
+def reported_region(box, size: int, cfg: FindingsConfig) -> list[float]:
+    """A finding's region: the hot cells grown by cfg.region_pad_cells, because the upsampled map spreads each
+    coarse feature cell over its neighbours, so the cells at half the peak can sit beside the artefact's
+    centre rather than on it; a region that errs wide still holds the artefact (and the causal check erases it)."""
+    return normalised_box(box, size, cfg.region_pad_cells)
+
+
+def regions_overlap(a, b) -> bool:
+    """Whether two normalised [x0, y0, x1, y1] regions share any area."""
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def describe_place(box, size: int) -> str:
+    """'top-right corner', 'left edge', 'centre': words a reviewer finds in the image."""
+    y0, y1, x0, x1 = box
+    cy, cx = (y0 + y1) / (2 * size), (x0 + x1) / (2 * size)
+    vertical = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else None
+    horizontal = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else None
+    if vertical and horizontal:
+        return f"{vertical}-{horizontal} corner"
+    if vertical or horizontal:
+        return f"{vertical or horizontal} edge"
+    return "centre"
+
+
+def downsample(share: np.ndarray, size: int) -> np.ndarray:
+    """Block sums to size x size (any S >= size), so each downsampled map still sums to 1."""
+    edges = np.linspace(0, share.shape[1], size + 1).astype(int)[:-1]
+    return np.add.reduceat(np.add.reduceat(share, edges, axis=1), edges, axis=2)
+
+
+def focus(share: np.ndarray) -> float:
+    """Peak of the mean map over the mean peak of the maps: 1 when every map peaks at the same cells.
+
+    A watermark draws the same spot each time; objects that merely cluster in one area spread the mean map out.
+    """
+    return float(share.mean(axis=0).max() / share.max(axis=(1, 2)).mean())
+
+
+# ------------------------------------------------------------------------------ is a place the object? (masks)
+
+
+def masked_rows(group: pd.DataFrame) -> np.ndarray | None:
+    """Which of the group's images have a mask, or None when fewer than half do (too few to judge by)."""
+    masked = group["has_mask"].to_numpy(dtype=bool)
+    return masked if masked.any() and 2 * masked.sum() >= len(group) else None
+
+
+def place_on_object(group: pd.DataFrame, share: np.ndarray, masks, box) -> float:
+    """Mean share of the attention inside the box that falls on the object (NaN without enough masks).
+
+    High when the objects themselves sit at the place: then the place is the object, not a shortcut.
+    """
+    masked = masked_rows(group)
+    if masked is None:
+        return math.nan
+    y0, y1, x0, x1 = box
+    inside = share[masked, y0:y1, x0:x1]
+    obj = np.asarray(masks[group["row"].to_numpy()[masked], y0:y1, x0:x1], dtype=np.float32)
+    return float(((inside * obj).sum(axis=(1, 2)) / np.maximum(inside.sum(axis=(1, 2)), 1e-12)).mean())
+
+
+def peak_spread(group: pd.DataFrame, share: np.ndarray, masks, box) -> tuple[float, float]:
+    """Spread of the peaks that fall in the box, in the image and around the object's centre (NaN without masks).
+
+    A place the attention returns to while the objects move stays put in the image; attention on a part of the
+    object moves with it, and stays put relative to the object instead. Maps peaking elsewhere (on the object,
+    beside a patch that draws only part of the attention) say nothing about the box.
+    """
+    masked = masked_rows(group)
+    if masked is None:
+        return math.nan, math.nan
+    obj = np.asarray(masks[group["row"].to_numpy()[masked]], dtype=np.float32)
+    weight = obj.sum(axis=(1, 2))
+    peak_cells = peaks(share[masked])
+    keep = (weight > 0) & peak_in_box(peak_cells, box)
+    if not keep.any():
+        return math.nan, math.nan
+    centre = (np.arange(obj.shape[1]) + 0.5) / obj.shape[1]
+    cy, cx = (obj.sum(axis=2) @ centre)[keep] / weight[keep], (obj.sum(axis=1) @ centre)[keep] / weight[keep]
+    py, px = centre[peak_cells[0][keep]], centre[peak_cells[1][keep]]
+    return float(np.hypot(py.std(), px.std())), float(np.hypot((py - cy).std(), (px - cx).std()))
+
+
+def on_the_object(group: pd.DataFrame, share: np.ndarray, masks, box, cfg: FindingsConfig) -> tuple[bool, dict]:
+    """Whether masks show a place is the object: attention there falls on it, or the peaks move with it."""
+    on_object = place_on_object(group, share, masks, box)
+    in_image, around_object = peak_spread(group, share, masks, box)
+    follows = around_object <= cfg.place_follow_ratio * in_image  # False when unmeasured (NaN)
+    evidence = {"place_on_object": on_object, "peak_spread": in_image, "peak_spread_around_object": around_object}
+    return bool(on_object > cfg.place_max_on_object or follows), evidence

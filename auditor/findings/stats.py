@@ -1,0 +1,31 @@
+"""Statistics the rules share: chance-corrected attention on the object and bootstrap intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from auditor.config import FindingsConfig
+
+
+def object_score(energy, area):
+    """Chance-corrected share of attention on the object: 0 for a map spread evenly, 1 for all on the object.
+
+    An even map scores the mask's area share, so (energy - area) / (1 - area) lets small and large objects be
+    compared (Cohen's kappa idea); it is negative when the map avoids the object.
+    """
+    return (energy - area) / (1.0 - area)
+
+
+def bootstrap_mean(values, cfg: FindingsConfig) -> tuple[float, float, float]:
+    """Mean and percentile bootstrap interval of the mean, seeded so findings are reproducible."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(cfg.seed)
+    n = len(values)
+    chunk = max(1, 2_000_000 // n)  # bounds memory for large classes
+    means = np.concatenate([
+        values[rng.integers(0, n, size=(min(chunk, cfg.bootstrap - start), n))].mean(axis=1)
+        for start in range(0, cfg.bootstrap, chunk)
+    ])
+    alpha = (1.0 - cfg.ci_level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(values.mean()), float(lo), float(hi)

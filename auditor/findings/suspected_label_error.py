@@ -1,0 +1,177 @@
+"""Rule: images whose label is likely wrong, ranked over the whole run, reported per pair true -> pred.
+
+Candidates and their order come from confident learning (Northcutt et al. 2021) as cleanlab implements it, on
+every image's full probability vector (probs.npy): `find_label_issues` says which images are suspect,
+`get_label_quality_scores` how suspect. The maps are a second, independent test where masks exist (see
+`label_error_suspects`). label_errors.csv lists every suspect in that one global order, whatever its pair.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from auditor.config import FindingsConfig
+from auditor.findings.context import Context, informative
+from auditor.findings.record import Finding, Kind, metrics
+from auditor.findings.stats import object_score
+
+KIND = Kind(
+    name="suspected_label_error",
+    scope="pair",
+    needs_masks=False,
+    advice=(
+        "Check the labels of the listed images labelled {true} and predicted {pred}: relabel those that really "
+        "show {pred}; drop the ambiguous ones."
+    ),
+)
+
+LABEL_ERROR_COLUMNS = (
+    "rank", "id", "path", "label", "pred", "p_pred", "p_true", "threshold", "object_score", "label_object_score",
+    "suspicion", "finding",
+)  # fmt: skip
+
+
+def confident_learning(records: pd.DataFrame, probs, cfg: FindingsConfig) -> tuple[pd.Series, pd.Series, int]:
+    """Per image: whether cleanlab flags its label, and its suspicion (1 - label quality, higher = likelier
+    wrong); and cleanlab's estimate of how many labels in the run are wrong.
+
+    Without probs.npy (run directories written before it) the same idea on p_true and p_pred alone: an image
+    is flagged when p_pred reaches the predicted class's mean self-confidence (confident learning's per-class
+    threshold), and its suspicion is 1 - p_true.
+    """
+    index = records.index
+    labels = records["label_idx"].to_numpy()
+    usable = np.isfinite(records["p_pred"].to_numpy(dtype=float))
+    if probs is not None:
+        probs = np.asarray(probs, dtype=np.float64)[records["row"].to_numpy()]
+        usable &= np.isfinite(probs).all(axis=1)
+    flagged, suspicion, estimate = np.zeros(len(records), bool), np.full(len(records), np.nan), 0
+    if probs is not None and usable.sum() > probs.shape[1] and len(np.unique(labels[usable])) > 1:
+        from cleanlab.count import num_label_issues  # noqa: PLC0415 - cleanlab pulls in much on import
+        from cleanlab.filter import find_label_issues  # noqa: PLC0415
+        from cleanlab.rank import get_label_quality_scores  # noqa: PLC0415
+
+        p = probs[usable] / probs[usable].sum(axis=1, keepdims=True)  # float16 storage: renormalise
+        with warnings.catch_warnings():  # cleanlab warns about small classes; the suspects are what they are
+            warnings.simplefilter("ignore")
+            flagged[usable] = find_label_issues(labels[usable], p, filter_by=cfg.label_error_filter, n_jobs=1)
+            suspicion[usable] = 1.0 - get_label_quality_scores(labels[usable], p, method=cfg.label_error_quality)
+            estimate = int(num_label_issues(labels[usable], p))
+    else:
+        self_confidence = records.groupby("label_idx")["p_true"].mean()
+        threshold = records["pred_idx"].map(self_confidence).to_numpy(dtype=float)
+        flagged = usable & ~records["correct"].to_numpy(bool) & (records["p_pred"].to_numpy(dtype=float) >= threshold)
+        suspicion = 1.0 - records["p_true"].to_numpy(dtype=float)
+        estimate = int(flagged.sum())
+    return pd.Series(flagged, index=index), pd.Series(suspicion, index=index), estimate
+
+
+def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None, context: Context | None = None):
+    """Every suspected label error of the run, most suspect first (one global order), with `in_top` marking the
+    first of them up to cleanlab's estimate of the number of wrong labels.
+
+    A suspect is flagged by confident learning and predicted as another class. Where a mask exists, the maps of
+    both classes must agree: the predicted-class map sits on the object (else it is context, where the model's
+    maps of the predicted class normally sit on its objects), and more so than the labelled class's map (by more
+    than label_error_min_label_gap in object score): a mislabelled object is evidence for what it is, not for
+    its label, while an object that looks like both classes is ambiguous, not mislabelled. Where it sits on the
+    object, the object score adds label_error_object_weight to the suspicion.
+    """
+    reference = (context.class_score if context is not None else None)
+    if reference is None:
+        from auditor.findings.context import class_object_score, object_scores  # noqa: PLC0415
+
+        reference = class_object_score(object_scores(records, cfg), cfg)
+    flagged, suspicion, estimate = confident_learning(records, probs, cfg)
+    self_confidence = records.groupby("label_idx")["p_true"].mean()
+    threshold = records["pred_idx"].map(self_confidence)
+    wrong = records[flagged & ~records["correct"].astype(bool) & records["p_pred"].notna()]
+    checked = informative(wrong, "pred_energy_in_mask", cfg)
+    score = object_score(wrong["pred_energy_in_mask"], wrong["mask_area"]).where(checked)
+    label_score = object_score(wrong["true_energy_in_mask"], wrong["mask_area"]).where(checked)
+    context_driven = (score < cfg.label_error_min_object_score) & (
+        wrong["pred_idx"].map(reference) >= cfg.on_object_score
+    )
+    ambiguous = score - label_score <= cfg.label_error_min_label_gap  # False where either is unmeasured (NaN)
+    total = suspicion[wrong.index] + cfg.label_error_object_weight * score.clip(0, 1).fillna(0)
+    suspects = wrong.assign(
+        threshold=threshold[wrong.index], object_score=score, label_object_score=label_score, suspicion=total
+    )[~context_driven & ~ambiguous]
+    suspects = suspects.sort_values("suspicion", ascending=False, kind="stable")
+    return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
+
+
+def suspects_of(context: Context) -> pd.DataFrame:
+    """The run's suspects, computed once: the rule groups them, label_errors.csv lists them."""
+    return context.cached("label_suspects", lambda: label_error_suspects(
+        context.records, context.cfg, probs=context.probs, context=context
+    ))
+
+
+def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | None = None) -> list[Finding]:
+    """Suspects grouped by pair true -> pred, each pair judged by how many of the run's top-ranked suspects
+    (up to cleanlab's estimate of the wrong labels) it holds, not by its count alone: a pair whose suspects all
+    rank low is likelier two similar classes than a labelling fault.
+
+    A finding lists up to label_error_max_samples of its suspects, most suspect first: unlike a class finding's
+    examples, each is an image to relabel.
+    """
+    suspects = suspects_of(Context.of(context, records, maps, masks, classes, cfg))
+    class_size = records.groupby("label_idx").size()
+    n_top = max(int(suspects["in_top"].sum()), 1)
+    findings = []
+    for (t, p), group in suspects.groupby(["label_idx", "pred_idx"], sort=False):
+        if len(group) < cfg.label_error_min_count:
+            continue
+        top = int(group["in_top"].sum())
+        rate = top / class_size[t]
+        severity = (
+            "high" if rate >= cfg.label_error_high_rate else "medium" if rate >= cfg.label_error_medium_rate else "low"
+        )
+        true, pred = classes[int(t)], classes[int(p)]
+        threshold = float(group["threshold"].iloc[0])
+        findings.append(Finding(
+            kind=KIND.name, severity=severity, classes=[true, pred], pair={"true": true, "pred": pred},
+            samples=[str(i) for i in group["id"].to_numpy()[: cfg.label_error_max_samples]],  # already ranked
+            metrics=metrics(
+                count=len(group), rate=rate, top_ranked=top, share_of_top_ranked=top / n_top,
+                count_rate=len(group) / class_size[t], threshold=threshold, p_pred=group["p_pred"].mean(),
+                p_true=group["p_true"].mean(), suspicion=group["suspicion"].mean(),
+                object_score=group["object_score"].mean(), label_object_score=group["label_object_score"].mean(),
+            ),
+            message=(
+                f"{len(group)} images labelled {true!r} are confidently predicted {pred!r} ({top} of them among the "
+                f"run's {n_top} most likely label errors){_label_evidence(group)}; check whether their label should "
+                f"be {pred!r}."
+            ),
+        ))  # fmt: skip
+    return sorted(findings, key=lambda f: (-f.metrics["top_ranked"], -f.metrics["count"]))
+
+
+def _label_evidence(group: pd.DataFrame) -> str:
+    pred, label = group["object_score"].mean(), group["label_object_score"].mean()
+    if not (np.isfinite(pred) and np.isfinite(label)):
+        return ""
+    return (
+        f" and their objects draw the {pred:.2f} object score of the predicted class's maps against {label:.2f} "
+        "of the label's"
+    )
+
+
+def label_error_table(suspects: pd.DataFrame, findings: list[dict]) -> pd.DataFrame:
+    """label_errors.csv: every suspect in the one global order, most likely label error first (rank 1), with
+    the id of its pair's finding (empty for pairs too small to be reported)."""
+    pair_finding = {
+        (f["pair"]["true"], f["pair"]["pred"]): f["id"] for f in findings if f["kind"] == KIND.name
+    }
+    finding = [pair_finding.get((t, p), "") for t, p in zip(suspects["label"], suspects["pred"])]
+    table = suspects.assign(finding=finding, rank=np.arange(1, len(suspects) + 1))
+    return table.loc[:, list(LABEL_ERROR_COLUMNS)].round(
+        {"p_pred": 6, "p_true": 6, "threshold": 6, "object_score": 6, "label_object_score": 6, "suspicion": 6}
+    )
+
+
+__all__ = ["KIND", "LABEL_ERROR_COLUMNS", "find", "label_error_suspects", "label_error_table"]

@@ -1,0 +1,60 @@
+"""Judge a swept run with the model at hand: rules -> place evidence -> causal check -> findings.json, once.
+
+The findings package decides from records and maps alone; this module, above it and above `auditor.causal`,
+adds what needs the model and the images, then writes findings.json and label_errors.csv once, then the
+counterfactual maps of the evidence images the report shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from auditor.causal import causal_check, causal_indices, regions_from_findings, write_causal
+from auditor.config import Config
+from auditor.data import AuditDataset
+from auditor.evidence import write_evidence_counterfactuals
+from auditor.findings import find_all, number, scope_of
+from auditor.findings.run import apply_causal
+from auditor.findings.model_health import state as health_state
+from auditor.findings.run import run_context, write_document
+from auditor.place_check import check_places
+from auditor.runs import load_run
+from auditor.sweep import make_loader
+
+log = logging.getLogger("auditor")
+
+
+def judge(
+    run_dir: Path, cfg: Config, model, dataset: AuditDataset, classes: list[str], device: torch.device,
+    layer=None, reshape=None, geometry=None,
+) -> dict:
+    """Find, check with the model, write. Returns findings per severity and the model's health, for the summary."""
+    run_dir = Path(run_dir)
+    (run_dir / "causal.csv").unlink(missing_ok=True)  # never let an earlier run's check bear on these findings
+    run = load_run(run_dir)
+    context = run_context(run, cfg.findings)
+    findings, notes = find_all(run.records, run.maps, run.masks, run.classes, cfg.findings, context=context)
+    findings = number(check_places(findings, model, dataset, classes, device, cfg.findings))
+    if cfg.findings.causal != "off":
+        flagged = {classes.index(f.classes[0]) for f in findings if scope_of(f.kind) == "class"}
+        wanted = set(range(len(classes))) if cfg.findings.causal == "all" else flagged
+        indices = causal_indices(dataset.samples, wanted, cfg.findings.causal_max_images, cfg.findings.seed)
+        if indices:
+            log.info("causal check on %d images of %d classes", len(indices), len(wanted))
+            loader = make_loader(dataset, indices, cfg, device)
+            causal = causal_check(model, loader, classes, regions_from_findings(findings, classes), device)
+            write_causal(run_dir, causal)
+            findings = apply_causal(findings, causal, cfg.findings)
+    doc = write_document(run_dir, findings, notes, context)
+    if layer is not None:
+        shown = write_evidence_counterfactuals(run_dir, cfg, model, layer, dataset, doc["findings"], reshape, geometry)
+        if shown:
+            log.info("counterfactual maps for %d evidence images", shown)
+    counts = {severity: 0 for severity in ("high", "medium", "low")}
+    for finding in doc["findings"]:
+        counts[finding["severity"]] += 1
+    log.info("findings: %d high, %d medium, %d low", counts["high"], counts["medium"], counts["low"])
+    return {"counts": counts, "model_health": health_state(doc["findings"])}

@@ -1,0 +1,108 @@
+"""Place evidence from the images (see auditor.findings.place_evidence for what the figures mean and how they
+are judged): is a flagged region the same pixels every time, and does pasting it turn other images into the class?
+
+Runs after the rules, on the images of each place finding (its samples: the images that attend to the place
+most) and on a fixed, seeded sample of other classes' images, so it costs a few batches per finding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from auditor.causal import region_mask
+from auditor.config import FindingsConfig
+from auditor.data import AuditDataset
+from auditor.findings import Finding
+from auditor.findings.place_evidence import needs_place_check, with_place_evidence
+from auditor.timing import stage
+
+
+def _images(dataset: AuditDataset, indices) -> torch.Tensor | None:
+    items = [dataset[i] for i in indices]
+    images = [item["image"] for item in items if item["ok"]]
+    if len(images) < 2 or len({tuple(image.shape) for image in images}) > 1:
+        return None
+    return torch.stack(images)
+
+
+def pixel_std(images: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean over the mask's pixels (and channels) of the pixels' standard deviation across the images."""
+    return float(images[:, :, mask].std(dim=0).mean())
+
+
+def random_box_like(mask: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A box of the same size as the mask's bounding box, elsewhere in the image (not overlapping it where it fits)."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    h, w = int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
+    height, width = mask.shape
+    for _ in range(100):
+        y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        box = torch.zeros_like(mask)
+        box[y : y + h, x : x + w] = True
+        if not (box & mask).any():
+            return box
+    return box
+
+
+@torch.no_grad()
+def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region, target: int, device, seed: int) -> dict:
+    """pixel_std_ratio, and the transplant rates: the region of the donors (cycled) pasted onto the references
+    at the same place, against a random same-size region pasted at its own place."""
+    height, width = donors.shape[-2:]
+    mask = region_mask(region, height, width)
+    reference_std = pixel_std(references, mask)
+    figures = {
+        "region_pixel_std": pixel_std(donors, mask),
+        "reference_pixel_std": reference_std,
+        "pixel_std_ratio": pixel_std(donors, mask) / reference_std if reference_std > 1e-6 else math.nan,
+    }
+    was_training = model.training
+    model.eval()
+    try:
+        predict = lambda x: model(x.to(device)).argmax(dim=1).cpu()  # noqa: E731
+        recipients = references[predict(references) != target]
+        if len(recipients) == 0:
+            return figures
+        paired = donors[torch.arange(len(recipients)) % len(donors)]
+        control = random_box_like(mask, np.random.default_rng(seed))
+        pasted = torch.where(mask, paired, recipients)
+        pasted_control = torch.where(control, paired, recipients)
+        figures.update(
+            transplant_rate=float((predict(pasted) == target).float().mean()),
+            transplant_control_rate=float((predict(pasted_control) == target).float().mean()),
+            transplant_n=len(recipients),
+        )
+    finally:
+        model.train(was_training)
+    return figures
+
+
+def check_places(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
+                 cfg: FindingsConfig) -> list[Finding]:
+    """Every place finding with its pixel and transplant figures folded in (`with_place_evidence`)."""
+    wanted = [f for f in findings if needs_place_check(f)]
+    if not wanted:
+        return findings
+    position = {sample.id: i for i, sample in enumerate(dataset.samples)}
+    index = {name: i for i, name in enumerate(classes)}
+    rng = np.random.default_rng(cfg.seed)
+    out = []
+    with stage("place_check_s"):
+        for f in findings:
+            target = index.get(f.classes[0])
+            if not needs_place_check(f) or target is None:
+                out.append(f)
+                continue
+            others = [i for i, s in enumerate(dataset.samples) if s.label != target]
+            chosen = rng.choice(len(others), size=min(cfg.place_check_images, len(others)), replace=False)
+            donors = _images(dataset, [position[s] for s in f.samples if s in position])
+            references = _images(dataset, [others[i] for i in sorted(chosen)])
+            if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
+                out.append(f)
+                continue
+            out.append(with_place_evidence(f, place_figures(model, donors, references, f.region, target, device,
+                                                            cfg.seed), cfg))
+    return out

@@ -1,0 +1,224 @@
+"""Issue 11's rules, both ways, on hand-made runs: findings that hold without masks, on broken models, and label
+errors ranked over the whole run. Hand-made runs come from tests/test_findings.py's `HandMadeRun`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from auditor.findings import find_all, model_health_state
+from auditor.findings.model_health import health_figures
+from auditor.findings.place_evidence import with_place_evidence
+from auditor.findings.run import write_findings
+from auditor.place_check import pixel_std, place_figures
+from auditor.runs import save_npy_atomic
+from tests.test_findings import CFG, CORNER, HandMadeRun, blob, clean_run, corner_run, of_kind, square, write_run
+
+# ------------------------------------------------------------------------------------------------ model health
+
+
+def probs_of(run: HandMadeRun) -> np.ndarray:
+    """Each image's probability vector: p_true at its label, p_pred at its prediction, the rest spread evenly."""
+    records, *_ = run.arrays()
+    k = len(run.classes)
+    probs = np.zeros((len(records), k))
+    for i, r in records.iterrows():
+        probs[i, r["label_idx"]] += r["p_true"]
+        if not r["correct"]:
+            probs[i, r["pred_idx"]] += r["p_pred"]
+        rest = 1.0 - probs[i].sum()
+        others = probs[i] == 0
+        probs[i, others] = rest / max(others.sum(), 1)
+    return probs
+
+
+def collapsed_run() -> HandMadeRun:
+    """A model that names 'cat' for every image; the dogs' maps also go to a corner (a would-be shortcut)."""
+    run, _ = corner_run()
+    for row in run.rows:
+        if row["label"] != "cat":
+            row.update(pred="cat", pred_idx=0, correct=False, p_pred=0.5, p_true=0.2)
+    return run
+
+
+def test_health_figures_by_hand():
+    run = HandMadeRun()
+    for label, pred in [("cat", "cat"), ("cat", "dog"), ("dog", "dog"), ("dog", "dog"), ("bird", "dog"), ("bird", "dog")]:
+        run.add(label, square(2, 2, 5), "object", pred=pred, p_true=0.4, p_pred=0.6)
+    records, *_ = run.arrays()
+    fig = health_figures(records, None, CFG)
+    # recalls: cat 1/2, dog 2/2, bird 0/2 -> balanced 0.5; chance 1/3; skill (0.5 - 1/3) / (2/3) = 0.25
+    assert fig["balanced_accuracy"] == pytest.approx(0.5) and fig["skill"] == pytest.approx(0.25)
+    assert fig["top_pred_share"] == pytest.approx(5 / 6) and fig["top_pred_label_share"] == pytest.approx(2 / 6)
+    assert fig["classes_predicted"] == 2 and fig["accuracy"] == pytest.approx(0.5)
+    uniform = np.full((6, 3), 1 / 3)
+    assert health_figures(records.assign(row=np.arange(6)), uniform, CFG)["mean_normalised_entropy"] == pytest.approx(1.0)
+
+
+def test_a_collapsed_model_is_broken_and_caps_every_other_finding():
+    findings, _ = find_all(*collapsed_run().arrays(), CFG)
+    (health,) = of_kind(findings, "model_health")
+    assert health.severity == "high" and health.id == "F001" and model_health_state(findings) == "broken"
+    assert "predicts 'cat' for 100%" in health.message and health.classes == ["cat"]
+    assert all(f.severity == "low" for f in findings if f.kind != "model_health")
+
+
+def test_a_working_model_gets_no_health_finding_and_keeps_its_severities():
+    run, _ = corner_run()
+    findings, _ = find_all(*run.arrays(), CFG)
+    assert of_kind(findings, "model_health") == [] and model_health_state(findings) == "ok"
+    assert [f.severity for f in of_kind(findings, "spatial_shortcut")] == ["high"]
+
+
+def test_near_uniform_probabilities_are_broken_even_at_good_accuracy(tmp_path):
+    run, _ = clean_run()
+    write_run(tmp_path, run)
+    save_npy_atomic(tmp_path / "probs.npy", np.full((len(run.rows), 3), 1 / 3, dtype=np.float16))
+    doc = write_findings(tmp_path, CFG)
+    assert doc["findings"][0]["kind"] == "model_health" and "nearly uniform" in doc["findings"][0]["message"]
+
+
+def test_a_weak_model_is_suspect_not_broken():
+    run, _ = clean_run()
+    rng = np.random.default_rng(0)
+    for row in run.rows:  # about 45 % right on 3 classes: skill about 0.2
+        if rng.random() < 0.55:
+            other = (row["label_idx"] + 1) % 3
+            row.update(pred=run.classes[other], pred_idx=other, correct=False, p_pred=0.5, p_true=0.3)
+    (health,) = of_kind(find_all(*run.arrays(), CFG)[0], "model_health")
+    assert health.severity == "medium" and model_health_state([health]) == "suspect"
+
+
+# ------------------------------------------------------------------------------------ labels ranked globally
+
+
+def two_pairs(has_mask: bool) -> tuple[HandMadeRun, list[str], list[str]]:
+    """An ambiguous pair confused often but without confidence, and a small flipped pair, confidently wrong."""
+    run, rng = clean_run()
+    ambiguous = [run.add("cat", square(*run.place(rng, 5), 5), "object", pred="dog", p_true=0.35, p_pred=0.6,
+                         has_mask=has_mask) for _ in range(8)]  # fmt: skip
+    flipped = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.01 + 0.001 * i,
+                       p_pred=0.98, has_mask=has_mask) for i in range(4)]  # fmt: skip
+    return run, ambiguous, flipped
+
+
+@pytest.mark.parametrize("has_mask", [True, False])
+def test_label_errors_csv_ranks_the_flips_first_across_pairs(tmp_path, has_mask):
+    run, ambiguous, flipped = two_pairs(has_mask)
+    write_run(tmp_path, run)
+    save_npy_atomic(tmp_path / "probs.npy", probs_of(run).astype(np.float16))
+    doc = write_findings(tmp_path, CFG)
+    table = pd.read_csv(tmp_path / "label_errors.csv", keep_default_na=False)
+    assert list(table["id"][:4]) == flipped  # the larger ambiguous pair no longer fills the top
+    assert set(table["id"]) <= set(flipped) | set(ambiguous)
+    pairs = [f for f in doc["findings"] if f["kind"] == "suspected_label_error"]
+    assert pairs[0]["pair"] == {"true": "bird", "pred": "cat"}  # most of the top-ranked suspects: first
+    flips = pairs[0]["metrics"]
+    assert flips["top_ranked"] == 4 and flips["share_of_top_ranked"] > 0.5
+
+
+def test_a_pair_whose_suspects_all_rank_low_is_not_raised_by_its_count():
+    run, ambiguous, flipped = two_pairs(has_mask=False)
+    records, maps, masks, classes = run.arrays()
+    findings, _ = find_all(records, maps, masks, classes, CFG, probs=probs_of(run))
+    by_pair = {tuple(f.classes): f for f in of_kind(findings, "suspected_label_error")}
+    if ("cat", "dog") in by_pair:  # cleanlab may flag some: then below the flipped pair in rank and severity
+        cat_dog, bird_cat = by_pair[("cat", "dog")], by_pair[("bird", "cat")]
+        assert cat_dog.metrics["top_ranked"] < bird_cat.metrics["top_ranked"]
+        assert cat_dog.metrics["rate"] <= cat_dog.metrics["count_rate"]
+
+
+# ---------------------------------------------------------------------------------- mask-free place evidence
+
+
+def test_a_centred_clean_class_without_masks_raises_nothing_above_low():
+    rng = np.random.default_rng(3)
+    run = HandMadeRun()
+    for label in ("cat", "bird"):
+        for _ in range(30):
+            y, x = run.place(rng, 5)
+            run.add(label, square(y, x, 5), blob(y + 2, x + 2), has_mask=False)
+    for _ in range(30):  # every dog in the middle: the maps stay there as a watermark's would
+        y, x = (int(v) for v in rng.integers(5, 7, size=2))
+        run.add("dog", square(y, x, 5), blob(y + 2, x + 2), has_mask=False)
+    findings, _ = find_all(*run.arrays(), CFG)
+    assert findings and all(f.severity == "low" for f in findings)
+
+
+class CornerDetector(nn.Module):
+    """Says class 1 when the top-right 4 x 4 pixels are bright, else class 0: a model that uses a watermark."""
+
+    def forward(self, x):
+        patch = x[:, :, :4, -4:].mean(dim=(1, 2, 3))
+        return torch.stack([0.5 - patch, patch - 0.5], dim=1) * 10
+
+
+def objects(n: int, rng, centred: bool, watermark: bool) -> torch.Tensor:
+    images = torch.from_numpy(rng.random((n, 1, 16, 16)).astype(np.float32) * 0.2)
+    for image in images:
+        y, x = (int(v) for v in rng.integers(5, 7, size=2)) if centred else (int(v) for v in rng.integers(4, 8, size=2))
+        image[0, y : y + 5, x : x + 5] = torch.from_numpy(rng.random((5, 5)).astype(np.float32))  # varied object
+        if watermark:
+            image[0, :4, -4:] = 1.0
+    return images
+
+
+def test_place_figures_tell_a_watermark_from_a_centred_object():
+    rng = np.random.default_rng(0)
+    model = CornerDetector()
+    references = objects(32, rng, centred=False, watermark=False)
+    corner = [0.75, 0.0, 1.0, 0.25]
+    marked = place_figures(model, objects(12, rng, False, True), references, corner, 1, "cpu", seed=0)
+    assert marked["pixel_std_ratio"] < 0.05  # the same pixels in every image
+    assert marked["transplant_rate"] == 1.0 and marked["transplant_control_rate"] == 0.0 and marked["transplant_n"] == 32
+    centre = [0.3125, 0.3125, 0.6875, 0.6875]
+    centred = place_figures(model, objects(12, rng, True, False), references, centre, 1, "cpu", seed=0)
+    assert centred["pixel_std_ratio"] > 0.7  # objects differ from image to image
+    assert centred["transplant_rate"] == 0.0
+
+
+def test_pixel_std_by_hand():
+    images = torch.tensor([[[[0.0, 1.0], [2.0, 2.0]]], [[[2.0, 1.0], [2.0, 2.0]]]])  # [2, 1, 2, 2]
+    mask = torch.tensor([[True, True], [False, False]])
+    # pixel (0, 0): 0 and 2 -> std (unbiased) sqrt(2); pixel (0, 1): 1 and 1 -> 0; mean sqrt(2) / 2
+    assert pixel_std(images, mask) == pytest.approx(2**0.5 / 2)
+
+
+def test_place_evidence_does_not_change_the_severity_of_a_finding_checked_against_masks():
+    run, _ = corner_run()
+    (f,) = of_kind(find_all(*run.arrays(), CFG)[0], "spatial_shortcut")
+    judged = with_place_evidence(f, {"pixel_std_ratio": 0.9, "transplant_rate": 0.0, "transplant_control_rate": 0.0},
+                                 CFG)
+    assert judged.severity == f.severity == "high" and judged.metrics["pixel_std_ratio"] == 0.9
+
+
+def test_causal_region_erasing_confirms_a_mask_free_place_only_once_its_pixels_rule_out_the_object():
+    from auditor.findings.run import apply_causal
+
+    run, _ = corner_run(has_mask=False)
+    (f,) = of_kind(find_all(*run.arrays(), CFG)[0], "spatial_shortcut")
+    row = {"class": "dog", "n": 30, "accuracy": 1.0, "n_masked": 0, "background_only_accuracy": float("nan"),
+           "background_only_baseline": float("nan"), "n_region": 30, "shortcut_removed_accuracy": 0.1,
+           "region": json.dumps(f.region)}  # fmt: skip
+    causal = pd.DataFrame([row])
+    (unchecked,) = apply_causal([f], causal, CFG)
+    assert unchecked.severity == "low"  # erasing what may be the object proves nothing about a shortcut
+    same = with_place_evidence(f, {"pixel_std_ratio": 0.05}, CFG)
+    (confirmed,) = apply_causal([same], causal, CFG)
+    assert confirmed.severity == "high" and "confirmed" in confirmed.message
+
+
+def test_with_place_evidence_keeps_the_figures_in_metrics():
+    run, _ = corner_run(has_mask=False)
+    (f,) = of_kind(find_all(*run.arrays(), CFG)[0], "spatial_shortcut")
+    judged = with_place_evidence(f, {"pixel_std_ratio": 0.1, "region_pixel_std": 0.01, "reference_pixel_std": 0.1,
+                                     "transplant_rate": 0.2, "transplant_control_rate": 0.1}, CFG)  # fmt: skip
+    assert judged.severity == "medium"  # same pixels, but pasting them changes little: not high
+    assert {"pixel_std_ratio", "region_pixel_std", "transplant_rate"} <= set(judged.metrics)
+    assert dataclasses.replace(judged, metrics={}).region == f.region
