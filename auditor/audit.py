@@ -17,19 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from auditor import __version__, faithfulness
 from auditor.architectures import layer_reshape
 from auditor.cams import captured_activation, get_method, preserved_model_state
 from auditor.config import Config
 from auditor.confusion import confused_pairs, confusion_frame, per_class_frame
-from auditor.causal import causal_check, regions_from_findings, write_causal
 from auditor.data import AuditDataset, Sample, build_samples, collate, read_class_names, with_model_preprocessing
 from auditor.distributed import Ranks, barrier, init_ranks, shutdown
 from auditor.errors import AuditorError
-from auditor.evidence import write_evidence_counterfactuals
-from auditor.findings import write_findings
+from auditor.judge import judge
 from auditor.geometry import measure_geometry
 from auditor.models import find_target_layer, hookable, model_fingerprint, open_model
 from auditor.runs import (
@@ -42,7 +39,8 @@ from auditor.runs import (
     write_atomic,
     write_json,
 )
-from auditor.sweep import metric_prefix, pick_device, run_sweep
+from auditor.sweep import metric_prefix, pick_device, run_sweep, uses_channels_last
+from auditor.timing import recording, stage
 
 log = logging.getLogger("auditor")
 
@@ -129,32 +127,35 @@ def check_spatial(model, layer_name: str, layer, example: torch.Tensor, reshape)
 
 def prepare(cfg: Config):
     """Load classes, samples, model, target layer (and how to read it as [B, C, H, W]); check that they fit."""
-    loaded = open_model(cfg.model)  # first: its class names and preprocessing fill what the config leaves unset
-    cfg.data = with_model_preprocessing(cfg.data, loaded.preprocessing)
-    classes = read_class_names(cfg.model.classes, cfg.model.classes_file) or loaded.classes
-    samples, classes = build_samples(cfg.data, classes)
-    dataset = AuditDataset(samples, cfg.data)
-    example = first_example(dataset)
-    model = hookable(loaded, example)
-    with torch.no_grad():
-        try:
-            logits = model.eval()(example)
-        except RuntimeError as err:
+    with stage("model_load_s"):  # first: its class names and preprocessing fill what the config leaves unset
+        loaded = open_model(cfg.model)
+    with stage("data_scan_s"):
+        cfg.data = with_model_preprocessing(cfg.data, loaded.preprocessing)
+        classes = read_class_names(cfg.model.classes, cfg.model.classes_file) or loaded.classes
+        samples, classes = build_samples(cfg.data, classes)
+        dataset = AuditDataset(samples, cfg.data)
+    with stage("model_load_s"):  # and the probes: output, target layer, geometry
+        example = first_example(dataset)
+        model = hookable(loaded, example)
+        with torch.no_grad():
+            try:
+                logits = model.eval()(example)
+            except RuntimeError as err:
+                raise AuditorError(
+                    f"The model fails on an input of shape {tuple(example.shape)}: {str(err).splitlines()[0]}. "
+                    "Check data.resize, data.crop and data.grayscale against what the model was trained on."
+                ) from None
+        if logits.ndim != 2 or logits.shape[1] != len(classes):
             raise AuditorError(
-                f"The model fails on an input of shape {tuple(example.shape)}: {str(err).splitlines()[0]}. "
-                "Check data.resize, data.crop and data.grayscale against what the model was trained on."
-            ) from None
-    if logits.ndim != 2 or logits.shape[1] != len(classes):
-        raise AuditorError(
-            f"The model outputs {tuple(logits.shape[1:])} scores per image but the data has {len(classes)} classes "
-            f"({classes[:5]}{' ...' if len(classes) > 5 else ''}). Give the model's class names in logit order in "
-            "model.classes or model.classes_file."
-        )
-    layer_name, layer = find_target_layer(model, example, cfg.model.target_layer)
-    reshape = layer_reshape(model, layer_name, layer, example)
-    check_spatial(model, layer_name, layer, example, reshape)
-    with preserved_model_state(model):
-        geometry = measure_geometry(model, layer, example, reshape)
+                f"The model outputs {tuple(logits.shape[1:])} scores per image but the data has {len(classes)} classes "
+                f"({classes[:5]}{' ...' if len(classes) > 5 else ''}). Give the model's class names in logit order in "
+                "model.classes or model.classes_file."
+            )
+        layer_name, layer = find_target_layer(model, example, cfg.model.target_layer)
+        reshape = layer_reshape(model, layer_name, layer, example)
+        check_spatial(model, layer_name, layer, example, reshape)
+        with preserved_model_state(model):
+            geometry = measure_geometry(model, layer, example, reshape)
     return classes, samples, dataset, model, layer_name, layer, geometry, reshape
 
 
@@ -242,22 +243,27 @@ def run_audit(cfg: Config) -> Path | None:
     """Audit the configured model on the configured data; returns the run directory (None on ranks > 0)."""
     ranks = init_ranks()
     try:
-        return _run_audit(cfg, ranks)
+        with recording() as stages:
+            return _run_audit(cfg, ranks, stages)
     finally:
         shutdown(ranks)
 
 
-def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
+def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float]) -> Path | None:
+    """`stages` collects each stage's seconds as the run goes (auditor.timing); manifest.json records them."""
     run_dir = Path(cfg.run.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     classes, samples, dataset, model, layer_name, layer, geometry, reshape = prepare(cfg)
     device = ranks.device(pick_device(cfg.sweep.device))
-    model.to(device)
-    if device.type == "cuda" and cfg.sweep.channels_last:
-        model.to(memory_format=torch.channels_last)
+    with stage("model_load_s"):
+        model.to(device)
+        if uses_channels_last(device, cfg):
+            model.to(memory_format=torch.channels_last)
+        model_print = model_fingerprint(model)
     methods = [get_method(name) for name in cfg.sweep.methods]
-    fingerprints = {"model": model_fingerprint(model), "data": data_fingerprint(samples)}
+    with stage("data_scan_s"):
+        fingerprints = {"model": model_print, "data": data_fingerprint(samples)}
     run_key = hashlib.sha256(json.dumps(
         {"config": _computation_digest(cfg), "fingerprints": fingerprints, "version": __version__}, sort_keys=True
     ).encode()).hexdigest()
@@ -275,77 +281,62 @@ def _run_audit(cfg: Config, ranks: Ranks) -> Path | None:
     if not ranks.is_main:
         return None
     swept = time.perf_counter()
-    records = finalize_run(run_dir, samples, classes)
-    skipped = pd.read_csv(run_dir / "skipped.csv", dtype=str, keep_default_na=False)
-    tables = write_tables(run_dir, records, classes)
-    timings = {"prepare_s": prepared - started, "sweep_s": swept - prepared, "images_per_s": stats["images_per_s"]}
-    manifest = {
-        "config": cfg.to_dict(),
-        "classes": classes,
-        "methods": [m.name for m in methods],
-        "metric_prefixes": {m.name: metric_prefix(m.name, methods[0].name) for m in methods},
-        "target_layer": layer_name,
-        "target_reshape": repr(reshape) if reshape else None,
-        "map_geometry": dataclasses.asdict(geometry) if geometry else "plain",
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "fingerprints": fingerprints,
-        "run_key": run_key,
-        "versions": _versions(),
-        "timings": timings,
-    }
-    write_json(run_dir / "manifest.json", clean_floats(manifest))
-    summary = build_summary(records, skipped, classes, tables, timings)
-    write_json(run_dir / "summary.json", summary)
-    shutil.rmtree(run_dir / SHARD_DIR, ignore_errors=True)
-    if cfg.findings.enabled:
-        summary["findings"] = run_findings(run_dir, cfg, model, dataset, classes, device, layer, reshape, geometry)
+    with stage("merge_s"):
+        records = finalize_run(run_dir, samples, classes)
+        skipped = pd.read_csv(run_dir / "skipped.csv", dtype=str, keep_default_na=False)
+        tables = write_tables(run_dir, records, classes)
+        timings = {"prepare_s": prepared - started, "sweep_s": swept - prepared, "images_per_s": stats["images_per_s"]}
+        manifest = {
+            "config": cfg.to_dict(),
+            "classes": classes,
+            "methods": [m.name for m in methods],
+            "metric_prefixes": {m.name: metric_prefix(m.name, methods[0].name) for m in methods},
+            "target_layer": layer_name,
+            "target_reshape": repr(reshape) if reshape else None,
+            "map_geometry": dataclasses.asdict(geometry) if geometry else "plain",
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "fingerprints": fingerprints,
+            "run_key": run_key,
+            "versions": _versions(),
+            "timings": timings,
+        }
+        write_json(run_dir / "manifest.json", clean_floats(manifest))
+        summary = build_summary(records, skipped, classes, tables, timings)
         write_json(run_dir / "summary.json", summary)
+        shutil.rmtree(run_dir / SHARD_DIR, ignore_errors=True)
+    with stage("findings_s"):  # the causal check and the counterfactual maps inside time themselves
+        if cfg.findings.enabled:
+            verdict = judge(run_dir, cfg, model, dataset, classes, device, layer, reshape, geometry)
+            summary["findings"], summary["model_health"] = verdict["counts"], verdict["model_health"]
+            write_json(run_dir / "summary.json", summary)
     log.info("accuracy %.4f on %d images (%d skipped), %.1f images/s", summary["accuracy"], summary["n_audited"],
              summary["n_skipped"], stats["images_per_s"] or 0.0)
+    manifest["timings"] = stage_timings(timings, stages)
+    write_json(run_dir / "manifest.json", clean_floats(manifest))  # the report shows the timings so far
     finish_run(run_dir, cfg)
+    manifest["timings"] = stage_timings(timings, stages, total=time.perf_counter() - started)
+    write_json(run_dir / "manifest.json", clean_floats(manifest))
     return run_dir
 
 
-CLASS_LEVEL_KINDS = ("background_reliance", "spatial_shortcut", "strategy_cluster")
+STAGES = ("model_load_s", "data_scan_s", "sweep_s", "merge_s", "findings_s", "place_check_s", "causal_check_s",
+          "counterfactual_s", "report_s")
 
 
-def run_findings(
-    run_dir: Path, cfg: Config, model, dataset: AuditDataset, classes: list[str], device: torch.device,
-    layer=None, reshape=None, geometry=None,
-) -> dict:
-    """findings.json, then the causal check on the flagged classes (or all), which findings.json then takes in,
-    then counterfactual maps of the findings' evidence images (given the target layer).
-
-    Returns the number of findings per severity, for the summary.
-    """
-    (run_dir / "causal.csv").unlink(missing_ok=True)  # never let an earlier run's check bear on these findings
-    doc = write_findings(run_dir, cfg.findings)
-    if cfg.findings.causal != "off":
-        flagged = {classes.index(f["classes"][0]) for f in doc["findings"] if f["kind"] in CLASS_LEVEL_KINDS}
-        wanted = set(range(len(classes))) if cfg.findings.causal == "all" else flagged
-        indices = [i for i, sample in enumerate(dataset.samples) if sample.label in wanted]
-        if indices:
-            log.info("causal check on %d images of %d classes", len(indices), len(wanted))
-            loader = DataLoader(Subset(dataset, indices), batch_size=cfg.sweep.batch_size, shuffle=False,
-                                num_workers=cfg.sweep.num_workers, collate_fn=collate)
-            regions = regions_from_findings(doc["findings"], classes)
-            write_causal(run_dir, causal_check(model, loader, classes, regions, device))
-            doc = write_findings(run_dir, cfg.findings)
-    if layer is not None:
-        shown = write_evidence_counterfactuals(run_dir, cfg, model, layer, dataset, doc["findings"], reshape, geometry)
-        if shown:
-            log.info("counterfactual maps for %d evidence images", shown)
-    counts = {severity: 0 for severity in ("high", "medium", "low")}
-    for finding in doc["findings"]:
-        counts[finding["severity"]] += 1
-    log.info("findings: %d high, %d medium, %d low", counts["high"], counts["medium"], counts["low"])
-    return counts
+def stage_timings(timings: dict, stages: dict[str, float], total: float | None = None) -> dict:
+    """manifest.json's timings: prepare_s, sweep_s and images_per_s as before, then every stage's own seconds
+    (0 for a stage that did not run) and, once the run is over, total_s."""
+    out = {**timings, **{name: stages.get(name, 0.0) for name in STAGES if name not in timings}}
+    if total is not None:
+        out["total_s"] = total
+    return out
 
 
 def finish_run(run_dir: Path, cfg: Config) -> None:
     """Everything after the sweep, from the run directory alone: findings, then the report."""
     from auditor.report import render_report  # noqa: PLC0415 - the report package is optional at import time
 
-    render_report(run_dir)
+    with stage("report_s"):
+        render_report(run_dir)

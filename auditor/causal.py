@@ -3,24 +3,24 @@
 A heatmap only correlates attention with a region; if the class is still predicted once its object is gone, or
 is lost once the flagged region is gone, the model demonstrably uses that region. Erasing writes the dataset
 mean (0 in normalised images), the usual occlusion baseline. The run directory stores the result as causal.csv;
-`auditor.findings.write_findings` folds it into the class findings with `apply_causal`.
+`auditor.findings.causal_evidence.apply_causal` folds it into the class findings.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import numbers
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from auditor.config import FindingsConfig
-from auditor.findings import CLASS_KINDS, Finding, metrics, number
+from auditor.findings import Finding, scope_of
+from auditor.findings.run import apply_causal  # noqa: F401 - the verdict on this check, re-exported
 from auditor.runs import write_atomic
+from auditor.timing import stage
 
 
 def erase(images: torch.Tensor, masks: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
@@ -38,6 +38,30 @@ def region_mask(region, height: int, width: int) -> torch.Tensor:
     return mask
 
 
+def causal_indices(samples, wanted: set[int], cap: int, seed: int = 0) -> list[int]:
+    """Dataset indices of the wanted classes' images, at most `cap` in all, in dataset order.
+
+    The cap is spread evenly over the classes (a class with fewer images leaves its share to the others), and
+    each class contributes a seeded random sample of its images, so a capped check still sees every class and
+    reads no more images than it needs.
+    """
+    by_class: dict[int, list[int]] = {}
+    for i, sample in enumerate(samples):
+        if sample.label in wanted:
+            by_class.setdefault(sample.label, []).append(i)
+    if sum(map(len, by_class.values())) <= cap:
+        return sorted(i for members in by_class.values() for i in members)
+    rng = np.random.default_rng(seed)
+    shuffled = [list(rng.permutation(by_class[c])) for c in sorted(by_class)]
+    chosen: list[int] = []
+    for rank in range(max(map(len, shuffled))):  # round robin: every class's first, then every class's second ...
+        for members in shuffled:
+            if rank < len(members) and len(chosen) < cap:
+                chosen.append(int(members[rank]))
+    return sorted(chosen)
+
+
+@stage("causal_check_s")
 def causal_check(
     model: torch.nn.Module, batches: Iterable[dict], classes: list[str], regions: dict[int, list[float]], device
 ) -> pd.DataFrame:
@@ -115,91 +139,11 @@ def regions_from_findings(findings, classes: list[str]) -> dict[int, list[float]
     regions: dict[int, list[float]] = {}
     for f in findings:
         f = f if isinstance(f, Finding) else Finding(**f)
-        if f.kind in CLASS_KINDS and f.region is not None and f.classes[0] in index:
+        if scope_of(f.kind) == "class" and f.region is not None and f.classes[0] in index:
             regions.setdefault(index[f.classes[0]], list(f.region))
     return regions
-
-
-def apply_causal(findings: list[Finding], causal: pd.DataFrame, cfg: FindingsConfig) -> list[Finding]:
-    """Fold the causal check into the class-level findings: the heatmaps correlate, this tests.
-
-    Each class finding gets background_only_accuracy (with its baseline) and, where the check erased the same
-    region, shortcut_removed_accuracy. It becomes high when the class is still recognised with its object
-    erased (above the baseline by cfg.causal_min_background_accuracy) or loses cfg.causal_min_shortcut_drop of
-    its accuracy without the region; a whole-class finding (background_reliance, spatial_shortcut) becomes low
-    when every test it had shows no effect. A class recognised without its object that no heatmap rule flagged
-    gets a recognised_without_object finding. Returns new, renumbered findings.
-    """
-    by_class = {str(row["class"]): row for row in causal.to_dict("records")}
-    out = [_with_causal(f, by_class.get(f.classes[0]), cfg) if f.kind in CLASS_KINDS else f for f in findings]
-    flagged = {f.classes[0] for f in findings if f.kind in CLASS_KINDS}
-    for name, row in by_class.items():
-        effect = _background_effect(row)
-        if name in flagged or not effect >= cfg.causal_min_background_accuracy:
-            continue
-        accuracy, baseline = row["background_only_accuracy"], row["background_only_accuracy"] - effect
-        out.append(Finding(
-            kind="recognised_without_object", severity="high", classes=[name],
-            metrics=metrics(
-                n=row["n_masked"], accuracy=row["accuracy"], background_only_accuracy=accuracy,
-                background_only_baseline=baseline,
-            ),
-            message=(
-                f"Class {name!r} is still predicted for {accuracy:.0%} of its images once the object is erased "
-                f"(other classes' erased images: {baseline:.0%}), so inspect what its images share besides the object."
-            ),
-        ))  # fmt: skip
-    return number(out)
-
-
-def _with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
-    if row is None:
-        return f
-    extra, confirmed, refuted, tests = {}, [], [], 0
-    effect = _background_effect(row)
-    if _finite(effect):
-        tests += 1
-        background = row["background_only_accuracy"]
-        extra.update(background_only_accuracy=background, background_only_baseline=background - effect)
-        if effect >= cfg.causal_min_background_accuracy:
-            confirmed.append(f"with its object erased it is still predicted {background:.0%} of the time")
-        elif effect <= cfg.causal_max_refuted:
-            refuted.append(f"without its object it is predicted {background:.0%} of the time")
-    removed = row.get("shortcut_removed_accuracy")
-    if f.region is not None and _finite(removed) and _same_region(row.get("region"), f.region):
-        tests += 1
-        extra["shortcut_removed_accuracy"] = removed
-        drop = row["accuracy"] - removed
-        if drop >= cfg.causal_min_shortcut_drop:
-            confirmed.append(f"erasing the region drops its accuracy from {row['accuracy']:.0%} to {removed:.0%}")
-        elif drop <= cfg.causal_max_refuted:
-            refuted.append(f"erasing the region leaves its accuracy at {removed:.0%}")
-    severity, message = f.severity, f.message
-    if confirmed:
-        severity, message = "high", f"{f.message.rstrip('.')}; confirmed: {' and '.join(confirmed)}."
-    elif tests and len(refuted) == tests and f.kind != "strategy_cluster":  # a cluster is diluted in class figures
-        severity, message = "low", f"{f.message.rstrip('.')}; not confirmed: {' and '.join(refuted)}."
-    return dataclasses.replace(f, severity=severity, metrics={**f.metrics, **metrics(**extra)}, message=message)
-
-
-def _background_effect(row: dict) -> float:
-    """Object-erased accuracy above the baseline of other classes' erased images (NaN when not measured)."""
-    background, baseline = row.get("background_only_accuracy"), row.get("background_only_baseline")
-    if not _finite(background):
-        return math.nan
-    return background - (baseline if _finite(baseline) else 0.0)
 
 
 def write_causal(run_dir: str | Path, causal: pd.DataFrame) -> None:
     """Store the check as RUN_DIR/causal.csv, atomically, where write_findings picks it up."""
     write_atomic(Path(run_dir) / "causal.csv", causal.to_csv(index=False))
-
-
-def _same_region(stored, region) -> bool:
-    if not isinstance(stored, str) or not stored:
-        return False
-    return all(abs(a - b) < 1e-6 for a, b in zip(json.loads(stored), region))
-
-
-def _finite(value) -> bool:
-    return isinstance(value, numbers.Real) and math.isfinite(value)

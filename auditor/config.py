@@ -135,7 +135,7 @@ class ReportConfig:
 
 @dataclass
 class FindingsConfig:
-    """Thresholds of the bias rules in auditor.findings (owned by that module)."""
+    """Thresholds of the bias rules in the auditor.findings package (each rule's module says how it uses them)."""
 
     enabled: bool = True
     causal: str = "flagged"  # re-run the model with objects / flagged regions erased: flagged classes, all, or off
@@ -149,6 +149,14 @@ class FindingsConfig:
     uniform_score: float = 0.1  # object score (0 = map spread evenly, 1 = all on object) at or below this is chance
     on_object_score: float = 0.25  # at or above this a map is on the object (blur keeps small objects below 1)
     clear_object_score: float = 0.5  # maps alone give high severity only where the comparison classes reach this
+    # model_health: a broken model's heatmaps explain nothing, so every other finding is capped at low
+    health_broken_skill: float = 0.1  # balanced accuracy above chance, as a share of the way to 1, at or below
+    # this: broken (0 = chance, 1 = perfect; 0.1 is 19 % on 10 classes)
+    health_suspect_skill: float = 0.25  # ... at or below this: suspect (a medium finding, nothing capped)
+    health_collapse_share: float = 0.5  # one class predicted for at least this share of the images ...
+    health_collapse_excess: float = 0.3  # ... while its share of the labels is lower by this much: broken
+    health_max_entropy: float = 0.9  # mean normalised entropy of the probabilities at or above this: broken
+    health_max_bad_share: float = 0.5  # non-finite scores or empty maps on this share of the images: broken
     # background_reliance
     background_max_energy: float = 0.5  # "most attention outside": the class's mean energy_in_mask below this
     background_min_gap: float = 0.2  # object score below the other classes' median by this (CI lower bound)
@@ -163,6 +171,12 @@ class FindingsConfig:
     place_max_on_object: float = 0.3  # with masks: a place whose attention is more on the object is the object
     place_follow_ratio: float = 0.75  # with masks: peaks scattering less around the object than in the image
     # (at most this ratio) follow the object, so their place is the object's, not a fixed one
+    # place evidence (auditor.causal.place_check): is a flagged place the object? Needed without masks
+    place_max_pixel_std_ratio: float = 0.5  # region pixels varying at most this much (std across the finding's
+    # images over std across other classes' images) are the same thing every time: not an object
+    transplant_min_gap: float = 0.3  # pasting the region onto other classes' images turns this many more of
+    # them into the class than pasting a random same-size region does: the model uses what is there
+    place_check_images: int = 64  # other classes' images the pixels are compared with and the region pasted onto
     # strategy_cluster (SpRAy)
     spray_min_support: int = 20  # fewest correctly classified images of a class before clustering it
     spray_size: int = 8  # maps are pooled (block sums) to spray_size x spray_size before clustering
@@ -183,7 +197,9 @@ class FindingsConfig:
     pair_min_count: int = 5  # fewest misclassified images (with masks) a confused pair is judged on
     context_max_score: float = 0.2  # predicted maps' object score below this (CI upper bound): context confusion
     context_high_rate: float = 0.1  # share of the true class lost this way that makes a context confusion high
-    # suspected_label_error (confident learning)
+    # suspected_label_error (confident learning, by cleanlab on probs.npy)
+    label_error_filter: str = "prune_by_noise_rate"  # cleanlab.filter.find_label_issues(filter_by=...)
+    label_error_quality: str = "self_confidence"  # cleanlab.rank.get_label_quality_scores(method=...): the order
     label_error_min_count: int = 3  # fewest suspects a pair needs to be reported
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
     label_error_min_label_gap: float = 0.0  # ... and more than the labelled class's map does, by more than this
@@ -191,12 +207,19 @@ class FindingsConfig:
     label_error_object_weight: float = 0.5  # rank bonus per unit object score: on-object suspects rank first
     label_error_max_samples: int = 100  # suspects listed per finding (each is an image to relabel; all of
     # them are in label_errors.csv)
-    label_error_medium_rate: float = 0.03  # share of the labelled class that is suspect for medium severity
+    label_error_medium_rate: float = 0.03  # share of the labelled class among the run's top-ranked suspects (as
+    # many as cleanlab estimates wrong labels) for medium severity
     label_error_high_rate: float = 0.1  # ... and for high severity
     # causal check (auditor.causal)
     causal_min_background_accuracy: float = 0.3  # object-erased accuracy above the baseline by this: high severity
     causal_min_shortcut_drop: float = 0.5  # accuracy lost by erasing the flagged region that makes it high
     causal_max_refuted: float = 0.1  # effects this small refute a whole-class heatmap finding: lowered to low
+    causal_max_images: int = 1000  # the check reads at most this many images, spread evenly over the classes it
+    # checks (a seeded sample of each); the report says when it was capped
+
+    def __post_init__(self):
+        if self.causal_max_images < 1:
+            raise ConfigError(f"findings.causal_max_images must be 1 or more, not {self.causal_max_images}.")
 
 
 @dataclass
@@ -225,6 +248,9 @@ class Config:
 _CHOICES = {
     ("run", "fail_on"): ("high", "medium", "low", "never"),
     ("findings", "causal"): ("flagged", "all", "off"),
+    ("findings", "label_error_filter"): ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+                                         "predicted_neq_given"),
+    ("findings", "label_error_quality"): ("self_confidence", "normalized_margin", "confidence_weighted_entropy"),
 }
 
 
