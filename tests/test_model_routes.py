@@ -368,6 +368,15 @@ def test_torchscript_refused_today_audits_as_pt2(image_folder, tmp_path, capsys,
     assert_same_gradcam(route, model, model.get_submodule(layer_name), None)
 
 
+def test_pt2_of_a_vit_with_its_layer_named(image_folder, tmp_path):
+    """A program has lost the Python class the ViT rule needs; named, its tokens are still read as a grid."""
+    data, _ = image_folder
+    plain, _ = _timm_checkpoint(tmp_path, "vit")
+    pt2 = _export(plain, tmp_path / "vit.pt2")
+    route = _route(f"data.root={data}", f"model.exported={pt2}", "model.target_layer=blocks.0.norm1")
+    assert_same_gradcam(route, plain, plain.blocks[0].norm1, tokens_to_grid(1, 4))
+
+
 def test_torchscript_chain_gradcam_equals_the_plain_module(image_folder, tmp_path):
     from tests.conftest import tiny_cnn
 
