@@ -143,11 +143,21 @@ def test_timm_gradcam_equals_the_plain_module(image_folder, tmp_path, family):
     assert_same_gradcam(route, plain, plain.get_submodule(layer_name), hand_reshape)
 
 
+def _minmax(maps: np.ndarray) -> np.ndarray:
+    maps = maps - maps.min(axis=(1, 2), keepdims=True)
+    return maps / (1e-7 + maps.max(axis=(1, 2), keepdims=True))
+
+
+def _as_pytorch_grad_cam_shows(maps: torch.Tensor, size: int) -> np.ndarray:
+    """pytorch-grad-cam's pipeline on our maps: min-max at layer resolution, bilinear resize, min-max."""
+    resized = torch.nn.functional.interpolate(torch.from_numpy(_minmax(maps.numpy()))[:, None], size=(size, size),
+                                              mode="bilinear", align_corners=False)
+    return _minmax(resized[:, 0].numpy())
+
+
 def test_timm_vit_matches_pytorch_grad_cam_with_its_reshape(image_folder, tmp_path):
     pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    from tests.test_methods import as_pytorch_grad_cam_shows
 
     data, _ = image_folder
     plain, checkpoint = _timm_checkpoint(tmp_path, "vit")
@@ -163,7 +173,7 @@ def test_timm_vit_matches_pytorch_grad_cam_with_its_reshape(image_folder, tmp_pa
                                   reshape_transform=vit_reshape) as reference:
         for k, classes in enumerate((plain(images).argmax(1), labels)):
             theirs = reference(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in classes])
-            assert np.abs(as_pytorch_grad_cam_shows(ours[k], images.shape[-1]) - theirs).max() < 1e-4
+            assert np.abs(_as_pytorch_grad_cam_shows(ours[k], images.shape[-1]) - theirs).max() < 1e-4
             assert theirs.max() > 0.5
 
 
