@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from auditor.cams import ReshapeFn, get_method, preserved_model_state
 from auditor.config import Config, ReportConfig
-from auditor.data import AuditDataset, collate
+from auditor.data import AuditDataset
 from auditor.geometry import MapGeometry
 from auditor.runs import COUNTERFACTUAL_FILE, write_atomic
-from auditor.sweep import audit_batch
+from auditor.sweep import audit_batch, make_loader
+from auditor.timing import stage
 
 METHOD = "counterfactual"
 
@@ -36,6 +36,7 @@ def evidence_ids(findings: list[dict], cfg: ReportConfig) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+@stage("counterfactual_s")
 def write_evidence_counterfactuals(
     run_dir: Path,
     cfg: Config,
@@ -56,8 +57,8 @@ def write_evidence_counterfactuals(
     indices = [position[i] for i in evidence_ids(findings, cfg.report) if i in position]
     if not indices or METHOD in cfg.sweep.methods:
         return 0
-    loader = DataLoader(Subset(dataset, indices), batch_size=cfg.sweep.batch_size, shuffle=False,
-                        num_workers=cfg.sweep.num_workers, collate_fn=collate)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    loader = make_loader(dataset, indices, cfg, device)
     ids, maps = [], []
     with preserved_model_state(model):
         for batch in loader:

@@ -149,7 +149,7 @@ class _Gallery:
         if position not in self._cache:
             record = self.run.records.iloc[position]
             row = int(record["row"])
-            image = images.load_display(record["path"], self.data_cfg)
+            image = images.load_display(record["path"], self.data_cfg, self.cfg.thumb_px)
             mask = np.asarray(self.run.masks[row], dtype=np.float32) if bool(record["has_mask"]) else None
             maps = np.asarray(self.run.maps[row], dtype=np.float32)
             against = self._against.get(str(record["id"]))

@@ -32,9 +32,10 @@ _TURBO = np.array(
 
 def colormap(values: np.ndarray) -> np.ndarray:
     """Map values in [0, 1] (NaN counts as 0) to uint8 RGB with the turbo colormap."""
-    x = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
-    powers = np.stack([x**k for k in range(6)], axis=-1)  # [..., 6]
-    rgb = powers @ _TURBO.T
+    x = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)[..., None]
+    rgb = np.zeros((*x.shape[:-1], 3))
+    for coefficients in _TURBO.T[::-1]:  # Horner's rule: no [..., 6] array of powers
+        rgb = rgb * x + coefficients
     return (np.clip(rgb, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
@@ -111,15 +112,16 @@ def jpeg_data_uri(image: np.ndarray, quality: int = 80) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def load_display(path: str, data_cfg) -> np.ndarray | None:
-    """The image as the model saw it (same resize and crop), or None when it cannot be read.
+def load_display(path: str, data_cfg, side: int | None = None) -> np.ndarray | None:
+    """The image as the model saw it (same resize and crop), or None when it cannot be read; with `side`, about
+    that large (decoded at a reduced scale: a thumbnail needs no full-size decode).
 
     Imported lazily: re-rendering a report must work where the data loader (or the image itself) is gone.
     """
     try:
         from auditor.data import load_display_image
 
-        image = np.asarray(load_display_image(str(path), data_cfg))
+        image = np.asarray(load_display_image(str(path), data_cfg, side))
     except Exception as err:  # a missing file, a moved dataset, an old run: show the map on gray instead
         log.debug("report: cannot load %s for a thumbnail (%s); using a gray background", path, err)
         return None

@@ -1,0 +1,174 @@
+"""Issue 13: every stage's seconds in manifest.json, the causal check's cap, the shared loader settings, the
+strip probes of the map geometry, channels_last on the CPU and the thumbnails' reduced decode. No test here times
+anything: speed is shown by benchmarks/end_to_end.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from auditor import timing
+from auditor.audit import STAGES
+from auditor.causal import causal_indices
+from auditor.cli import main
+from auditor.config import Config, DataConfig, load_config
+from auditor.data import AuditDataset, Sample, build_samples, load_display_image
+from auditor.geometry import _Stop, _measure, measure_geometry
+from auditor.hooks import forward_hook
+from auditor.sweep import make_loader, uses_channels_last
+from tests.conftest import SHARED, make_image_folder
+
+
+class FakeClock:
+    """perf_counter that advances only when told to."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_nested_stages_record_their_own_seconds_and_add_up(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    with timing.recording() as stages:
+        with timing.stage("findings_s"):
+            clock.now += 1.0
+            with timing.stage("causal_check_s"):
+                clock.now += 5.0
+            clock.now += 0.5
+            with timing.stage("causal_check_s"):  # a stage that runs twice adds up
+                clock.now += 2.0
+        with timing.stage("report_s"):
+            clock.now += 0.25
+    assert stages == {"findings_s": 1.5, "causal_check_s": 7.0, "report_s": 0.25}
+    assert sum(stages.values()) == clock.now
+    with timing.stage("report_s"):  # outside recording(): nothing is kept, nothing fails
+        clock.now += 1.0
+    assert stages["report_s"] == 0.25
+
+
+def test_manifest_times_every_stage_and_the_report_states_the_causal_cap(tmp_path):
+    data, masks = make_image_folder(tmp_path, per_class=6)
+    out = tmp_path / "run"
+    code = main(["audit", "--data.root", str(data), "--data.masks", str(masks), "--model.factory",
+                 "tests.conftest:tiny_cnn", "--out", str(out), "--sweep.batch_size", "5",
+                 "--findings.causal", "all", "--findings.causal_max_images", "4"])
+    assert code == 0
+    timings = json.loads((out / "manifest.json").read_text())["timings"]
+    for key in ("prepare_s", "sweep_s", "images_per_s", *STAGES, "total_s"):
+        assert isinstance(timings[key], float) and timings[key] >= 0, key
+    # Each stage counts its own seconds once: together they cannot exceed the run.
+    assert sum(timings[key] for key in STAGES) <= timings["total_s"] + 1e-6
+    assert timings["causal_check_s"] > 0 and timings["report_s"] > 0
+    causal = pd.read_csv(out / "causal.csv")
+    assert causal["n"].sum() == 4 and sorted(causal["n"]) == [2, 2]  # the cap, spread evenly over both classes
+    assert "Checked on 4 of the 12 images of 2 class(es) (findings.causal_max_images: 4" in (
+        out / "report.html").read_text()
+
+
+def test_causal_indices_spread_the_cap_over_the_classes():
+    samples = [Sample(str(i), "", label) for i, label in enumerate([0] * 10 + [1] * 2 + [2] * 6)]
+    assert causal_indices(samples, {1, 2}, 100) == list(range(10, 18))  # under the cap: all, in order
+    chosen = causal_indices(samples, {0, 1, 2}, 8, seed=3)
+    labels = [samples[i].label for i in chosen]
+    # 8 over 3 classes: class 1 has only 2, its share goes to the others (3 each).
+    assert chosen == sorted(chosen) and len(set(chosen)) == 8
+    assert labels.count(1) == 2 and labels.count(0) == 3 and labels.count(2) == 3
+    assert causal_indices(samples, {0, 1, 2}, 8, seed=3) == chosen  # seeded
+    assert causal_indices(samples, set(), 8) == []
+
+
+def test_causal_cap_must_be_positive():
+    with pytest.raises(Exception, match="causal_max_images must be 1 or more"):
+        load_config(None, ["findings.causal_max_images=0"])
+
+
+def test_loader_pins_memory_and_keeps_workers_on_cuda_only(tmp_path):
+    data, _ = make_image_folder(tmp_path, per_class=3)
+    cfg = Config(data=DataConfig(root=str(data)))
+    cfg.sweep.batch_size, cfg.sweep.num_workers = 4, 2
+    dataset = AuditDataset(build_samples(cfg.data, None)[0], cfg.data)
+    cpu = make_loader(dataset, [5, 1, 3], cfg, torch.device("cpu"))
+    assert not cpu.pin_memory and not cpu.persistent_workers and cpu.batch_size == 4
+    assert list(cpu.dataset.indices) == [5, 1, 3]
+    cuda = make_loader(dataset, range(6), cfg, torch.device("cuda"))  # built, never iterated: no GPU needed
+    assert cuda.pin_memory and cuda.persistent_workers
+    cfg.sweep.num_workers = 0
+    assert not make_loader(dataset, range(6), cfg, torch.device("cuda")).persistent_workers
+
+
+def test_channels_last_on_the_cpu_gives_the_same_records(tmp_path):
+    data, masks = make_image_folder(tmp_path, per_class=4)
+    runs = {}
+    for flag in ("true", "false"):
+        out = tmp_path / f"run-{flag}"
+        assert main(["audit", "--data.root", str(data), "--data.masks", str(masks), "--model.factory",
+                     "tests.conftest:tiny_cnn", "--out", str(out), "--sweep.channels_last", flag,
+                     "--findings.enabled", "false"]) == 0
+        runs[flag] = (pd.read_parquet(out / "records.parquet"), np.load(out / "maps.npy"))
+    assert uses_channels_last(torch.device("cpu"), Config()) and not uses_channels_last(torch.device("mps"), Config())
+    (on, maps_on), (off, maps_off) = runs["true"], runs["false"]
+    assert (on["pred_idx"] == off["pred_idx"]).all()
+    np.testing.assert_allclose(on["p_pred"], off["p_pred"], rtol=1e-5)
+    np.testing.assert_allclose(maps_on.astype(np.float32), maps_off.astype(np.float32), atol=2e-3)  # float16
+
+
+def _square_probe_fits(model, layer, shape):
+    """What the geometry probe measured before the strips: the 3x enlarged square, both axes at once."""
+    store = {}
+
+    def hook(module, inputs, output):
+        store["output"] = output
+        raise _Stop
+
+    with forward_hook(layer, hook):
+        return _measure(model, store, None, (shape[0], 3 * shape[1], 3 * shape[2]), torch.device("cpu"))[1]
+
+
+def test_strip_probes_measure_what_the_enlarged_square_measures():
+    # Valid convolutions of 5 x 3 kernels, average-pooled by 2: cell i sees rows 2i ... 2i + 13 (centre 2i + 6.5)
+    # and columns 2i ... 2i + 7 (centre 2i + 3.5). On 16 x 16 the rows need a larger probe, the columns do not;
+    # the row strip is too narrow for the model at a quarter width and falls back to the image's width.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, (5, 3)), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 4, (5, 3))).eval()
+    geometry = measure_geometry(model, model[3], torch.zeros(1, 1, 16, 16))
+    expected = (2.0, 6.5, 2.0, 3.5)
+    np.testing.assert_allclose(dataclasses.astuple(geometry), expected, atol=1e-6)
+    square = _square_probe_fits(model, model[3], (1, 16, 16))
+    np.testing.assert_allclose([*square[0], *square[1]], expected, atol=1e-6)
+
+
+def test_thumbnail_decode_at_reduced_scale_shows_the_model_view(tmp_path):
+    y, x = np.mgrid[0:480, 0:640] / 100.0  # smooth, so a misplaced crop shows and resampling differences do not
+    pixels = (127 + 120 * np.stack([np.sin(x), np.cos(y), np.sin(x + y)], axis=-1)).astype(np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(path, quality=95)
+    cfg = DataConfig(resize=256, crop=224)
+    full = load_display_image(str(path), cfg)
+    small = load_display_image(str(path), cfg, side=96)
+    assert full.shape == (224, 224, 3) and small.shape == (96, 96, 3)
+    reference = np.asarray(Image.fromarray(full).resize((96, 96), Image.BICUBIC), dtype=np.float64)
+    assert np.abs(reference - small).mean() < 1.5  # the same picture, within JPEG and resampling noise
+    assert load_display_image(str(path), cfg, side=400).shape == full.shape  # never enlarged
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "coco128-seg").is_dir(), reason="../shared coco128-seg absent")
+def test_benchmark_folder_labels_each_photo_by_its_largest_object(tmp_path):
+    from benchmarks.end_to_end import build_image_folder
+
+    root, masks, classes = build_image_folder(SHARED / "data" / "coco128-seg", tmp_path, images=6, masks=True)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpg"))
+    assert len(files) == 6 and {f.split("/")[0] for f in files} == set(classes)
+    assert sorted(p.relative_to(masks).with_suffix(".jpg").as_posix() for p in masks.rglob("*.png")) == files
+    labels = pd.read_csv(tmp_path / "labels" / "manifest.csv")
+    first = labels.iloc[0]
+    assert f"{first['label']}/{first['id']}_000.jpg" in files
