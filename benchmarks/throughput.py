@@ -13,6 +13,11 @@ Each timing is the best of --repeat rounds over the data (every contender once p
 untimed warm-up batch.
 
     python benchmarks/throughput.py --arch resnet18 --size 224 --batch 16 --images 64
+    python benchmarks/throughput.py --device cuda --arch resnet50 --batch 128 --images 1024 --workers 8 \
+        --amp on --channels-last on          # and vit_b_16; benchmarks/gpu.sh runs every combination
+
+--amp and --channels-last apply alike to plain inference and the sweep (sweep.amp, sweep.channels_last): bf16
+autocast works on CUDA only; channels_last on CUDA and the CPU.
 """
 
 from __future__ import annotations
@@ -29,16 +34,15 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from auditor.architectures import layer_reshape
 from auditor.cams import METHODS, get_method, preserved_model_state
 from auditor.config import Config
-from auditor.data import AuditDataset, build_samples, collate
+from auditor.data import AuditDataset, build_samples
 from auditor.geometry import measure_geometry
 from auditor.models import find_target_layer
 from auditor.runs import ShardWriter
-from auditor.sweep import pick_device, run_sweep
+from auditor.sweep import make_loader, pick_device, run_sweep, uses_channels_last
 
 # Our method -> pytorch-grad-cam class. It has no CAM: its Grad-CAM gives the same map up to scale on the GAP +
 # linear heads CAM needs. Counterfactual is its Grad-CAM on the negated score.
@@ -113,7 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated CAM methods for the rows")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (sweep.num_workers)")
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds over all contenders; the best counts")
+    parser.add_argument("--amp", choices=("on", "off"), default="on", help="bf16 autocast on CUDA (sweep.amp)")
+    parser.add_argument("--channels-last", choices=("on", "off"), default="on",
+                        help="channels_last model and images on CUDA and the CPU (sweep.channels_last)")
     args = parser.parse_args(argv)
+    amp, channels_last = args.amp == "on", args.channels_last == "on"
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     for name in methods:
         get_method(name)  # fails early on an unknown name
@@ -121,16 +129,20 @@ def main(argv: list[str] | None = None) -> None:
     device = pick_device(args.device)
     torch.manual_seed(0)
     model = torchvision.models.get_model(args.arch, weights=None, num_classes=args.classes).eval().to(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cfg = Config()
         cfg.data.root = str(write_image_folder(tmp / "data", args.images, args.size, args.classes))
         cfg.sweep.batch_size, cfg.sweep.num_workers, cfg.sweep.device = args.batch, args.workers, str(device)
+        cfg.sweep.amp, cfg.sweep.channels_last = amp, channels_last
+        channels_last = uses_channels_last(device, cfg)
+        if channels_last:  # as auditor.audit prepares the model
+            model = model.to(memory_format=torch.channels_last)
         samples, _ = build_samples(cfg.data, None)
         dataset = AuditDataset(samples, cfg.data)
-        loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
-                            collate_fn=collate, pin_memory=device.type == "cuda")
+        loader = make_loader(dataset, range(len(dataset)), cfg, device)
         example = dataset[0]["image"][None].to(device)
         layer_name, layer = find_target_layer(model, example)
         reshape = layer_reshape(model, layer_name, layer, example)
@@ -138,13 +150,18 @@ def main(argv: list[str] | None = None) -> None:
             geometry = measure_geometry(model, layer, example, reshape)
 
         def batches(warmup: bool):
-            """The whole data set, or its first batch for the warm-up."""
-            return [next(iter(loader))] if warmup else loader
+            """The whole data set through a fresh loader (as run_sweep makes its own), or the first batch for the
+            warm-up."""
+            return [next(iter(loader))] if warmup else make_loader(dataset, range(len(dataset)), cfg, device)
+
+        def to_device(batch):
+            images = batch["image"].to(device, non_blocking=True)
+            return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
         def plain(warmup):
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 for batch in batches(warmup):
-                    model(batch["image"].to(device, non_blocking=True))
+                    model(to_device(batch))
 
         runs = iter(range(10**6))
 
@@ -165,9 +182,9 @@ def main(argv: list[str] | None = None) -> None:
 
             def run(warmup):
                 reference = getattr(pytorch_grad_cam, REFERENCE_CLASS[name])
-                with reference(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+                with reference(model=model, target_layers=[layer], reshape_transform=reshape) as cam, autocast:
                     for batch in batches(warmup):
-                        images = batch["image"].to(device)
+                        images = to_device(batch)
                         predicted = None  # targets=None: their argmax of the call's own forward
                         if name == "counterfactual":
                             with torch.no_grad():
@@ -181,11 +198,12 @@ def main(argv: list[str] | None = None) -> None:
 
             explainer = LayerGradCam(model, layer)
             for batch in batches(warmup):
-                images = batch["image"].to(device)
-                with torch.no_grad():  # Captum's backward cannot use inference tensors
+                images = to_device(batch)
+                with torch.no_grad(), autocast:  # Captum's backward cannot use inference tensors
                     predicted = model(images).argmax(1)
                 for target in (predicted, batch["label"].to(device)):
-                    explainer.attribute(images, target=target, relu_attributions=True)
+                    with autocast:
+                        explainer.attribute(images, target=target, relu_attributions=True)
 
         primary = methods[0]
         # pytorch-grad-cam's Grad-CAM serves both gradcam and cam: it is timed once.
@@ -204,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nmachine: {machine(device)}")
     print(f"model: {args.arch} (random weights, {args.classes} classes), target layer {layer_name}, "
           f"{args.size} px, batch {args.batch}, {len(dataset)} images, {args.workers} DataLoader workers, "
-          f"best of {args.repeat}\n")
+          f"bf16 autocast {'on' if amp and device.type == 'cuda' else 'off'}, channels_last "
+          f"{'on' if channels_last else 'off'}, best of {args.repeat}\n")
     print("| contender (pred + true class maps) | images/s | x plain inference |")
     print("|---|---:|---:|")
     print(f"| plain inference (torch.inference_mode, no maps) | {ratio(plain_rate)} |")

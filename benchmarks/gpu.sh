@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU figures of issue 13 in one step, on a CUDA machine, all tables into one file:
+#   bash benchmarks/gpu.sh [OUT]            (default benchmarks/gpu-results.md; needs ../shared/data/coco128-seg)
+# 1. benchmarks/throughput.py: resnet50 and vit_b_16 at 224 px, batch 128, each with bf16 autocast and
+#    channels_last on and off: plain inference, the auditor sweep, pytorch-grad-cam and Captum.
+# 2. benchmarks/end_to_end.py: the whole `auditor audit` command against plain bf16 inference on real photos,
+#    with the JPEGs decoded by the CPU workers and then on the GPU (sweep.decode_on_device), so the table says
+#    whether that setting pays on this machine.
+# Environment: PYTHON (default: the repo's .venv, else python), WORKERS (DataLoader workers, default: CPUs, at
+# most 16), IMAGES (throughput images, default 2048), E2E_IMAGES (end-to-end photos, default 2048).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/gpu-results.md}
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+CPUS=$(nproc)
+WORKERS=${WORKERS:-$(( CPUS < 16 ? CPUS : 16 ))}
+IMAGES=${IMAGES:-2048}
+E2E_IMAGES=${E2E_IMAGES:-2048}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu.sh: no CUDA device visible to torch')"
+{
+  echo "# GPU benchmarks ($(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  echo
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'CUDA', torch.version.cuda)"
+  echo "DataLoader workers: $WORKERS, CPUs: $CPUS"
+  for arch in resnet50 vit_b_16; do
+    for amp in on off; do
+      for cl in on off; do
+        echo
+        echo "## throughput: $arch, 224 px, batch 128, bf16 autocast $amp, channels_last $cl"
+        "$PY" benchmarks/throughput.py --device cuda --arch "$arch" --size 224 --batch 128 --images "$IMAGES" \
+          --workers "$WORKERS" --methods gradcam --amp "$amp" --channels-last "$cl" --repeat 3
+      done
+    done
+  done
+  for decode in false true; do
+    echo
+    echo "## end to end: resnet50, coco128 photos, batch 128, bf16, channels_last, sweep.decode_on_device $decode"
+    "$PY" benchmarks/end_to_end.py --device cuda --arch resnet50 --batch 128 --workers "$WORKERS" \
+      --images "$E2E_IMAGES" --repeat 2 --set "sweep.decode_on_device=$decode"
+  done
+} 2>&1 | tee "$OUT"
+echo "gpu.sh: tables written to $OUT"
