@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks import bias_detection, bias_detection_mnist
+from benchmarks import bias_detection, bias_detection_mnist, broken_model
 from benchmarks.planted import (
     Cue, Family, Flip, compose, cue_status, cue_use, exact_share, iou, centre_inside, per_class_subset, plain, plant,
     precision_at_k, score, square,
@@ -183,3 +183,27 @@ def test_mnist_patterns_and_stroke_mask():
     digit[1, 0, 0] = 40  # below 0.2 of full scale: not stroke
     mask = bias_detection_mnist.stroke_mask(digit)
     assert mask[0].sum() == 9 and mask[0, 1:4, 1:4].all() and not mask[1].any()
+
+
+def test_collapsed_model_differs_from_the_random_one_only_in_one_bias():
+    pytest.importorskip("torchvision")
+    models = broken_model.broken_models(num_classes=4, seed=0, collapse_to=2)
+    random, collapsed = models["random"], models["collapsed"]
+    assert random.keys() == collapsed.keys()
+    changed = [name for name in random if not torch.equal(random[name], collapsed[name])]
+    assert changed == ["fc.bias"]
+    delta = collapsed["fc.bias"] - random["fc.bias"]
+    assert delta.tolist() == [0.0, 0.0, broken_model.COLLAPSE_BIAS, 0.0]
+
+
+@pytest.mark.skipif(not broken_model.COCO.is_dir(), reason="../shared coco128-seg absent")
+def test_coco_manifests_keep_the_most_frequent_classes(tmp_path):
+    import pandas as pd
+
+    manifests, classes = broken_model.coco_manifests(tmp_path)
+    with_masks, without = pd.read_csv(manifests["masks"]), pd.read_csv(manifests["no-masks"])
+    assert len(classes) == broken_model.N_CLASSES and set(with_masks["label"]) == set(classes)
+    counts = with_masks["label"].value_counts()
+    assert [counts[c] for c in classes] == sorted(counts, reverse=True)  # most frequent first
+    assert "mask" in with_masks and "mask" not in without
+    assert with_masks.drop(columns=["mask"]).equals(without)
