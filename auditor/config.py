@@ -88,6 +88,8 @@ class SweepConfig:
     map_size: int = 32  # stored low-resolution maps are map_size x map_size float16
     amp: bool = True  # on CUDA: bf16 autocast for the forward and backward (maps always in fp32)
     channels_last: bool = True  # on CUDA and the CPU: channels_last memory format for model and images
+    decode_on_device: bool = False  # decode JPEGs in the main process on the sweep's device (nvJPEG on CUDA,
+    # torchvision.io.decode_jpeg) instead of in the workers; off until measured faster (benchmarks/gpu.sh)
     shard_size: int = 1024  # images per shard written to disk as the sweep goes
     seed: int = 0
     faithfulness: bool = False  # deletion check per image (auditor.faithfulness): one more forward of 2x the batch

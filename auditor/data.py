@@ -372,32 +372,114 @@ class AuditDataset(Dataset):
             image, orientation = decode_image(sample.path, self.cfg.grayscale)
         except Exception as err:  # noqa: BLE001 - any decoder failure is a per-image fault
             return {"index": index, "ok": False, "reason": file_fault("image", err)}
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
+        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+        return {"index": index, "ok": True, "image": self.model_input(pixels),
+                **self.mask_fields(sample, image.size, orientation)}
+
+    def model_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [C, H, W] upright pixels (on any device) -> the normalised model input: resize, crop, scale."""
+        image = self.geometry(tv_tensors.Image(pixels)).as_subclass(torch.Tensor)
+        return self.normalise(image.float() / 255.0)
+
+    def mask_fields(self, sample: Sample, size: tuple[int, int], orientation: int) -> dict:
+        """The sample's mask at the model input's size (the image's resize and crop, nearest), its label and note."""
         try:
-            mask, note = load_mask(sample, image.size, orientation)
+            mask, note = load_mask(sample, size, orientation)
         except Exception as err:  # noqa: BLE001 - the image is still audited, without attention metrics
             mask, note = None, file_fault("mask", err)
         if mask is None and not note and self.expects_masks:
             note = "no mask"
-        pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
-        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
         has_mask = mask is not None
-        mask_tensor = torch.from_numpy(mask if has_mask else np.zeros(pixels.shape[1:], dtype=bool))
-        image_t, mask_t = self.geometry(tv_tensors.Image(pixels), tv_tensors.Mask(mask_tensor))
-        mask_t = mask_t.as_subclass(torch.Tensor).bool()
+        pixels = mask if has_mask else np.zeros(size[::-1], dtype=bool)
+        mask_t = self.geometry(tv_tensors.Mask(torch.from_numpy(pixels))).as_subclass(torch.Tensor).bool()
         if has_mask and not mask.any():
             note = "empty mask"
         elif has_mask and not mask_t.any():
             note = "empty mask after crop: the object lies outside data.crop"
-        image_t = self.normalise(image_t.as_subclass(torch.Tensor).float() / 255.0)
-        return {
-            "index": index,
-            "ok": True,
-            "image": image_t,
-            "mask": mask_t,
-            "has_mask": has_mask,
-            "label": sample.label,
-            "note": note,
-        }
+        return {"mask": mask_t, "has_mask": has_mask, "label": sample.label, "note": note}
+
+
+class EncodedJpegs(Dataset):
+    """An AuditDataset whose JPEGs (RGB or grey) come undecoded, for sweep.decode_on_device: the worker reads the
+    file's bytes, size and orientation and prepares the mask; `decode_on_device` decodes them in the main process
+    on the sweep's device (nvJPEG on CUDA). Any other file decodes as usual."""
+
+    def __init__(self, dataset: AuditDataset):
+        self.dataset = dataset
+        self.samples = dataset.samples
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        try:
+            with Image.open(sample.path) as opened:
+                if opened.format != "JPEG" or opened.mode not in ("RGB", "L"):
+                    return self.dataset[index]
+                size, orientation = opened.size, opened.getexif().get(ExifTags.Base.Orientation, 1)
+                orientation = orientation if orientation in _UPRIGHT else 1
+            data = torch.frombuffer(bytearray(Path(sample.path).read_bytes()), dtype=torch.uint8)
+        except Exception:  # noqa: BLE001 - the usual path reports the fault
+            return self.dataset[index]
+        upright = size[::-1] if orientation >= 5 else size
+        return {"index": index, "ok": True, "image": None, "jpeg": data, "orientation": orientation,
+                **self.dataset.mask_fields(sample, upright, orientation)}
+
+
+def _turn_upright(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
+    """[C, H, W] as stored -> upright by the EXIF orientation: the torch equivalents of _UPRIGHT's transposes."""
+    if orientation in (5, 6, 7, 8):
+        pixels = pixels.transpose(-2, -1)  # TRANSPOSE; then flips finish the others
+        flips = {5: (), 6: (-1,), 7: (-2, -1), 8: (-2,)}[orientation]
+    else:
+        flips = {1: (), 2: (-1,), 3: (-2, -1), 4: (-2,)}[orientation]
+    return pixels.flip(flips) if flips else pixels
+
+
+def decode_on_device(batch: dict, dataset: AuditDataset, device: torch.device) -> dict:
+    """Fill in the images EncodedJpegs left encoded: decoded on `device` in one call (batched nvJPEG on CUDA),
+    turned upright, resized, cropped and normalised as on the CPU. An image the device cannot decode goes
+    through the CPU path, and is skipped with its reason when that fails too."""
+    if not isinstance(batch["image"], list):
+        return batch
+    from torchvision.io import ImageReadMode, decode_jpeg  # noqa: PLC0415
+
+    mode = ImageReadMode.GRAY if dataset.cfg.grayscale else ImageReadMode.RGB
+    images = list(batch["image"])
+    encoded = [i for i, image in enumerate(images) if image is None]
+    try:
+        decoded = decode_jpeg([batch["jpeg"][i] for i in encoded], mode=mode, device=device)
+    except RuntimeError:  # one bad file fails the whole call: decode one by one
+        decoded = []
+        for i in encoded:
+            try:
+                decoded.append(decode_jpeg(batch["jpeg"][i], mode=mode, device=device))
+            except RuntimeError:
+                decoded.append(None)
+    failed = list(batch["failed"])
+    for i, pixels in zip(encoded, decoded):
+        if pixels is not None:
+            images[i] = dataset.model_input(_turn_upright(pixels, batch["orientation"][i]))
+            continue
+        item = dataset[int(batch["index"][i])]
+        if item["ok"]:
+            images[i] = item["image"]
+        else:
+            failed.append((item["index"], item["reason"]))
+    keep = [i for i, image in enumerate(images) if image is not None]
+    shapes = {tuple(images[i].shape) for i in keep}
+    if len(shapes) > 1:
+        raise AuditorError(
+            f"Images of different sizes in one batch ({sorted(shapes)[:3]}): set data.resize and data.crop "
+            "so that every image reaches the model at one size."
+        )
+    out = {key: batch[key][keep] for key in ("mask", "has_mask", "label", "index")}
+    out["note"] = [batch["note"][i] for i in keep]
+    out["image"] = torch.stack([images[i].to(device) for i in keep]) if keep else torch.empty(0, device=device)
+    out["failed"] = failed
+    return out
 
 
 def file_fault(what: str, err: Exception) -> str:
@@ -417,6 +499,14 @@ def collate(items: list[dict]) -> dict:
     """Stack the decodable samples; list the others with their reasons under "failed"."""
     good = [item for item in items if item["ok"]]
     failed = [(item["index"], item["reason"]) for item in items if not item["ok"]]
+    if any(item["image"] is None for item in good):  # EncodedJpegs: decode_on_device stacks them
+        return {
+            "image": [item["image"] for item in good], "jpeg": [item.get("jpeg") for item in good],
+            "orientation": [item.get("orientation", 1) for item in good],
+            **{key: value for key, value in collate([{**item, "image": torch.empty(0)} for item in good]).items()
+               if key != "image"},
+            "failed": failed,
+        }
     if good:
         shapes = {tuple(item["image"].shape) for item in good}
         if len(shapes) > 1:

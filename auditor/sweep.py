@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from auditor.cams import CamMethod, ReshapeFn, class_maps, preserved_model_state
 from auditor.config import Config
-from auditor.data import AuditDataset, collate
+from auditor.data import AuditDataset, EncodedJpegs, collate, decode_on_device
 from auditor.faithfulness import deletion_drops
 from auditor.geometry import MapGeometry, upsample
 from auditor import metrics
@@ -49,9 +49,24 @@ def make_loader(dataset: AuditDataset, indices: Sequence[int], cfg: Config, devi
     images through the same settings. On CUDA: pinned memory, so host-to-device copies overlap compute, and
     persistent workers, so a loader iterated again does not start its workers afresh."""
     workers = cfg.sweep.num_workers
-    return DataLoader(Subset(dataset, list(indices)), batch_size=cfg.sweep.batch_size, shuffle=False,
-                      num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
-                      persistent_workers=device.type == "cuda" and workers > 0)
+    source = EncodedJpegs(dataset) if cfg.sweep.decode_on_device else dataset
+    loader = DataLoader(Subset(source, list(indices)), batch_size=cfg.sweep.batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
+                        persistent_workers=device.type == "cuda" and workers > 0)
+    return _DecodedOnDevice(loader, dataset, device) if cfg.sweep.decode_on_device else loader
+
+
+class _DecodedOnDevice:
+    """A loader of EncodedJpegs whose batches arrive with their images decoded on the device."""
+
+    def __init__(self, loader: DataLoader, dataset: AuditDataset, device: torch.device):
+        self.loader, self.dataset, self.device = loader, dataset, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return (decode_on_device(batch, self.dataset, self.device) for batch in self.loader)
 
 
 def metric_prefix(method: str, primary: str) -> str:

@@ -172,3 +172,37 @@ def test_benchmark_folder_labels_each_photo_by_its_largest_object(tmp_path):
     labels = pd.read_csv(tmp_path / "labels" / "manifest.csv")
     first = labels.iloc[0]
     assert f"{first['label']}/{first['id']}_000.jpg" in files
+
+
+def _photo(path, orientation: int = 1, size=(48, 32)):
+    """A JPEG with a distinct gradient per corner, stored with the given EXIF orientation."""
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    pixels = np.stack([x * 5, y * 7, (x + y) * 3], axis=-1).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+
+
+def test_decode_on_device_equals_the_cpu_decode_for_every_orientation(tmp_path):
+    from auditor.data import EncodedJpegs, collate, decode_on_device
+
+    root = tmp_path / "data" / "a"
+    root.mkdir(parents=True)
+    for orientation in range(1, 9):
+        _photo(root / f"{orientation}.jpg", orientation)
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(root / "9.png")  # not a JPEG: decoded as usual
+    (root / "bad.jpg").write_bytes((root / "1.jpg").read_bytes()[:200])  # header only: skipped with its reason
+    cfg = DataConfig(root=str(tmp_path / "data"), resize=[24, 24])
+    dataset = AuditDataset(build_samples(cfg, None)[0], cfg)
+    everything = range(len(dataset))
+    expected = collate([dataset[i] for i in everything])
+    got = decode_on_device(collate([EncodedJpegs(dataset)[i] for i in everything]), dataset, torch.device("cpu"))
+    assert got["index"].tolist() == expected["index"].tolist() and len(got["index"]) == 9
+    torch.testing.assert_close(got["image"], expected["image"], atol=0, rtol=0)
+    assert torch.equal(got["mask"], expected["mask"]) and got["note"] == expected["note"]
+    assert [i for i, _ in got["failed"]] == [i for i, _ in expected["failed"]] == [
+        next(i for i, s in enumerate(dataset.samples) if s.id.endswith("bad.jpg"))]
+    cfg_run = Config(data=cfg)
+    cfg_run.sweep.decode_on_device, cfg_run.sweep.batch_size = True, 4
+    batches = list(make_loader(dataset, everything, cfg_run, torch.device("cpu")))
+    assert torch.equal(torch.cat([b["image"] for b in batches]), expected["image"])
