@@ -674,11 +674,12 @@ def test_label_errors_csv_lists_every_suspect_in_one_global_order_and_findings_l
 
     table = pd.read_csv(tmp_path / "label_errors.csv", keep_default_na=False)
     assert list(table.columns) == list(LABEL_ERROR_COLUMNS)
-    # One global order (issue 11): the surest single mistake first, although its pair is below min count.
-    assert list(table["id"]) == [surest, *many] and list(table["rank"]) == list(range(1, 8))
-    assert list(table["finding"]) == ["", *[f["id"]] * 6]
+    # One global order by suspicion (issue 11): the six one-way bird -> cat suspects before the lone dog -> bird
+    # mistake, though that is the surest single one: one confident mistake is as likely the model's as the label's.
+    assert list(table["id"]) == [*many, surest] and list(table["rank"]) == list(range(1, 8))
+    assert list(table["finding"]) == [*[f["id"]] * 6, ""]
     assert (table["suspicion"].diff().dropna() <= 0).all()  # most suspect first
-    assert table.loc[0, "p_pred"] == pytest.approx(0.99) and table.loc[0, "label"] == "dog"
+    assert table.loc[6, "p_pred"] == pytest.approx(0.99) and table.loc[6, "label"] == "dog"
     capped = dataclasses.replace(cfg, label_error_max_samples=2)
     (f,) = of_kind(run.find(capped)[0], "suspected_label_error")
     assert f.samples == many[:2] and f.metrics["count"] == 6

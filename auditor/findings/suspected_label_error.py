@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.config import FindingsConfig
-from auditor.findings.context import Context, informative
+from auditor.findings.context import Context, class_object_score, informative, object_scores
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import object_score
 
@@ -69,22 +69,37 @@ def confident_learning(records: pd.DataFrame, probs, cfg: FindingsConfig) -> tup
     return pd.Series(flagged, index=index), pd.Series(suspicion, index=index), estimate
 
 
+def one_way_share(suspects: pd.DataFrame, pseudo_count: float) -> pd.Series:
+    """Per suspect: the share of its pair's confusions (labelled t, predicted p) that the reverse direction
+    (labelled p, predicted t) does not explain, shrunk towards 0 by a pseudo-count for small pairs.
+
+    Two classes that look alike are confused both ways about equally; labels put in the wrong class flow one
+    way. (n_tp - n_pt) / (n_tp + n_pt + pseudo_count), at least 0: near 1 for a large one-way pair, near 0 for
+    an ambiguous pair or a lone mistake.
+    """
+    counts = suspects.groupby(["label_idx", "pred_idx"]).size()
+    forward = counts.reindex(list(zip(suspects["label_idx"], suspects["pred_idx"]))).to_numpy(dtype=float)
+    reverse = counts.reindex(list(zip(suspects["pred_idx"], suspects["label_idx"]))).fillna(0).to_numpy(dtype=float)
+    share = np.clip((forward - reverse) / (forward + reverse + pseudo_count), 0.0, None)
+    return pd.Series(share, index=suspects.index)
+
+
 def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None, context: Context | None = None):
-    """Every suspected label error of the run, most suspect first (one global order), with `in_top` marking the
+    """Every suspected label error of the run, most likely first (one global order), with `in_top` marking the
     first of them up to cleanlab's estimate of the number of wrong labels.
 
     A suspect is flagged by confident learning and predicted as another class. Where a mask exists, the maps of
     both classes must agree: the predicted-class map sits on the object (else it is context, where the model's
     maps of the predicted class normally sit on its objects), and more so than the labelled class's map (by more
     than label_error_min_label_gap in object score): a mislabelled object is evidence for what it is, not for
-    its label, while an object that looks like both classes is ambiguous, not mislabelled. Where it sits on the
-    object, the object score adds label_error_object_weight to the suspicion.
-    """
-    reference = (context.class_score if context is not None else None)
-    if reference is None:
-        from auditor.findings.context import class_object_score, object_scores  # noqa: PLC0415
+    its label, while an object that looks like both classes is ambiguous, not mislabelled.
 
-        reference = class_object_score(object_scores(records, cfg), cfg)
+    suspicion = (1 - label quality + label_error_object_weight x object score) x (floor + one-way share of its
+    pair, `one_way_share`): how sure the model is that the label is wrong (and, with a mask, how much the
+    object itself draws the predicted class), times how much the pair looks like mislabelling rather than two
+    similar classes. The floor keeps suspects of two-way pairs in order, below the one-way ones.
+    """
+    reference = context.class_score if context is not None else class_object_score(object_scores(records, cfg), cfg)
     flagged, suspicion, estimate = confident_learning(records, probs, cfg)
     self_confidence = records.groupby("label_idx")["p_true"].mean()
     threshold = records["pred_idx"].map(self_confidence)
@@ -96,12 +111,16 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
         wrong["pred_idx"].map(reference) >= cfg.on_object_score
     )
     ambiguous = score - label_score <= cfg.label_error_min_label_gap  # False where either is unmeasured (NaN)
-    total = suspicion[wrong.index] + cfg.label_error_object_weight * score.clip(0, 1).fillna(0)
     suspects = wrong.assign(
-        threshold=threshold[wrong.index], object_score=score, label_object_score=label_score, suspicion=total
+        threshold=threshold[wrong.index], object_score=score, label_object_score=label_score,
     )[~context_driven & ~ambiguous]
-    suspects = suspects.sort_values("suspicion", ascending=False, kind="stable")
+    one_way = one_way_share(suspects, cfg.label_error_pair_pseudo_count)
+    certainty = suspicion[suspects.index] + cfg.label_error_object_weight * suspects["object_score"].clip(0, 1).fillna(0)
+    suspects = suspects.assign(one_way_share=one_way, suspicion=certainty * (ONE_WAY_FLOOR + one_way)).sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
     return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
+
+
+ONE_WAY_FLOOR = 0.01
 
 
 def suspects_of(context: Context) -> pd.DataFrame:
@@ -140,6 +159,7 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
                 count=len(group), rate=rate, top_ranked=top, share_of_top_ranked=top / n_top,
                 count_rate=len(group) / class_size[t], threshold=threshold, p_pred=group["p_pred"].mean(),
                 p_true=group["p_true"].mean(), suspicion=group["suspicion"].mean(),
+                one_way_share=group["one_way_share"].iloc[0],
                 object_score=group["object_score"].mean(), label_object_score=group["label_object_score"].mean(),
             ),
             message=(
