@@ -17,14 +17,15 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from auditor.cams import ReshapeFn, get_method, preserved_model_state
 from auditor.config import Config, ReportConfig
 from auditor.data import AuditDataset
-from auditor.geometry import MapGeometry
+from auditor.geometry import MapGeometry, upsample
 from auditor.runs import COUNTERFACTUAL_FILE, write_atomic
-from auditor.sweep import audit_batch, make_loader
+from auditor.sweep import COUNTERFACTUAL_CELLS, audit_batch, make_loader, small_maps
 from auditor.timing import stage
 
 METHOD = "counterfactual"
@@ -49,7 +50,10 @@ def write_evidence_counterfactuals(
 ) -> int:
     """Compute and store counterfactual maps for the findings' evidence images; returns how many.
 
-    Uses the sweep's own `audit_batch`, so the maps are placed and scaled exactly as maps.npy's are.
+    From the sweep's counterfactual cells (RUN_DIR/maps_counterfactual_cells.npy, computed from the sweep's own
+    gradients) when the run has them: no image is read and the model does not run again. Otherwise (a sweep
+    without gradients, such as CAM alone) the evidence images go through the sweep's own `audit_batch`. Either
+    way the maps are placed and scaled exactly as maps.npy's are.
     """
     path = Path(run_dir) / COUNTERFACTUAL_FILE
     path.unlink(missing_ok=True)  # never show an earlier run's maps beside these findings
@@ -57,6 +61,36 @@ def write_evidence_counterfactuals(
     indices = [position[i] for i in evidence_ids(findings, cfg.report) if i in position]
     if not indices or METHOD in cfg.sweep.methods:
         return 0
+    cells_path = Path(run_dir) / f"{COUNTERFACTUAL_CELLS}.npy"
+    if cells_path.is_file():
+        ids, maps = _from_cells(Path(run_dir), cells_path, cfg, dataset, indices, geometry)
+    else:
+        ids, maps = _from_model(cfg, model, layer, dataset, indices, reshape, geometry)
+    if not ids:
+        return 0
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array(ids, dtype=str), maps=np.concatenate(maps).astype(np.float16))
+    write_atomic(path, buffer.getvalue())
+    return len(ids)
+
+
+def _from_cells(run_dir, cells_path, cfg, dataset, indices, geometry) -> tuple[list[str], list[np.ndarray]]:
+    """Upsample the evidence images' counterfactual cells onto the model input, as audit_batch upsamples maps."""
+    wanted = {dataset.samples[i].id for i in indices}
+    records = pd.read_parquet(run_dir / "records.parquet", columns=["id", "row"])
+    records = records[records["id"].astype(str).isin(wanted)]
+    if records.empty:
+        return [], []
+    size = next((tuple(item["image"].shape[-2:]) for item in map(dataset.__getitem__, indices) if item["ok"]), None)
+    if size is None:
+        return [], []
+    rows = records["row"].to_numpy()
+    cells = torch.from_numpy(np.asarray(np.load(cells_path, mmap_mode="r")[rows], dtype=np.float32))
+    full = upsample(cells.transpose(0, 1).flatten(0, 1), size, geometry).unflatten(0, (2, len(rows)))
+    return [str(i) for i in records["id"]], [small_maps(full, cfg.sweep.map_size).numpy()]
+
+
+def _from_model(cfg, model, layer, dataset, indices, reshape, geometry) -> tuple[list[str], list[np.ndarray]]:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     loader = make_loader(dataset, indices, cfg, device)
     ids, maps = [], []
@@ -67,9 +101,4 @@ def write_evidence_counterfactuals(
             fields = audit_batch(model, layer, batch, [get_method(METHOD)], cfg, reshape, geometry)
             maps.append(fields["maps"])
             ids += [dataset.samples[int(i)].id for i in batch["index"]]
-    if not ids:
-        return 0
-    buffer = io.BytesIO()
-    np.savez(buffer, ids=np.array(ids, dtype=str), maps=np.concatenate(maps).astype(np.float16))
-    write_atomic(path, buffer.getvalue())
-    return len(ids)
+    return ids, maps

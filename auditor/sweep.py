@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from auditor.cams import CamMethod, ReshapeFn, class_maps, preserved_model_state
+from auditor.cams import CamMethod, ReshapeFn, class_maps, get_method, preserved_model_state
 from auditor.config import Config
 from auditor.data import AuditDataset, EncodedJpegs, collate, decode_on_device
 from auditor.faithfulness import deletion_drops
@@ -25,6 +25,10 @@ from auditor.metrics import MAP_KINDS, MapView
 from auditor.runs import ARRAY_FIELDS, ShardWriter
 
 log = logging.getLogger("auditor")
+
+# Counterfactual Grad-CAM at the target layer's resolution, [N, 2, h, w] float16 (predicted, true class), each
+# scaled to 1: a map-like array field, so it goes through the shards into RUN_DIR/maps_counterfactual_cells.npy.
+COUNTERFACTUAL_CELLS = "maps_counterfactual_cells"
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -91,8 +95,12 @@ def audit_batch(
     masks = batch["mask"].to(device, non_blocking=True)
     has_mask = batch["has_mask"].to(device, non_blocking=True)
     labels = batch["label"].to(device, non_blocking=True)
+    # Counterfactual cells come from the same gradients at no extra backward: kept at the layer's resolution, they
+    # let auditor.evidence draw the findings' counterfactual maps without running the model again.
+    cells = any(m.needs_gradients for m in methods) and all(m.name != "counterfactual" for m in methods)
+    computed = [*methods, get_method("counterfactual")] if cells else methods
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.sweep.amp):
-        logits, maps = class_maps(model, layer, images, labels, methods, reshape)
+        logits, maps = class_maps(model, layer, images, labels, computed, reshape)
     logits = logits.float()
     probs = logits.softmax(dim=1)
     p_pred, pred = probs.max(dim=1)
@@ -122,12 +130,11 @@ def audit_batch(
             view = MapView(full[k], raw[k], masks, has_mask, cfg.attention)
             for metric in (m for m in metrics.METRICS if m.per_map):
                 fields[f"{prefix}{kind}_{metric.name}"] = metric.function(view)
-        small = F.interpolate(torch.nan_to_num(full, nan=0.0, posinf=0.0).flatten(0, 1)[:, None], size=(size, size), mode="area")
-        small = small[:, 0].unflatten(0, (kinds, batch_size)).transpose(0, 1)  # [B, 2, S, S]
-        peak = small.amax(dim=(2, 3), keepdim=True)
-        fields["maps" if method.name == primary else f"maps_{method.name}"] = torch.where(
-            peak > 0, small / peak.clamp_min(1e-30), torch.zeros_like(small)
-        )
+        fields["maps" if method.name == primary else f"maps_{method.name}"] = small_maps(full, size)
+    if cells:
+        raw = torch.nan_to_num(maps["counterfactual"].float(), nan=0.0, posinf=0.0).transpose(0, 1)  # [B, 2, h, w]
+        peak = raw.amax(dim=(2, 3), keepdim=True)  # scaled to 1 for float16; stored maps are scaled to 1 anyway
+        fields[COUNTERFACTUAL_CELLS] = torch.where(peak > 0, raw / peak.clamp_min(1e-30), torch.zeros_like(raw))
     fields["masks"] = F.interpolate(masks[:, None].float(), size=(size, size), mode="area")[:, 0]
     if cfg.sweep.faithfulness:
         # Seeded by the batch's first sample, so a resumed run removes the same random pixels.
@@ -136,6 +143,15 @@ def audit_batch(
             model, images, primary_pred_map, pred, p_pred, cfg.sweep.faithfulness_top_percent, generator
         )
     return _to_host(fields)
+
+
+def small_maps(full: torch.Tensor, size: int) -> torch.Tensor:
+    """Upsampled maps [2, B, H, W] -> the stored maps [B, 2, S, S]: area-pooled, each scaled to a maximum of 1."""
+    kinds, batch_size = full.shape[:2]
+    small = F.interpolate(torch.nan_to_num(full, nan=0.0, posinf=0.0).flatten(0, 1)[:, None], size=(size, size), mode="area")
+    small = small[:, 0].unflatten(0, (kinds, batch_size)).transpose(0, 1)  # [B, 2, S, S]
+    peak = small.amax(dim=(2, 3), keepdim=True)
+    return torch.where(peak > 0, small / peak.clamp_min(1e-30), torch.zeros_like(small))
 
 
 def _to_host(fields: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -206,3 +206,43 @@ def test_decode_on_device_equals_the_cpu_decode_for_every_orientation(tmp_path):
     cfg_run.sweep.decode_on_device, cfg_run.sweep.batch_size = True, 4
     batches = list(make_loader(dataset, everything, cfg_run, torch.device("cpu")))
     assert torch.equal(torch.cat([b["image"] for b in batches]), expected["image"])
+
+
+def test_evidence_maps_from_the_sweeps_cells_equal_a_second_model_pass(tmp_path):
+    import shutil
+
+    from auditor.cams import preserved_model_state
+    from auditor.evidence import write_evidence_counterfactuals
+    from auditor.runs import COUNTERFACTUAL_FILE, load_run
+    from auditor.sweep import COUNTERFACTUAL_CELLS
+    from tests.conftest import tiny_cnn
+
+    data, masks = make_image_folder(tmp_path, per_class=5)
+    out = tmp_path / "run"
+    assert main(["audit", "--data.root", str(data), "--data.masks", str(masks), "--model.factory",
+                 "tests.conftest:tiny_cnn", "--out", str(out), "--sweep.batch_size", "4",
+                 "--findings.enabled", "false"]) == 0
+    run = load_run(out)
+    cells = np.load(out / f"{COUNTERFACTUAL_CELLS}.npy")
+    assert cells.shape == (10, 2, 32, 32) and cells.dtype == np.float16  # tiny_cnn's layer keeps the input's size
+    cfg = run.config
+    dataset = AuditDataset(build_samples(cfg.data, None)[0], cfg.data)
+    model = tiny_cnn()
+    findings = [{"samples": [run.records["id"][7], run.records["id"][2]]}, {"samples": [run.records["id"][9]]}]
+    twin = tmp_path / "twin"
+    shutil.copytree(out, twin)
+    (twin / f"{COUNTERFACTUAL_CELLS}.npy").unlink()  # as a run without cells: the model runs again
+
+    class NotRun(nn.Module):
+        def forward(self, x):
+            raise AssertionError("the model must not run when the run has counterfactual cells")
+
+    assert write_evidence_counterfactuals(out, cfg, NotRun(), model[3], dataset, findings) == 3
+    with preserved_model_state(model):
+        assert write_evidence_counterfactuals(twin, cfg, model, model[3], dataset, findings) == 3
+    with np.load(out / COUNTERFACTUAL_FILE) as a, np.load(twin / COUNTERFACTUAL_FILE) as b:
+        assert sorted(a["ids"]) == sorted(b["ids"])
+        ours = dict(zip(a["ids"], a["maps"].astype(np.float32)))
+        for image_id, maps in zip(b["ids"], b["maps"].astype(np.float32)):
+            np.testing.assert_allclose(ours[image_id], maps, atol=3e-3)
+        assert max(float(m.max()) for m in ours.values()) > 0
