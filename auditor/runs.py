@@ -6,6 +6,8 @@ Layout of RUN_DIR:
                        CAM method, each divided by its own maximum (raw maximum in records.{pred,true}_cam_max);
                        row i belongs to the record whose `row` == i
   maps_<method>.npy    the same for every further method in sweep.methods
+  maps_counterfactual_cells.npy  float16 [N, 2, h, w]: counterfactual Grad-CAM at the target layer's resolution,
+                       each scaled to 1, from the sweep's gradients; auditor.evidence draws counterfactual.npz from it
   masks.npy            float16 [N, S, S]: share of each cell covered by the object mask (zeros where no mask)
   probs.npy            float16 [N, C]: the full softmax probability vector of every image (row = records.row)
   skipped.csv          id, path, reason: inputs that could not be audited
