@@ -21,11 +21,21 @@ def _where_defined(values: torch.Tensor, defined: torch.Tensor) -> torch.Tensor:
     return torch.where(defined, values, torch.full_like(values, float("nan")))
 
 
+def _none_masked(maps: torch.Tensor, has_mask: torch.Tensor) -> torch.Tensor | None:
+    """All NaN when no image of a CPU batch has a mask (a data set without masks): full-resolution passes over
+    every map would only be discarded. Not on an accelerator, where asking would wait for the device."""
+    if has_mask.device.type == "cpu" and not bool(has_mask.any()):
+        return torch.full(maps.shape[:1], float("nan"), dtype=torch.float32, device=maps.device)
+    return None
+
+
 def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor, has_mask: torch.Tensor) -> torch.Tensor:
     """Share of the map's positive mass inside the mask (energy-based pointing game, relevance mass accuracy).
 
     A map spread evenly scores the mask's area share, the baseline to judge it against.
     """
+    if (undefined := _none_masked(maps, has_mask)) is not None:
+        return undefined
     positive = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0).double()
     total = positive.sum(dim=(1, 2))
     inside = (positive * masks).sum(dim=(1, 2))
@@ -35,6 +45,8 @@ def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor, has_mask: torch.Tens
 
 def pointing_hit(maps: torch.Tensor, masks: torch.Tensor, has_mask: torch.Tensor, tolerance_px: int = 0) -> torch.Tensor:
     """1.0 when the map's maximum lies in the mask grown by `tolerance_px` pixels, else 0.0 (pointing game)."""
+    if (undefined := _none_masked(maps, has_mask)) is not None:
+        return undefined
     batch, height, width = maps.shape
     safe = torch.nan_to_num(maps, nan=-1.0, posinf=-1.0, neginf=-1.0)
     peak = safe.reshape(batch, -1).argmax(dim=1)
@@ -48,6 +60,8 @@ def pointing_hit(maps: torch.Tensor, masks: torch.Tensor, has_mask: torch.Tensor
 
 def iou(maps: torch.Tensor, masks: torch.Tensor, has_mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Intersection over union of {map >= threshold * max} and the mask (weakly supervised localisation)."""
+    if (undefined := _none_masked(maps, has_mask)) is not None:
+        return undefined
     safe = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
     peak = safe.amax(dim=(1, 2), keepdim=True)
     region = safe >= threshold * peak
