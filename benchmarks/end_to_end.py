@@ -81,8 +81,9 @@ def warm_cache(root: Path) -> None:
             path.read_bytes()
 
 
-def plain_inference(model, root: Path, args, device: torch.device) -> float:
-    """Seconds for the usual torchvision loop over the folder: decode, transform, forward."""
+def plain_inference(model, root: Path, args, device: torch.device, channels_last: bool = False) -> float:
+    """Seconds for the usual torchvision loop over the folder: decode, transform, forward (on CUDA with bf16
+    autocast). `channels_last` is the same loop with model and images in that memory format, as the sweep runs."""
     started = time.perf_counter()
     transform = transforms.Compose([
         transforms.Resize(args.resize), transforms.CenterCrop(args.crop), transforms.ToTensor(),
@@ -91,10 +92,11 @@ def plain_inference(model, root: Path, args, device: torch.device) -> float:
     dataset = torchvision.datasets.ImageFolder(str(root), transform=transform)
     loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
+    model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for images, _ in loader:
             images = images.to(device, non_blocking=True)
-            if device.type == "cuda":
+            if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             model(images)
     if device.type == "cuda":
@@ -144,13 +146,12 @@ def main(argv: list[str] | None = None) -> dict:
         checkpoint = work / f"{args.arch}.pt"
         torch.save(model.state_dict(), checkpoint)
         model = model.eval().to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
         warm_cache(work / "folder")
 
-        plain_s, command_s, manifest = float("inf"), float("inf"), None
+        plain_s, plain_cl_s, command_s, manifest = float("inf"), float("inf"), float("inf"), None
         for round_ in range(args.repeat):
             plain_s = min(plain_s, plain_inference(model, root, args, device))
+            plain_cl_s = min(plain_cl_s, plain_inference(model, root, args, device, channels_last=True))
             out = work / f"run{round_}"
             started = time.perf_counter()
             result = subprocess.run(audit_command(root, masks, checkpoint, out, args, device), cwd=REPO,
@@ -170,13 +171,15 @@ def main(argv: list[str] | None = None) -> dict:
     plain_rate, sweep_rate, command_rate = n / plain_s, n / timings["sweep_s"], n / command_s
     cpu = torch.cuda.get_device_name(device) if device.type == "cuda" else manifest.get("device_name")
     print(f"\nmachine: {cpu} ({device.type}), {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads; load average at the end {os.getloadavg()[0]:.1f}")
     print(f"data: {n} coco128-seg photos as an ImageFolder of {len(classes)} classes{' with masks' if masks else ''};"
           f" model {args.arch} (random weights); resize {args.resize}, crop {args.crop}, batch {args.batch}, "
           f"{args.workers} workers; best of {args.repeat}; {len(findings)} findings\n")
     print("| | images/s | x plain inference |")
     print("|---|---:|---:|")
     print(f"| plain inference (decode, transform, forward) | {plain_rate:.1f} | 1.00 |")
+    print(f"| plain inference, channels_last (as the sweep runs the model) | {n / plain_cl_s:.1f} | "
+          f"{n / plain_cl_s / plain_rate:.2f} |")
     print(f"| `auditor` sweep alone (`manifest.json` timings) | {sweep_rate:.1f} | {sweep_rate / plain_rate:.2f} |")
     print(f"| `auditor audit`, whole command | {command_rate:.1f} | **{command_rate / plain_rate:.2f}** |")
     print("\n| stage | seconds | share of the command |")
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nafter the sweep: {after:.2f} s, {after / timings['sweep_s']:.0%} of the sweep; plain inference "
           f"{plain_s:.2f} s")
     print(f"whole command / plain inference: {command_rate / plain_rate:.2f}x")
-    return {"plain_s": plain_s, "command_s": command_s, "timings": timings}
+    return {"plain_s": plain_s, "plain_channels_last_s": plain_cl_s, "command_s": command_s, "timings": timings}
 
 
 if __name__ == "__main__":
