@@ -174,8 +174,9 @@ class FindingsConfig:
     place_follow_ratio: float = 0.75  # with masks: peaks scattering less around the object than in the image
     # (at most this ratio) follow the object, so their place is the object's, not a fixed one
     # place evidence (auditor.causal.place_check): is a flagged place the object? Needed without masks
-    place_max_pixel_std_ratio: float = 0.5  # region pixels varying at most this much (std across the finding's
-    # images over std across other classes' images) are the same thing every time: not an object
+    place_max_pixel_std_ratio: float = 0.2  # region pixels varying at most this much (std across the finding's
+    # images over std across other classes' images, where the two differ) are the same thing every time: not an
+    # object (a planted watermark or patch measures about 0.04, objects 0.4 and above)
     transplant_min_gap: float = 0.3  # pasting the region onto other classes' images turns this many more of
     # them into the class than pasting a random same-size region does: the model uses what is there
     place_check_images: int = 64  # other classes' images the pixels are compared with and the region pasted onto
@@ -201,12 +202,16 @@ class FindingsConfig:
     context_high_rate: float = 0.1  # share of the true class lost this way that makes a context confusion high
     # suspected_label_error (confident learning, by cleanlab on probs.npy)
     label_error_filter: str = "prune_by_noise_rate"  # cleanlab.filter.find_label_issues(filter_by=...)
-    label_error_quality: str = "self_confidence"  # cleanlab.rank.get_label_quality_scores(method=...): the order
+    label_error_quality: str = "normalized_margin"  # cleanlab.rank.get_label_quality_scores(method=...): a model
+    # trained on the same noise learns part of it, so the labelled class keeps some probability on a mislabelled
+    # image; how far the predicted class is ahead ranks such images better than the label's probability alone
     label_error_min_count: int = 3  # fewest suspects a pair needs to be reported
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
     label_error_min_label_gap: float = 0.0  # ... and more than the labelled class's map does, by more than this
     # (object score): an object that draws both classes' maps is ambiguous, not mislabelled
     label_error_object_weight: float = 0.5  # rank bonus per unit object score: on-object suspects rank first
+    label_error_max_label_evidence: float = 1.0  # a suspect whose labelled class's map peaks at least this
+    # share of its predicted class's map (raw maxima) shows both classes: ambiguous, not mislabelled (no masks needed)
     label_error_pair_pseudo_count: float = 10.0  # a pair's one-way share (n_tp - n_pt) / (n_tp + n_pt + this):
     # how many suspects a pair needs before its direction says "mislabelled" rather than "look alike"
     label_error_max_samples: int = 100  # suspects listed per finding (each is an image to relabel; all of

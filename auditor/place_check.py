@@ -16,7 +16,7 @@ from auditor.causal import region_mask
 from auditor.config import FindingsConfig
 from auditor.data import AuditDataset
 from auditor.findings import Finding
-from auditor.findings.place_evidence import needs_place_check, with_place_evidence
+from auditor.findings.place_evidence import needs_place_check, with_place_evidence, worth_reporting
 from auditor.timing import stage
 
 
@@ -28,9 +28,23 @@ def _images(dataset: AuditDataset, indices) -> torch.Tensor | None:
     return torch.stack(images)
 
 
-def pixel_std(images: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean over the mask's pixels (and channels) of the pixels' standard deviation across the images."""
-    return float(images[:, :, mask].std(dim=0).mean())
+def pixel_std(images: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> float:
+    """Mean over the mask's pixels (and channels) of the pixels' standard deviation across the images, each pixel
+    weighted by `weight` ([C, n] for the n pixels of the mask) when given."""
+    std = images[:, :, mask].std(dim=0)
+    if weight is None:
+        return float(std.mean())
+    return float((weight * std).sum() / weight.sum().clamp_min(1e-12))
+
+
+def pixel_std_ratio(donors: torch.Tensor, references: torch.Tensor, mask: torch.Tensor) -> tuple[float, float, float]:
+    """How much the donors' pixels vary in the region relative to the references', at the pixels that tell them
+    apart: each pixel weighted by |donors' mean - references' mean| there, so the background around a small
+    watermark (the same for every class) does not water its constancy down. Returns (donors' std, references'
+    std, ratio); the ratio is NaN where the references do not vary either."""
+    weight = (donors[:, :, mask].mean(dim=0) - references[:, :, mask].mean(dim=0)).abs()
+    d, r = pixel_std(donors, mask, weight), pixel_std(references, mask, weight)
+    return d, r, d / r if r > 1e-6 else math.nan
 
 
 def random_box_like(mask: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -53,12 +67,8 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
     at the same place, against a random same-size region pasted at its own place."""
     height, width = donors.shape[-2:]
     mask = region_mask(region, height, width)
-    reference_std = pixel_std(references, mask)
-    figures = {
-        "region_pixel_std": pixel_std(donors, mask),
-        "reference_pixel_std": reference_std,
-        "pixel_std_ratio": pixel_std(donors, mask) / reference_std if reference_std > 1e-6 else math.nan,
-    }
+    region_std, reference_std, ratio = pixel_std_ratio(donors, references, mask)
+    figures = {"region_pixel_std": region_std, "reference_pixel_std": reference_std, "pixel_std_ratio": ratio}
     was_training = model.training
     model.eval()
     try:
@@ -103,6 +113,8 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
             if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
                 out.append(f)
                 continue
-            out.append(with_place_evidence(f, place_figures(model, donors, references, f.region, target, device,
-                                                            cfg.seed), cfg))
+            judged = with_place_evidence(f, place_figures(model, donors, references, f.region, target, device,
+                                                          cfg.seed), cfg)
+            if worth_reporting(judged, cfg):
+                out.append(judged)
     return out

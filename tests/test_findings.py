@@ -63,8 +63,9 @@ class HandMadeRun:
     def __init__(self, classes=CLASSES):
         self.classes, self.rows, self.maps, self.masks = list(classes), [], [], []
 
-    def add(self, label, obj, attention, pred=None, p_true=0.9, p_pred=None, has_mask=True):
-        """obj: the object mask; attention: the predicted-class map (or "object" / "background")."""
+    def add(self, label, obj, attention, pred=None, p_true=0.9, p_pred=None, has_mask=True, label_evidence=0.5):
+        """obj: the object mask; attention: the predicted-class map (or "object" / "background");
+        label_evidence: the labelled class's raw map maximum over the predicted class's, for a wrong prediction."""
         pred = label if pred is None else pred
         if isinstance(attention, str):
             attention = obj + 0.05 if attention == "object" else 1.0 - obj + 0.05
@@ -85,7 +86,7 @@ class HandMadeRun:
             "pred_energy_in_mask": energy, "pred_pointing_hit": bool(mask[y, x] > 0) if has_mask else math.nan,
             "pred_iou": math.nan, "pred_cam_max": 1.0,
             "true_energy_in_mask": energy if correct else math.nan,
-            "true_pointing_hit": math.nan, "true_iou": math.nan, "true_cam_max": 1.0,
+            "true_pointing_hit": math.nan, "true_iou": math.nan, "true_cam_max": 1.0 if correct else label_evidence,
         })  # fmt: skip
         self.maps.append(np.stack([attention, attention if correct else obj]))
         self.masks.append(mask)

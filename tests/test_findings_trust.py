@@ -222,3 +222,22 @@ def test_with_place_evidence_keeps_the_figures_in_metrics():
     assert judged.severity == "medium"  # same pixels, but pasting them changes little: not high
     assert {"pixel_std_ratio", "region_pixel_std", "transplant_rate"} <= set(judged.metrics)
     assert dataclasses.replace(judged, metrics={}).region == f.region
+
+
+def test_a_suspect_whose_label_map_is_as_strong_as_its_prediction_is_ambiguous_without_masks():
+    run, rng = clean_run()
+    shown = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=0.95,
+                     has_mask=False, label_evidence=0.4) for _ in range(4)]  # fmt: skip
+    both = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=0.95,
+                    has_mask=False, label_evidence=1.2) for _ in range(4)]  # fmt: skip
+    (f,) = of_kind(find_all(*run.arrays(), CFG)[0], "suspected_label_error")
+    assert f.samples == shown and not set(both) & set(f.samples)
+
+
+def test_one_way_share_by_hand():
+    from auditor.findings.suspected_label_error import one_way_share
+
+    suspects = pd.DataFrame({"label_idx": [0] * 6 + [1] * 2 + [2], "pred_idx": [1] * 6 + [0] * 2 + [0]})
+    share = one_way_share(suspects, pseudo_count=10)
+    # 0 -> 1: (6 - 2) / (6 + 2 + 10) = 2/9; 1 -> 0: below its reverse, 0; 2 -> 0 alone: (1 - 0) / 11
+    assert share.tolist() == pytest.approx([2 / 9] * 6 + [0.0] * 2 + [1 / 11])

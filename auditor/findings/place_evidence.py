@@ -5,8 +5,9 @@ a fixed place. Two measurements tell them apart (made by `auditor.causal.place_c
 the images; this module only judges them):
 
   pixel_std_ratio      the region's pixels vary across the finding's images this much, relative to the same
-                       region across other classes' images: near 0 for a watermark, a border or a tint that is
-                       the same every time, near 1 or above for objects, which differ from image to image
+                       region across other classes' images, at the pixels where the two differ on average
+                       (`auditor.place_check.pixel_std_ratio`): near 0 for a watermark, a border or a tint that
+                       is the same every time, near 1 for objects, which differ from image to image
   transplant_rate      share of other classes' images predicted as the class once the region is pasted onto
                        them at the same place, against transplant_control_rate for pasting a random same-size
                        region of the same images (at its own place)
@@ -49,6 +50,12 @@ def transplanted(f: Finding, cfg: FindingsConfig) -> bool:
 def off_the_object(f: Finding, cfg: FindingsConfig) -> bool:
     """Whether the place is known not to be the object: by masks, or by its pixels."""
     return masks_checked(f) or same_pixels(f, cfg)
+
+
+def worth_reporting(f: Finding, cfg: FindingsConfig) -> bool:
+    """A SpRAy cluster whose place, by its pixels, is where its objects lie is no other strategy: left out."""
+    return not (f.kind == "strategy_cluster" and not masks_checked(f) and "pixel_std_ratio" in f.metrics
+                and not same_pixels(f, cfg))
 
 
 def with_place_evidence(f: Finding, figures: dict, cfg: FindingsConfig) -> Finding:

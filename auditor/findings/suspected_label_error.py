@@ -88,22 +88,27 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     """Every suspected label error of the run, most likely first (one global order), with `in_top` marking the
     first of them up to cleanlab's estimate of the number of wrong labels.
 
-    A suspect is flagged by confident learning and predicted as another class. Where a mask exists, the maps of
-    both classes must agree: the predicted-class map sits on the object (else it is context, where the model's
-    maps of the predicted class normally sit on its objects), and more so than the labelled class's map (by more
-    than label_error_min_label_gap in object score): a mislabelled object is evidence for what it is, not for
-    its label, while an object that looks like both classes is ambiguous, not mislabelled.
+    A suspect is flagged by confident learning and predicted as another class, and its maps must agree that the
+    image shows the predicted class rather than its label (a mislabelled object is evidence for what it is, not
+    for its label; an image that draws both classes is ambiguous, not mislabelled):
+    - always: the labelled class's map finds less evidence than the predicted class's (raw map maxima,
+      true_cam_max below pred_cam_max by the factor label_error_max_label_evidence);
+    - with a mask: the predicted-class map sits on the object (else it is context, where the model's maps of the
+      predicted class normally sit on its objects), and more so than the labelled class's map (by more than
+      label_error_min_label_gap in object score).
 
-    suspicion = (1 - label quality + label_error_object_weight x object score) x (floor + one-way share of its
-    pair, `one_way_share`): how sure the model is that the label is wrong (and, with a mask, how much the
-    object itself draws the predicted class), times how much the pair looks like mislabelling rather than two
-    similar classes. The floor keeps suspects of two-way pairs in order, below the one-way ones.
+    A model trained on the same labels learns part of their noise, so on its own an image's probabilities say
+    little about which way a confusion goes. Its pair says more: two classes that look alike are confused both
+    ways, labels put in the wrong class flow one way. So suspects are ranked by the one-way share of their pair
+    (`one_way_share`), then, within it, by how sure the model is (1 - cleanlab's label quality, plus
+    label_error_object_weight x the object score where a mask exists): suspicion = one-way share + 0.01 x that.
     """
     reference = context.class_score if context is not None else class_object_score(object_scores(records, cfg), cfg)
-    flagged, suspicion, estimate = confident_learning(records, probs, cfg)
+    flagged, certainty, estimate = confident_learning(records, probs, cfg)
     self_confidence = records.groupby("label_idx")["p_true"].mean()
     threshold = records["pred_idx"].map(self_confidence)
     wrong = records[flagged & ~records["correct"].astype(bool) & records["p_pred"].notna()]
+    label_evidence = (wrong["true_cam_max"] / wrong["pred_cam_max"]).fillna(0.0)  # NaN: no evidence for the label
     checked = informative(wrong, "pred_energy_in_mask", cfg)
     score = object_score(wrong["pred_energy_in_mask"], wrong["mask_area"]).where(checked)
     label_score = object_score(wrong["true_energy_in_mask"], wrong["mask_area"]).where(checked)
@@ -111,16 +116,18 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
         wrong["pred_idx"].map(reference) >= cfg.on_object_score
     )
     ambiguous = score - label_score <= cfg.label_error_min_label_gap  # False where either is unmeasured (NaN)
+    both = label_evidence >= cfg.label_error_max_label_evidence
     suspects = wrong.assign(
         threshold=threshold[wrong.index], object_score=score, label_object_score=label_score,
-    )[~context_driven & ~ambiguous]
+    )[~context_driven & ~ambiguous & ~both]
     one_way = one_way_share(suspects, cfg.label_error_pair_pseudo_count)
-    certainty = suspicion[suspects.index] + cfg.label_error_object_weight * suspects["object_score"].clip(0, 1).fillna(0)
-    suspects = suspects.assign(one_way_share=one_way, suspicion=certainty * (ONE_WAY_FLOOR + one_way)).sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
+    sure = certainty[suspects.index] + cfg.label_error_object_weight * suspects["object_score"].clip(0, 1).fillna(0)
+    suspects = suspects.assign(one_way_share=one_way, suspicion=one_way + WITHIN_PAIR * sure)
+    suspects = suspects.sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
     return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
 
 
-ONE_WAY_FLOOR = 0.01
+WITHIN_PAIR = 0.01  # the certainty term orders images within a pair; one-way shares differ by more between pairs
 
 
 def suspects_of(context: Context) -> pd.DataFrame:
