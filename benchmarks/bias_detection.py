@@ -11,7 +11,7 @@ as the object mask. Four biases are planted at once, each on its own class, the 
 A small CNN is trained once on the CPU, its use of each cue is checked, and the held-out split is audited twice
 through the real pipeline, with masks and without (see benchmarks/planted.py for the scoring).
 
-    python benchmarks/bias_detection.py --seed 0                  # both audits, about 4-5 minutes on 2 CPU cores
+    python benchmarks/bias_detection.py --seed 0                  # both audits: ~7 CPU-minutes (train ~5)
     python benchmarks/bias_detection.py --seed 1 --masks no --json reports/fashion-seed-1.json
 """
 

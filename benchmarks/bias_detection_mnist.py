@@ -12,7 +12,7 @@ by one pixel as the object mask. Four biases are planted at once, each on its ow
 A small CNN is trained once on the CPU, its use of each cue is checked, and the held-out split is audited twice
 through the real pipeline, with masks and without (see benchmarks/planted.py for the scoring).
 
-    python benchmarks/bias_detection_mnist.py --seed 0              # both audits, about 3-4 minutes on 2 CPU cores
+    python benchmarks/bias_detection_mnist.py --seed 0              # both audits: ~3.5 CPU-minutes
     python benchmarks/bias_detection_mnist.py --seed 1 --masks yes --json reports/mnist-seed-1.json
 """
 

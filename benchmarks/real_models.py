@@ -4,7 +4,7 @@
 (../shared/data/mnist-t10k), each digit's stroke grown by one pixel as its mask. Nothing is planted, so every
 high-severity finding is a false alarm; the target is 0, with masks and without.
 
-    python benchmarks/real_models.py                 # 10,000 digits, with and without masks, about a minute
+    python benchmarks/real_models.py                 # 10,000 digits, both audits, ~1 minute
     python benchmarks/real_models.py --count 2000 --masks no
 """
 
