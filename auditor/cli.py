@@ -12,11 +12,11 @@ import traceback
 from pathlib import Path
 
 from auditor.errors import AuditorError
+from auditor.findings.record import SEVERITIES
 
 log = logging.getLogger("auditor")
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FINDINGS = 0, 2, 3
-SEVERITIES = ("high", "medium", "low")
 
 
 class _JsonFormatter(logging.Formatter):

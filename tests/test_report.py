@@ -325,3 +325,20 @@ def test_class_average_map_shows_the_shortcut_corner(rendered):
 def test_report_config_rejects_unusable_values(key, value):
     with pytest.raises(ConfigError, match=f"report.{key}"):
         config_from_dict({"report": {key: value}})
+
+
+def test_a_broken_model_is_said_at_the_top_of_the_report(tmp_path):
+    run_dir = write_synthetic_run(tmp_path / "run", n_images=24)
+    doc = json.loads((run_dir / "findings.json").read_text())
+    health = {"id": "F000", "kind": "model_health", "severity": "high", "classes": [CLASSES[0]], "pair": None,
+              "region": None, "samples": [], "metrics": {"skill": 0.0},
+              "message": "The model looks broken: its balanced accuracy is 10.0%, at chance."}  # fmt: skip
+    findings = [health, *doc["findings"]]
+    doc["findings"] = [{**f, "id": f"F{i:03d}", "severity": "high" if i == 1 else "low"} for i, f in
+                       enumerate(findings, start=1)]  # fmt: skip
+    (run_dir / "findings.json").write_text(json.dumps(doc))
+    html = render_report(run_dir).read_text()
+    banner = html.index('id="model-health"')
+    assert banner < html.index('id="verdict"') and "Model broken." in html and "at chance" in html[banner:]
+    (run_dir / "findings.json").write_text(json.dumps({**doc, "findings": doc["findings"][1:]}))
+    assert 'id="model-health"' not in render_report(run_dir).read_text()  # a working model: no banner

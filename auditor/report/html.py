@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from auditor import __version__
 from auditor.config import Config, DataConfig, ReportConfig, config_from_dict
+from auditor.findings import KINDS, model_health_state
 from auditor.report import figures, images, tables
 from auditor.runs import Run, _json_default, clean_floats, load_run, write_atomic
 
@@ -341,6 +342,8 @@ def _header(run: Run, config: dict, findings: list[dict]) -> dict:
         "accuracy": run.summary.get("accuracy"),
         "n_classes": len(run.classes),
         "n_findings": len(findings),
+        "model_health": run.summary.get("model_health") or model_health_state(findings),
+        "health_message": next((str(f.get("message")) for f in findings if f.get("kind") == "model_health"), ""),
     }
 
 
@@ -445,30 +448,6 @@ def fmt_metric(value) -> str:
     return fmt_number(value)
 
 
-NEXT_STEPS = {
-    "background_reliance": (
-        "Look through the listed images of {classes} for a background or context they share (a setting, a colour, "
-        "a co-occurring object). Add images of {classes} in other settings and of other classes in this one, or "
-        "crop tighter to the object, then retrain."
-    ),
-    "spatial_shortcut": (
-        "Open the listed images of {classes} at the boxed region: if they share an artefact there (a watermark, "
-        "ruler, logo, border or text), crop or mask it out of the training images, or add it to images of other "
-        "classes, then retrain."
-    ),
-    "strategy_cluster": (
-        "Compare the listed images of {classes} (the odd group) with the rest of the class: if they share a "
-        "source or an artefact, clean or rebalance that subset."
-    ),
-    "context_confusion": (
-        "Review the images labelled {true} and predicted {pred}: add examples of {true} in the contexts where "
-        "{pred} usually appears, and re-crop images where the object is small or cut off."
-    ),
-    "suspected_label_error": (
-        "Check the labels of the listed images labelled {true} and predicted {pred}: relabel those that really "
-        "show {pred}; drop the ambiguous ones."
-    ),
-}
 GENERIC_STEP = (
     "Review the listed images of {classes}: check that the object is visible and centred; re-crop, relabel or "
     "collect more varied examples where the model attends to something else."
@@ -478,7 +457,8 @@ GENERIC_STEP = (
 def next_steps(finding: dict, classes: list[str], pair: tuple[str, str] | None) -> list[str]:
     """Concrete actions for a finding: advice for its kind, then a diff to confirm the fix."""
     true, pred = pair or (classes[0] if classes else "this class", classes[-1] if classes else "another class")
-    template = NEXT_STEPS.get(str(finding.get("kind")), GENERIC_STEP)
+    kind = KINDS.get(str(finding.get("kind")))  # each rule's module declares its advice with its kind
+    template = kind.advice if kind is not None else GENERIC_STEP
     return [
         template.format(classes=", ".join(classes) or "the named classes", true=true, pred=pred),
         "Audit the retrained model and compare the two runs with auditor diff to confirm this is resolved.",

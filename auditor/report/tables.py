@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from auditor.findings.record import SEVERITIES
 from auditor.metrics import ClassColumn, class_columns
 
-SEVERITIES = ("high", "medium", "low")
 CAUSAL_COLUMNS = (
     ClassColumn("background_only_accuracy", "Background-only accuracy", -1, percent=True),
     ClassColumn("shortcut_removed_accuracy", "Shortcut-removed accuracy", 1, percent=True),
