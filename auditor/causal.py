@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +63,13 @@ def causal_indices(samples, wanted: set[int], cap: int, seed: int = 0) -> list[i
 
 @stage("causal_check_s")
 def causal_check(
-    model: torch.nn.Module, batches: Iterable[dict], classes: list[str], regions: dict[int, list[float]], device
+    model: torch.nn.Module, batches: Iterable[dict], classes: list[str], regions: dict[int, list[float]], device,
+    predictions: Mapping[int, int] | None = None,
 ) -> pd.DataFrame:
     """Accuracy per class on the images as they are, with the object erased, and with the class's region erased.
+
+    `predictions` (dataset index -> predicted class, the sweep's records: `sweep_predictions`) spare the forward
+    of the images as they are, which the sweep already ran: the check then runs the model on erased images only.
 
     One row per class seen: class, n, accuracy, n_masked, background_only_accuracy (NaN without masked images),
     background_only_baseline (how often *other* classes' object-erased images are called this class: a model
@@ -86,7 +90,10 @@ def causal_check(
                 labels = batch["label"].long()
                 if len(labels) == 0:
                     continue
-                predicted = model(images).argmax(dim=1).cpu()
+                if predictions is None:
+                    predicted = model(images).argmax(dim=1).cpu()
+                else:
+                    predicted = torch.tensor([predictions[int(i)] for i in batch["index"]], dtype=torch.long)
                 n += torch.bincount(labels, minlength=k)
                 correct += torch.bincount(labels[predicted == labels], minlength=k)
 
@@ -128,6 +135,12 @@ def causal_check(
             "region": json.dumps(list(regions[c])) if c in regions else "",
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def sweep_predictions(records: pd.DataFrame, samples) -> dict[int, int]:
+    """Dataset index -> the sweep's predicted class index, from the records (by sample id)."""
+    position = {sample.id: i for i, sample in enumerate(samples)}
+    return {position[str(i)]: int(p) for i, p in zip(records["id"], records["pred_idx"]) if str(i) in position}
 
 
 def regions_from_findings(findings, classes: list[str]) -> dict[int, list[float]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from auditor.causal import causal_check, causal_indices, regions_from_findings, write_causal
+from auditor.causal import causal_check, causal_indices, regions_from_findings, sweep_predictions, write_causal
 from auditor.config import Config
 from auditor.data import AuditDataset
 from auditor.evidence import write_evidence_counterfactuals
@@ -45,7 +45,8 @@ def judge(
         if indices:
             log.info("causal check on %d images of %d classes", len(indices), len(wanted))
             loader = make_loader(dataset, indices, cfg, device)
-            causal = causal_check(model, loader, classes, regions_from_findings(findings, classes), device)
+            causal = causal_check(model, loader, classes, regions_from_findings(findings, classes), device,
+                                  predictions=sweep_predictions(run.records, dataset.samples))
             write_causal(run_dir, causal)
             findings = apply_causal(findings, causal, cfg.findings)
     doc = write_document(run_dir, findings, notes, context)

@@ -246,3 +246,19 @@ def test_evidence_maps_from_the_sweeps_cells_equal_a_second_model_pass(tmp_path)
         for image_id, maps in zip(b["ids"], b["maps"].astype(np.float32)):
             np.testing.assert_allclose(ours[image_id], maps, atol=3e-3)
         assert max(float(m.max()) for m in ours.values()) > 0
+
+
+def test_causal_check_takes_the_sweeps_predictions_and_runs_the_model_on_erased_images_only():
+    from auditor.causal import causal_check, sweep_predictions
+    from tests.test_causal import CLASSES, CORNER, CornerModel, batch
+
+    batches = [batch([0, 1, 1], [True, True, True]), {**batch([0, 1], [True, False]), "index": torch.tensor([3, 4])}]
+    fresh_model, model = CornerModel(), CornerModel()
+    fresh = causal_check(fresh_model, batches, CLASSES, {1: CORNER}, "cpu")
+    own = {0: 0, 1: 1, 2: 1, 3: 0, 4: 1}  # what the model predicts for the images as they are
+    pd.testing.assert_frame_equal(causal_check(model, batches, CLASSES, {1: CORNER}, "cpu", predictions=own), fresh)
+    assert (len(fresh_model.seen), len(model.seen)) == (6, 4)  # per batch: as is, object erased, region erased
+    other = causal_check(CornerModel(), batches, CLASSES, {1: CORNER}, "cpu", predictions={**own, 4: 0})
+    assert other.set_index("class").loc["marked", "accuracy"] == pytest.approx(2 / 3)  # the sweep's answer counts
+    records = pd.DataFrame({"id": ["b", "a", "gone"], "pred_idx": [2, 0, 1]})
+    assert sweep_predictions(records, [Sample("a", "", 0), Sample("b", "", 1)]) == {0: 0, 1: 2}
