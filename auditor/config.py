@@ -177,8 +177,10 @@ class FindingsConfig:
     place_max_pixel_std_ratio: float = 0.2  # region pixels varying at most this much (std across the finding's
     # images over std across other classes' images, where the two differ) are the same thing every time: not an
     # object (a planted watermark or patch measures about 0.04, objects 0.4 and above)
-    transplant_min_gap: float = 0.3  # pasting the region onto other classes' images turns this many more of
-    # them into the class than pasting a random same-size region does: the model uses what is there
+    transplant_min_effect: float = 0.1  # pasting the region onto other classes' images must turn at least this
+    # many more of them into the class than pasting a random same-size region does, before a finding without
+    # masks rises above low (planted cues: 0.2-0.6; the real LeNet's clean digits: 0.03 at most)
+    transplant_min_gap: float = 0.3  # ... and this many for high: the model uses what is there
     place_check_images: int = 64  # other classes' images the pixels are compared with and the region pasted onto
     # strategy_cluster (SpRAy)
     spray_min_support: int = 20  # fewest correctly classified images of a class before clustering it

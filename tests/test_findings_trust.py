@@ -241,3 +241,11 @@ def test_one_way_share_by_hand():
     share = one_way_share(suspects, pseudo_count=10)
     # 0 -> 1: (6 - 2) / (6 + 2 + 10) = 2/9; 1 -> 0: below its reverse, 0; 2 -> 0 alone: (1 - 0) / 11
     assert share.tolist() == pytest.approx([2 / 9] * 6 + [0.0] * 2 + [1 / 11])
+
+
+def test_same_pixels_that_change_nothing_when_pasted_stay_low():
+    run, _ = corner_run(has_mask=False)
+    (f,) = of_kind(find_all(*run.arrays(), CFG)[0], "spatial_shortcut")
+    inert = with_place_evidence(f, {"pixel_std_ratio": 0.15, "transplant_rate": 0.0, "transplant_control_rate": 0.06},
+                                CFG)  # fmt: skip  # e.g. the empty corner beside a real digit: absence, not an artefact
+    assert inert.severity == "low" and "does not use" in inert.message

@@ -12,8 +12,9 @@ the images; this module only judges them):
                        them at the same place, against transplant_control_rate for pasting a random same-size
                        region of the same images (at its own place)
 
-A place finding without mask evidence is raised above low only when the pixels say it is not the object, and to
-high only when pasting it also turns other images into the class.
+A place finding without mask evidence is raised above low only when the pixels say it is not the object and
+pasting it turns some other images into the class (transplant_min_effect; on pixels alone where nothing could
+be pasted), and to high only when pasting it turns many (transplant_min_gap).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def same_pixels(f: Finding, cfg: FindingsConfig) -> bool:
     return ratio <= cfg.place_max_pixel_std_ratio
 
 
-def transplanted(f: Finding, cfg: FindingsConfig) -> bool:
-    rate, control = f.metrics.get("transplant_rate", math.nan), f.metrics.get("transplant_control_rate", math.nan)
-    return rate - control >= cfg.transplant_min_gap
+def transplant_effect(f: Finding) -> float:
+    """Share of other classes' images the region turns into the class, beyond a random region (NaN unmeasured)."""
+    return f.metrics.get("transplant_rate", math.nan) - f.metrics.get("transplant_control_rate", math.nan)
 
 
 def off_the_object(f: Finding, cfg: FindingsConfig) -> bool:
@@ -76,7 +77,13 @@ def with_place_evidence(f: Finding, figures: dict, cfg: FindingsConfig) -> Findi
             f, severity="low",
             message=f"{f.message.rstrip('.')}; {said[0]}, as an object's do, so the place is likely the object.",
         )
-    high = transplanted(f, cfg) and (f.kind != "spatial_shortcut" or strong(f, cfg))
+    effect = transplant_effect(f)
+    if effect < cfg.transplant_min_effect:  # measured, and pasting the place does not make the class
+        return dataclasses.replace(
+            f, severity="low",
+            message=f"{f.message.rstrip('.')}; {' but '.join(said)}: the model does not use what is there by itself.",
+        )
+    high = effect >= cfg.transplant_min_gap and (f.kind != "spatial_shortcut" or strong(f, cfg))
     return dataclasses.replace(
         f, severity="high" if high else "medium",
         message=f"{f.message.rstrip('.')}; but {' and '.join(said)}: the place holds the same thing every time.",
