@@ -7,18 +7,19 @@
 #    with the JPEGs decoded by the CPU workers and then on the GPU (sweep.decode_on_device), so the table says
 #    whether that setting pays on this machine.
 # Environment: PYTHON (default: the repo's .venv, else python), WORKERS (DataLoader workers, default: CPUs, at
-# most 16), IMAGES (throughput images, default 2048), E2E_IMAGES (end-to-end photos, default 2048).
-set -euo pipefail
+# most 16), IMAGES (throughput images, default 1024), E2E_IMAGES (end-to-end photos, default 2048).
+# A failing benchmark is noted in the file and the others still run. About 10 minutes on one recent GPU.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/gpu-results.md}
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 CPUS=$(nproc)
 WORKERS=${WORKERS:-$(( CPUS < 16 ? CPUS : 16 ))}
-IMAGES=${IMAGES:-2048}
+IMAGES=${IMAGES:-1024}
 E2E_IMAGES=${E2E_IMAGES:-2048}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu.sh: no CUDA device visible to torch')"
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu.sh: no CUDA device visible to torch')" || exit 1
 {
   echo "# GPU benchmarks ($(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
   echo
@@ -31,7 +32,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
         echo
         echo "## throughput: $arch, 224 px, batch 128, bf16 autocast $amp, channels_last $cl"
         "$PY" benchmarks/throughput.py --device cuda --arch "$arch" --size 224 --batch 128 --images "$IMAGES" \
-          --workers "$WORKERS" --methods gradcam --amp "$amp" --channels-last "$cl" --repeat 3
+          --workers "$WORKERS" --methods gradcam --amp "$amp" --channels-last "$cl" --repeat 2 \
+          || echo "(throughput.py failed with exit $?)"
       done
     done
   done
@@ -39,7 +41,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     echo
     echo "## end to end: resnet50, coco128 photos, batch 128, bf16, channels_last, sweep.decode_on_device $decode"
     "$PY" benchmarks/end_to_end.py --device cuda --arch resnet50 --batch 128 --workers "$WORKERS" \
-      --images "$E2E_IMAGES" --repeat 2 --set "sweep.decode_on_device=$decode"
+      --images "$E2E_IMAGES" --repeat 2 --set "sweep.decode_on_device=$decode" \
+      || echo "(end_to_end.py failed with exit $?)"
   done
 } 2>&1 | tee "$OUT"
 echo "gpu.sh: tables written to $OUT"
