@@ -494,8 +494,11 @@ def build(family: Family, seed: int, train_per_class: int, audit_per_class: int)
 
 
 def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit_per_class: int,
-        epochs: int) -> dict:
-    """Build, train once, check cue use, audit with and/or without masks, score; prints as it goes."""
+        epochs: int, reuse: bool = False) -> dict:
+    """Build, train once, check cue use, audit with and/or without masks, score; prints as it goes.
+
+    reuse: take the model an earlier run of the same seed left in `out` (the data is rebuilt from the seed, the
+    same bit for bit), so a change to the audit is measured without training again."""
     from auditor.sources import write_image_folder  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -510,7 +513,12 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
           f"{names[family.flip.src]} -> {names[family.flip.dst]}", flush=True)
 
     t0 = time.perf_counter()
-    model = train(family, train_images, train_layers["labels"], epochs, seed)
+    if reuse and (out / "model.pt").is_file():
+        model = BenchNet(len(family.classes))
+        model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+        print(f"reusing the model trained earlier: {out / 'model.pt'}")
+    else:
+        model = train(family, train_images, train_layers["labels"], epochs, seed)
     train_time = time.perf_counter() - t0
     uses = cue_use(family, model, audit_layers, audit_images)
     print(f"trained in {train_time:.0f} s; does the model use each cue? (audit images carrying it, true labels; "
@@ -573,10 +581,12 @@ def main(family: Family, doc: str, argv=None) -> int:
     parser.add_argument("--train-per-class", type=int, default=family.train_per_class)
     parser.add_argument("--audit-per-class", type=int, default=family.audit_per_class)
     parser.add_argument("--epochs", type=int, default=family.epochs)
+    parser.add_argument("--reuse", action="store_true", help="audit again with the model an earlier run left in --out")
     args = parser.parse_args(argv)
     quiet_logging()
     out = args.out or ROOT / "reports" / f"{family.name}-benchmark" / f"seed-{args.seed}"
-    result = run(family, args.seed, out, MODES[args.masks], args.train_per_class, args.audit_per_class, args.epochs)
+    result = run(family, args.seed, out, MODES[args.masks], args.train_per_class, args.audit_per_class, args.epochs,
+                 reuse=args.reuse)
     write_scores(result, out, args.json)
     return 0
 
