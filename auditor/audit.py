@@ -23,7 +23,7 @@ from auditor.architectures import layer_reshape
 from auditor.cams import captured_activation, get_method, preserved_model_state
 from auditor.config import Config
 from auditor.confusion import confused_pairs, confusion_frame, per_class_frame
-from auditor.data import AuditDataset, Sample, build_samples, collate, read_class_names, with_model_preprocessing
+from auditor.data import AuditDataset, Sample, build_samples, read_class_names, with_model_preprocessing
 from auditor.distributed import Ranks, barrier, init_ranks, shutdown
 from auditor.errors import AuditorError
 from auditor.judge import judge

@@ -1,10 +1,8 @@
 """`auditor demo`: the planted corner square must show in the audit, for the reader and in the numbers."""
 
-import json
 import re
 
 import numpy as np
-import pytest
 
 from auditor import demo
 from tests.conftest import DEMO_HOSTILE_DIGIT, HOSTILE_NAME

@@ -18,7 +18,7 @@ from auditor.findings.place_evidence import with_place_evidence
 from auditor.findings.run import write_findings
 from auditor.place_check import pixel_std, place_figures
 from auditor.runs import save_npy_atomic
-from tests.test_findings import CFG, CORNER, HandMadeRun, blob, clean_run, corner_run, of_kind, square, write_run
+from tests.test_findings import CFG, HandMadeRun, blob, clean_run, corner_run, of_kind, square, write_run
 
 # ------------------------------------------------------------------------------------------------ model health
 
