@@ -5,34 +5,16 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from auditor.cli import main
 from auditor.runs import load_run
 from auditor.sources import read_idx, write_image_folder, yolo_seg_manifest
+from benchmarks.real_models import LeNet  # one definition of the shared model's architecture
 from tests.conftest import SHARED
 
 MNIST = SHARED / "data" / "mnist-t10k"
 LENET = SHARED / "models" / "lenet-mnist.pt"
 COCO = SHARED / "data" / "coco128-seg"
-
-
-class LeNet(nn.Module):
-    """The architecture of ../shared/models/lenet-mnist.pt, written from its NOTICE.md."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv_1 = nn.Conv2d(1, 6, 5)
-        self.conv_2 = nn.Conv2d(6, 16, 5)
-        self.fc_1 = nn.Linear(256, 120)
-        self.fc_2 = nn.Linear(120, 84)
-        self.fc_3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv_1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv_2(x)), 2)
-        x = torch.flatten(x, 1)
-        return self.fc_3(F.relu(self.fc_2(F.relu(self.fc_1(x)))))
 
 
 @pytest.mark.skipif(not (MNIST.is_dir() and LENET.is_file()), reason="../shared MNIST or LeNet absent")
