@@ -374,16 +374,19 @@ class AuditDataset(Dataset):
             return {"index": index, "ok": False, "reason": file_fault("image", err)}
         pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
         pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-        return {"index": index, "ok": True, "image": self.model_input(pixels),
-                **self.mask_fields(sample, image.size, orientation)}
+        image_t = self.model_input(pixels)
+        return {"index": index, "ok": True, "image": image_t,
+                **self.mask_fields(sample, image.size, orientation, tuple(image_t.shape[-2:]))}
 
     def model_input(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [C, H, W] upright pixels (on any device) -> the normalised model input: resize, crop, scale."""
         image = self.geometry(tv_tensors.Image(pixels)).as_subclass(torch.Tensor)
         return self.normalise(image.float() / 255.0)
 
-    def mask_fields(self, sample: Sample, size: tuple[int, int], orientation: int) -> dict:
-        """The sample's mask at the model input's size (the image's resize and crop, nearest), its label and note."""
+    def mask_fields(self, sample: Sample, size: tuple[int, int], orientation: int,
+                    out_shape: tuple[int, int] | None = None) -> dict:
+        """The sample's mask at the model input's size (the image's resize and crop, nearest), its label and note.
+        `out_shape`, the model input's (H, W) where known, spares resizing an empty mask for an image without one."""
         try:
             mask, note = load_mask(sample, size, orientation)
         except Exception as err:  # noqa: BLE001 - the image is still audited, without attention metrics
@@ -391,8 +394,11 @@ class AuditDataset(Dataset):
         if mask is None and not note and self.expects_masks:
             note = "no mask"
         has_mask = mask is not None
-        pixels = mask if has_mask else np.zeros(size[::-1], dtype=bool)
-        mask_t = self.geometry(tv_tensors.Mask(torch.from_numpy(pixels))).as_subclass(torch.Tensor).bool()
+        if not has_mask and out_shape is not None:
+            mask_t = torch.zeros(out_shape, dtype=torch.bool)
+        else:
+            pixels = mask if has_mask else np.zeros(size[::-1], dtype=bool)
+            mask_t = self.geometry(tv_tensors.Mask(torch.from_numpy(pixels))).as_subclass(torch.Tensor).bool()
         if has_mask and not mask.any():
             note = "empty mask"
         elif has_mask and not mask_t.any():
