@@ -262,3 +262,15 @@ def test_causal_check_takes_the_sweeps_predictions_and_runs_the_model_on_erased_
     assert other.set_index("class").loc["marked", "accuracy"] == pytest.approx(2 / 3)  # the sweep's answer counts
     records = pd.DataFrame({"id": ["b", "a", "gone"], "pred_idx": [2, 0, 1]})
     assert sweep_predictions(records, [Sample("a", "", 0), Sample("b", "", 1)]) == {0: 0, 1: 2}
+
+
+def test_probes_run_on_one_thread_and_give_the_threads_back():
+    from auditor.audit import one_thread
+
+    threads = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == threads
+    with pytest.raises(RuntimeError), one_thread():
+        raise RuntimeError("a probe failed")
+    assert torch.get_num_threads() == threads
