@@ -337,7 +337,7 @@ def load_display_image(path: str, cfg: DataConfig, side: int | None = None) -> n
         if opened.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
             width, height = height, width
     resized = _resized_size(width, height, cfg)
-    shown = max(min(cfg.crop, resized[0]) if cfg.crop else resized[0], min(cfg.crop, resized[1]) if cfg.crop else resized[1])
+    shown = max(min(cfg.crop, side) if cfg.crop else side for side in resized)  # the longer side the model saw
     scale = side / shown if side else 1.0
     if scale >= 1.0:
         image, transform = load_image(path, grayscale=False), geometric_transform(cfg)

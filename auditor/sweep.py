@@ -148,7 +148,8 @@ def audit_batch(
 def small_maps(full: torch.Tensor, size: int) -> torch.Tensor:
     """Upsampled maps [2, B, H, W] -> the stored maps [B, 2, S, S]: area-pooled, each scaled to a maximum of 1."""
     kinds, batch_size = full.shape[:2]
-    small = F.interpolate(torch.nan_to_num(full, nan=0.0, posinf=0.0).flatten(0, 1)[:, None], size=(size, size), mode="area")
+    finite = torch.nan_to_num(full, nan=0.0, posinf=0.0)
+    small = F.interpolate(finite.flatten(0, 1)[:, None], size=(size, size), mode="area")
     small = small[:, 0].unflatten(0, (kinds, batch_size)).transpose(0, 1)  # [B, 2, S, S]
     peak = small.amax(dim=(2, 3), keepdim=True)
     return torch.where(peak > 0, small / peak.clamp_min(1e-30), torch.zeros_like(small))
