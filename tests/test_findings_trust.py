@@ -249,3 +249,32 @@ def test_same_pixels_that_change_nothing_when_pasted_stay_low():
     inert = with_place_evidence(f, {"pixel_std_ratio": 0.15, "transplant_rate": 0.0, "transplant_control_rate": 0.06},
                                 CFG)  # fmt: skip  # e.g. the empty corner beside a real digit: absence, not an artefact
     assert inert.severity == "low" and "does not use" in inert.message
+
+
+def test_check_places_reads_the_images_and_raises_a_mask_free_watermark(tmp_path):
+    """End to end on files: an ImageFolder without masks, a model that uses a corner patch, one place finding."""
+    from auditor.config import DataConfig
+    from auditor.data import AuditDataset, build_samples
+    from auditor.findings import Finding
+    from auditor.place_check import check_places
+    from auditor.sources import write_image_folder
+
+    rng = np.random.default_rng(0)
+    marked = (objects(12, rng, centred=False, watermark=True)[:, 0].numpy() * 255).astype(np.uint8)
+    plain = (objects(36, rng, centred=False, watermark=False)[:, 0].numpy() * 255).astype(np.uint8)
+    images = np.concatenate([plain, marked])
+    labels = [0] * len(plain) + [1] * len(marked)
+    ids = [f"{i:03d}" for i in range(len(images))]
+    write_image_folder(tmp_path / "data", None, images, None, labels, ["plain", "marked"], ids)
+    cfg = DataConfig(root=str(tmp_path / "data"), grayscale=True, mean=[0.0], std=[1.0])
+    samples, classes = build_samples(cfg, ["plain", "marked"])
+    dataset = AuditDataset(samples, cfg)
+    finding = Finding(kind="spatial_shortcut", severity="low", classes=["marked"], region=[0.75, 0.0, 1.0, 0.25],
+                      samples=[s.id for s in samples if s.label == 1], metrics={"hit_rate": 1.0, "gap_ci_low": 0.6},
+                      message="Class 'marked' keeps looking at the top-right corner (no masks).")  # fmt: skip
+    centre = dataclasses.replace(finding, region=[0.3125, 0.3125, 0.6875, 0.6875])
+    checked = check_places([finding, centre], CornerDetector(), dataset, classes, "cpu", CFG)
+    corner, middle = checked
+    assert corner.metrics["pixel_std_ratio"] < 0.05 and corner.metrics["transplant_rate"] == 1.0
+    assert corner.severity == "high"
+    assert middle.severity == "low" and middle.metrics["pixel_std_ratio"] > CFG.place_max_pixel_std_ratio
