@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from auditor.findings.place_evidence import with_place_evidence
 from auditor.findings.run import write_findings
 from auditor.place_check import pixel_std, place_figures
 from auditor.runs import save_npy_atomic
-from tests.test_findings import CFG, HandMadeRun, blob, clean_run, corner_run, of_kind, square, write_run
+from tests.test_findings import CFG, CORNER, HandMadeRun, blob, clean_run, corner_run, of_kind, square, write_run
 
 # ------------------------------------------------------------------------------------------------ model health
 
@@ -278,3 +279,39 @@ def test_check_places_reads_the_images_and_raises_a_mask_free_watermark(tmp_path
     assert corner.metrics["pixel_std_ratio"] < 0.05 and corner.metrics["transplant_rate"] == 1.0
     assert corner.severity == "high"
     assert middle.severity == "low" and middle.metrics["pixel_std_ratio"] > CFG.place_max_pixel_std_ratio
+
+
+def test_beside_the_peak_erases_each_maps_main_blob_only():
+    from auditor.findings.strategy_cluster import beside_the_peak
+
+    one = np.zeros((1, 4, 4), dtype=np.float32)
+    one[0, 1, 1], one[0, 1, 2], one[0, 3, 3] = 1.0, 0.6, 0.4  # a blob of two cells and a weaker, separate cell
+    out = beside_the_peak(one, threshold=0.5)
+    assert out[0, 1, 1] == 0 and out[0, 1, 2] == 0 and out[0, 3, 3] == pytest.approx(0.4)
+    assert one[0, 1, 1] == 1.0  # the input is left as it was
+
+
+def test_erasing_the_peak_lets_spray_separate_a_patch_beside_the_object():
+    """The premise, on one hand-made class: whole maps group by where each object lies; with each map's main blob
+    erased, the half that also holds a weaker corner patch separates (as off_object does with masks)."""
+    from auditor.findings.context import class_maps
+    from auditor.findings.strategy_cluster import beside_the_peak, spray_clusters
+
+    rng = np.random.default_rng(6)
+    run = HandMadeRun()
+    patched = []
+    for i in range(40):  # every map peaks on its object; half also hold a corner patch at 0.45 of the peak
+        y, x = run.place(rng, 5, avoid_corner=True)
+        attention = blob(y + 2, x + 2, sigma=1.0) + (0.45 * CORNER if i % 2 else 0)
+        image_id = run.add("dog", square(y, x, 5), attention, has_mask=False)
+        if i % 2:
+            patched.append(image_id)
+    records, maps, _, _ = run.arrays()
+    share = class_maps(maps, records)
+    is_patched = records["id"].isin(patched).to_numpy()
+
+    def purity(features):
+        labels, k, _ = spray_clusters(features, CFG)
+        return np.mean([max(is_patched[labels == j].mean(), 1 - is_patched[labels == j].mean()) for j in range(k)])
+
+    assert purity(share) < 0.6 and purity(beside_the_peak(share, CFG.region_threshold)) > 0.95

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import scipy.linalg
+from scipy import ndimage
 from scipy.sparse.csgraph import laplacian
 from sklearn.cluster import SpectralClustering
 from sklearn.neighbors import kneighbors_graph
@@ -54,7 +55,10 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
         if len(group) > cfg.spray_max_images:
             group = group.sample(n=cfg.spray_max_images, random_state=cfg.seed)
         share = class_maps(maps, group)
-        labels, k, gap = spray_clusters(off_object(share, group, masks), cfg)
+        features = off_object(share, group, masks)
+        if features is share:  # no masks: the peak's blob stands in for the object (ACoL's erasing)
+            features = beside_the_peak(share, cfg.region_threshold)
+        labels, k, gap = spray_clusters(features, cfg)
         for member in strategies(share, labels, k, cfg):
             if cfg.spray_min_cluster_share <= member.mean() <= cfg.spray_max_cluster_share:
                 finding = _cluster_finding(classes[c], group, share, member, masks, cfg, context.summaries, c, k, gap)
@@ -107,6 +111,22 @@ def off_object(share: np.ndarray, group: pd.DataFrame, masks) -> np.ndarray:
         return share
     coverage = np.asarray(masks[group["row"].to_numpy()], dtype=np.float32)
     return share * (1.0 - np.clip(coverage, 0.0, 1.0))
+
+
+def beside_the_peak(share: np.ndarray, threshold: float) -> np.ndarray:
+    """Each map with its most discriminative region erased: the connected cells around its peak at >= threshold
+    of the peak set to 0 (ACoL, Zhang et al. 2018, erases it to find what else the model uses).
+
+    Without masks, what SpRAy clusters: whole maps group by where each object lies, and a patch that draws a
+    few per cent of the attention beside the object never separates them; with the main blob gone, the images
+    that carry the patch still hold it and the others hold little.
+    """
+    out = share.copy()
+    for i, one in enumerate(share):
+        labels, _ = ndimage.label(one >= threshold * one.max())
+        peak = np.unravel_index(np.argmax(one), one.shape)
+        out[i][labels == labels[peak]] = 0.0
+    return out
 
 
 def strategies(share: np.ndarray, labels: np.ndarray, k: int, cfg: FindingsConfig) -> list[np.ndarray]:
