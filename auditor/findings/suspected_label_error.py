@@ -1,9 +1,10 @@
 """Rule: images whose label is likely wrong, ranked over the whole run, reported per pair true -> pred.
 
-Candidates and their order come from confident learning (Northcutt et al. 2021) as cleanlab implements it, on
+Candidates and their certainty come from confident learning (Northcutt et al. 2021) as cleanlab implements it, on
 every image's full probability vector (probs.npy): `find_label_issues` says which images are suspect,
-`get_label_quality_scores` how suspect. The maps are a second, independent test where masks exist (see
-`label_error_suspects`). label_errors.csv lists every suspect in that one global order, whatever its pair.
+`get_label_quality_scores` how sure the model is. The maps are a second, independent test (see
+`label_error_suspects`), and the pair's direction sets the order: label_errors.csv lists every suspect in that
+one global order, whatever its pair.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def confident_learning(records: pd.DataFrame, probs, cfg: FindingsConfig) -> tup
     return pd.Series(flagged, index=index), pd.Series(suspicion, index=index), estimate
 
 
+WITHIN_PAIR = 0.01  # the certainty term orders images within a pair; one-way shares differ by more between pairs
+
+
 def one_way_share(suspects: pd.DataFrame, pseudo_count: float) -> pd.Series:
     """Per suspect: the share of its pair's confusions (labelled t, predicted p) that the reverse direction
     (labelled p, predicted t) does not explain, shrunk towards 0 by a pseudo-count for small pairs.
@@ -125,9 +129,6 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     suspects = suspects.assign(one_way_share=one_way, suspicion=one_way + WITHIN_PAIR * sure)
     suspects = suspects.sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
     return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
-
-
-WITHIN_PAIR = 0.01  # the certainty term orders images within a pair; one-way shares differ by more between pairs
 
 
 def suspects_of(context: Context) -> pd.DataFrame:
@@ -200,5 +201,3 @@ def label_error_table(suspects: pd.DataFrame, findings: list[dict]) -> pd.DataFr
         {"p_pred": 6, "p_true": 6, "threshold": 6, "object_score": 6, "label_object_score": 6, "suspicion": 6}
     )
 
-
-__all__ = ["KIND", "LABEL_ERROR_COLUMNS", "find", "label_error_suspects", "label_error_table"]
