@@ -88,3 +88,14 @@ def test_no_import_cycle_inside_auditor():
     # A package's __init__ importing its own submodules is how a package exposes them, not a cycle of ideas.
     graph = {name: {m for m in deps if not m.startswith(name + ".")} for name, deps in graph.items()}
     assert cycles_in(graph) == []
+
+
+def test_the_findings_package_needs_no_torch():
+    """Judging a run directory (auditor report, a dashboard) must not pay for torch: the model-side checks live in
+    auditor.judge and auditor.place_check, above the package."""
+    import subprocess
+    import sys
+
+    code = "import sys, auditor.findings, auditor.findings.run; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
