@@ -19,7 +19,7 @@ from auditor.findings import (
     strategy_cluster,
     suspected_label_error,
 )
-from auditor.findings.context import Context, correct_by_class
+from auditor.findings.context import Context
 from auditor.findings.places import regions_overlap
 from auditor.findings.record import SEVERITIES, Finding, Kind, more_severe
 
@@ -128,7 +128,7 @@ def find_all(records, maps, masks, classes, cfg: FindingsConfig, probs=None, con
         if hasattr(module, "find") and (context.has_masks or not module.KIND.needs_masks):
             findings += module.find(records, maps, masks, classes, cfg, context=context)
     findings = without_repeats(findings, cfg)
-    judged = correct_by_class(records, cfg.min_support)
+    judged = context.correct(cfg.min_support)  # the class rules have grouped them already
     unjudged = [name for i, name in enumerate(classes) if i not in judged]
     if unjudged:
         shown = ", ".join(unjudged[:10]) + (f" and {len(unjudged) - 10} more" if len(unjudged) > 10 else "")
