@@ -16,7 +16,7 @@ from auditor.causal import region_mask
 from auditor.config import FindingsConfig
 from auditor.data import AuditDataset
 from auditor.findings import Finding
-from auditor.findings.place_evidence import needs_place_check, with_place_evidence, worth_reporting
+from auditor.findings.place_evidence import masks_checked, needs_place_check, with_place_evidence, worth_reporting
 from auditor.timing import stage
 
 
@@ -62,13 +62,18 @@ def random_box_like(mask: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
 
 
 @torch.no_grad()
-def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region, target: int, device, seed: int) -> dict:
+def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region, target: int, device, seed: int,
+                  pixels_decide_above: float | None = None) -> dict:
     """pixel_std_ratio, and the transplant rates: the region of the donors (cycled) pasted onto the references
-    at the same place, against a random same-size region pasted at its own place."""
+    at the same place, against a random same-size region pasted at its own place. With pixels_decide_above, a
+    ratio above it (or unmeasured) ends there: for a finding without masks the pixels have then decided (the
+    place is likely the object) and the model's forward passes would change nothing."""
     height, width = donors.shape[-2:]
     mask = region_mask(region, height, width)
     region_std, reference_std, ratio = pixel_std_ratio(donors, references, mask)
     figures = {"region_pixel_std": region_std, "reference_pixel_std": reference_std, "pixel_std_ratio": ratio}
+    if pixels_decide_above is not None and not ratio <= pixels_decide_above:
+        return figures
     was_training = model.training
     model.eval()
     try:
@@ -113,8 +118,9 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
             if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
                 out.append(f)
                 continue
-            judged = with_place_evidence(f, place_figures(model, donors, references, f.region, target, device,
-                                                          cfg.seed), cfg)
+            decide = None if masks_checked(f) else cfg.place_max_pixel_std_ratio
+            figures = place_figures(model, donors, references, f.region, target, device, cfg.seed, decide)
+            judged = with_place_evidence(f, figures, cfg)
             if worth_reporting(judged, cfg):
                 out.append(judged)
     return out

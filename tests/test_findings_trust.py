@@ -314,3 +314,21 @@ def test_erasing_the_peak_lets_spray_separate_a_patch_beside_the_object():
         return np.mean([max(is_patched[labels == j].mean(), 1 - is_patched[labels == j].mean()) for j in range(k)])
 
     assert purity(share) < 0.6 and purity(beside_the_peak(share, CFG.region_threshold)) > 0.95
+
+
+def test_place_figures_skip_the_model_once_the_pixels_have_decided():
+    rng = np.random.default_rng(0)
+
+    class Counting(CornerDetector):
+        calls = 0
+
+        def forward(self, x):
+            Counting.calls += 1
+            return super().forward(x)
+
+    references = objects(16, rng, centred=False, watermark=False)
+    centre = [0.3125, 0.3125, 0.6875, 0.6875]
+    figures = place_figures(Counting(), objects(8, rng, True, False), references, centre, 1, "cpu", seed=0,
+                            pixels_decide_above=CFG.place_max_pixel_std_ratio)  # fmt: skip
+    assert figures["pixel_std_ratio"] > CFG.place_max_pixel_std_ratio and "transplant_rate" not in figures
+    assert Counting.calls == 0
