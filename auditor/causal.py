@@ -3,7 +3,7 @@
 A heatmap only correlates attention with a region; if the class is still predicted once its object is gone, or
 is lost once the flagged region is gone, the model demonstrably uses that region. Erasing writes the dataset
 mean (0 in normalised images), the usual occlusion baseline. The run directory stores the result as causal.csv;
-`auditor.findings.causal_evidence.apply_causal` folds it into the class findings.
+`auditor.findings.run.apply_causal` folds it into the class findings.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from auditor.data import positions
 from auditor.findings import Finding, scope_of
 from auditor.findings.run import apply_causal  # noqa: F401 - the verdict on this check, re-exported
 from auditor.runs import write_atomic
@@ -139,7 +140,7 @@ def causal_check(
 
 def sweep_predictions(records: pd.DataFrame, samples) -> dict[int, int]:
     """Dataset index -> the sweep's predicted class index, from the records (by sample id)."""
-    position = {sample.id: i for i, sample in enumerate(samples)}
+    position = positions(samples)
     return {position[str(i)]: int(p) for i, p in zip(records["id"], records["pred_idx"]) if str(i) in position}
 
 

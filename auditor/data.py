@@ -351,6 +351,11 @@ def load_display_image(path: str, cfg: DataConfig, side: int | None = None) -> n
     return tensor.permute(1, 2, 0).numpy()
 
 
+def positions(samples: list[Sample]) -> dict[str, int]:
+    """Sample id -> its index in the list (ids are unique): how findings' sample ids find their images again."""
+    return {sample.id: i for i, sample in enumerate(samples)}
+
+
 class AuditDataset(Dataset):
     """Decodes one sample into model input, object mask and label; a bad file yields its reason instead."""
 

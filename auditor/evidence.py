@@ -22,7 +22,7 @@ import torch
 
 from auditor.cams import ReshapeFn, get_method, preserved_model_state
 from auditor.config import Config, ReportConfig
-from auditor.data import AuditDataset
+from auditor.data import AuditDataset, positions
 from auditor.geometry import MapGeometry, upsample
 from auditor.runs import COUNTERFACTUAL_FILE, write_atomic
 from auditor.sweep import COUNTERFACTUAL_CELLS, audit_batch, make_loader, small_maps
@@ -57,7 +57,7 @@ def write_evidence_counterfactuals(
     """
     path = Path(run_dir) / COUNTERFACTUAL_FILE
     path.unlink(missing_ok=True)  # never show an earlier run's maps beside these findings
-    position = {sample.id: i for i, sample in enumerate(dataset.samples)}
+    position = positions(dataset.samples)
     indices = [position[i] for i in evidence_ids(findings, cfg.report) if i in position]
     if not indices or METHOD in cfg.sweep.methods:
         return 0

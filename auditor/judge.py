@@ -12,14 +12,19 @@ from pathlib import Path
 
 import torch
 
-from auditor.causal import causal_check, causal_indices, regions_from_findings, sweep_predictions, write_causal
+from auditor.causal import (
+    causal_check,
+    causal_indices,
+    regions_from_findings,
+    sweep_predictions,
+    write_causal,
+)
 from auditor.config import Config
 from auditor.data import AuditDataset
 from auditor.evidence import write_evidence_counterfactuals
 from auditor.findings import find_all, number, scope_of
-from auditor.findings.run import apply_causal
 from auditor.findings.model_health import state as health_state
-from auditor.findings.run import run_context, write_document
+from auditor.findings.run import apply_causal, run_context, write_document
 from auditor.place_check import check_places
 from auditor.runs import load_run
 from auditor.sweep import make_loader

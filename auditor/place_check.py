@@ -14,9 +14,14 @@ import torch
 
 from auditor.causal import region_mask
 from auditor.config import FindingsConfig
-from auditor.data import AuditDataset
+from auditor.data import AuditDataset, positions
 from auditor.findings import Finding
-from auditor.findings.place_evidence import masks_checked, needs_place_check, with_place_evidence, worth_reporting
+from auditor.findings.place_evidence import (
+    masks_checked,
+    needs_place_check,
+    with_place_evidence,
+    worth_reporting,
+)
 from auditor.timing import stage
 
 
@@ -101,7 +106,7 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
     wanted = [f for f in findings if needs_place_check(f)]
     if not wanted:
         return findings
-    position = {sample.id: i for i, sample in enumerate(dataset.samples)}
+    position = positions(dataset.samples)
     index = {name: i for i, name in enumerate(classes)}
     rng = np.random.default_rng(cfg.seed)
     out = []

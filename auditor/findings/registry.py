@@ -24,7 +24,7 @@ from auditor.findings.places import regions_overlap
 from auditor.findings.record import SEVERITIES, Finding, Kind, more_severe
 
 # Every module that declares a kind; those with a `find` are run by `find_all`, in this order. The causal
-# check's kind (recognised_without_object) is made from causal.csv instead (see causal_evidence.apply_causal).
+# check's kind (recognised_without_object) is made from causal.csv instead (see run.apply_causal).
 RULES = (
     model_health,
     background_reliance,
