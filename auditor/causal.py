@@ -2,7 +2,7 @@
 
 A heatmap only correlates attention with a region; if the class is still predicted once its object is gone, or
 is lost once the flagged region is gone, the model demonstrably uses that region. Erasing writes the dataset
-mean (0 in normalised images), the usual occlusion baseline. The run directory stores the result as causal.csv;
+mean (0 in normalised images), the usual occlusion baseline, over a square around the object (`object_boxes`). The run directory stores the result as causal.csv;
 `auditor.findings.run.apply_causal` folds it into the class findings.
 """
 
@@ -27,6 +27,37 @@ from auditor.timing import stage
 def erase(images: torch.Tensor, masks: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
     """Copy of images [B, C, H, W] with fill where masks ([B, H, W] or one [H, W] for all) is True."""
     return images.masked_fill(masks.to(device=images.device, dtype=torch.bool).unsqueeze(-3), fill)
+
+
+def object_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """bool [B, H, W]: for each mask, the square around its bounding box (the shorter side widened about the
+    centre, kept inside the image), filled. The check erases that square, not the mask: a hole cut to the
+    object's outline still shows its shape (a shirt's silhouette names the shirt), and one cut to its bounding
+    box still shows its proportions (a flat box names the sneaker); either way the model would be credited with
+    recognising the class from its background."""
+    masks = masks.bool()
+    height, width = masks.shape[-2:]
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # [B, H], [B, W]
+    found = rows.any(dim=1)
+
+    def extent(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # first and one past the last hit
+        first = hit.float().argmax(dim=1)
+        return first, hit.shape[1] - hit.flip(1).float().argmax(dim=1)
+
+    (top, bottom), (left, right) = extent(rows), extent(cols)
+    side = torch.maximum(bottom - top, right - left)
+
+    def widened(start: torch.Tensor, stop: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        length = side.clamp(max=size)
+        begin = (start - torch.div(length - (stop - start), 2, rounding_mode="floor")).clamp(0)
+        begin = torch.minimum(begin, size - length)
+        return begin, begin + length
+
+    (top, bottom), (left, right) = widened(top, bottom, height), widened(left, right, width)
+    r, c = torch.arange(height, device=masks.device), torch.arange(width, device=masks.device)
+    in_rows = (r[None] >= top[:, None]) & (r[None] < bottom[:, None])
+    in_cols = (c[None] >= left[:, None]) & (c[None] < right[:, None])
+    return in_rows[:, :, None] & in_cols[:, None, :] & found[:, None, None]
 
 
 def region_mask(region, height: int, width: int) -> torch.Tensor:
@@ -100,7 +131,7 @@ def causal_check(
 
                 has_mask = batch["has_mask"].bool()
                 if has_mask.any():
-                    erased = erase(images[has_mask], batch["mask"].to(device)[has_mask])
+                    erased = erase(images[has_mask], object_boxes(batch["mask"].to(device)[has_mask]))
                     guess = model(erased).argmax(dim=1).cpu()
                     background += torch.bincount(labels[has_mask] * k + guess, minlength=k * k).view(k, k)
 

@@ -212,10 +212,10 @@ class FindingsConfig:
     label_error_min_label_gap: float = 0.0  # ... and more than the labelled class's map does, by more than this
     # (object score): an object that draws both classes' maps is ambiguous, not mislabelled
     label_error_object_weight: float = 0.5  # rank bonus per unit object score: on-object suspects rank first
-    label_error_max_label_evidence: float = 1.0  # a suspect whose labelled class's map peaks at least this
-    # share of its predicted class's map (raw maxima) shows both classes: ambiguous, not mislabelled (no masks needed)
-    label_error_pair_pseudo_count: float = 10.0  # a pair's one-way share (n_tp - n_pt) / (n_tp + n_pt + this):
-    # how many suspects a pair needs before its direction says "mislabelled" rather than "look alike"
+    label_error_pair_pseudo_count: float = 10.0  # a pair's score is its label independence x n / (n + this), n
+    # its suspects: how many a pair needs before it outranks a large pair of look-alike classes
+    label_error_min_independence: float = 0.75  # a pair is high only when its images explain its labels this
+    # little (1 - 2 x (AUC - 0.5) of p(label) among the images predicted as the pair's class; 0.75 = AUC 0.625)
     label_error_max_samples: int = 100  # suspects listed per finding (each is an image to relabel; all of
     # them are in label_errors.csv)
     label_error_medium_rate: float = 0.03  # share of the labelled class among the run's top-ranked suspects (as

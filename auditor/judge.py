@@ -32,6 +32,15 @@ from auditor.sweep import make_loader
 log = logging.getLogger("auditor")
 
 
+def causal_classes(findings, classes: list[str], every_class: bool) -> set[int]:
+    """The classes the causal check reads: those a class finding names, or every class when asked to or when the
+    maps miss the objects everywhere (then no heatmap rule can single out a class that is recognised by its
+    background, and only erasing the objects can tell)."""
+    if every_class:
+        return set(range(len(classes)))
+    return {classes.index(f.classes[0]) for f in findings if scope_of(f.kind) == "class"}
+
+
 def judge(
     run_dir: Path, cfg: Config, model, dataset: AuditDataset, classes: list[str], device: torch.device,
     layer=None, reshape=None, geometry=None,
@@ -44,8 +53,7 @@ def judge(
     findings, notes = find_all(run.records, run.maps, run.masks, run.classes, cfg.findings, context=context)
     findings = number(check_places(findings, model, dataset, classes, device, cfg.findings))
     if cfg.findings.causal != "off":
-        flagged = {classes.index(f.classes[0]) for f in findings if scope_of(f.kind) == "class"}
-        wanted = set(range(len(classes))) if cfg.findings.causal == "all" else flagged
+        wanted = causal_classes(findings, classes, cfg.findings.causal == "all" or context.maps_miss_objects)
         indices = causal_indices(dataset.samples, wanted, cfg.findings.causal_max_images, cfg.findings.seed)
         if indices:
             log.info("causal check on %d images of %d classes", len(indices), len(wanted))

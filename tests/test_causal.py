@@ -10,7 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from auditor.causal import apply_causal, causal_check, erase, region_mask, regions_from_findings, write_causal
+from auditor.causal import (
+    apply_causal,
+    causal_check,
+    erase,
+    object_boxes,
+    region_mask,
+    regions_from_findings,
+    write_causal,
+)
 from auditor.config import FindingsConfig
 from auditor.findings import Finding
 
@@ -65,6 +73,18 @@ def test_erase_fills_only_masked_pixels():
     assert images[0, 0, 0, 0] == 0.0  # the input is left alone
     shared = erase(torch.ones(2, 1, 2, 2), torch.tensor([[True, False], [False, False]]))
     assert shared[:, 0, 0, 0].tolist() == [0.0, 0.0] and shared.sum() == 6.0  # one mask for the whole batch
+
+
+def test_object_boxes_fill_the_square_around_each_mask_inside_the_image():
+    masks = torch.zeros(4, 6, 7, dtype=torch.bool)
+    masks[0, 2, 2] = masks[0, 3, 4] = True  # rows 2-3, columns 2-4: widened to rows 2-4 (down: floor of 1/2 up)
+    masks[1, 5, 6] = True  # one pixel in the corner: a 1 x 1 square
+    masks[2, 0, 1:6] = True  # a flat strip at the top edge: rows 0-4, shifted down to stay inside
+    boxes = object_boxes(masks)
+    assert boxes[0].nonzero().tolist() == [[r, c] for r in (2, 3, 4) for c in (2, 3, 4)]
+    assert boxes[1].nonzero().tolist() == [[5, 6]]
+    assert boxes[2].nonzero().tolist() == [[r, c] for r in range(5) for c in range(1, 6)]
+    assert not boxes[3].any()  # no object, nothing erased
 
 
 def test_region_mask_covers_every_touched_pixel():
@@ -210,3 +230,14 @@ def test_write_causal_round_trips_through_csv(tmp_path):
     (f,) = apply_causal([shortcut()], back, CFG)
     assert f.severity == "high"  # background-only 1.0 and the region's removal breaks the class
     assert f.metrics["shortcut_removed_accuracy"] == 0.0
+
+
+def test_the_causal_check_reads_the_flagged_classes_or_every_class_when_the_maps_miss_the_objects():
+    from auditor.judge import causal_classes
+
+    shortcut = Finding(kind="spatial_shortcut", severity="high", classes=["plain"], message="Corner.")
+    pair = Finding(kind="context_confusion", severity="medium", classes=["marked", "plain"],
+                   pair={"true": "marked", "pred": "plain"}, message="Context.")  # fmt: skip
+    names = ["marked", "plain", "other"]
+    assert causal_classes([shortcut, pair], names, every_class=False) == {1}  # pair findings name no class
+    assert causal_classes([shortcut, pair], names, every_class=True) == {0, 1, 2}

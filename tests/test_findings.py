@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from auditor.config import Config, FindingsConfig
+from auditor.findings.context import Context
 from auditor.findings import (
     FINDING_KEYS,
     LABEL_ERROR_COLUMNS,
@@ -225,6 +226,8 @@ def test_background_reliance_is_low_when_no_class_looks_at_its_objects():
     assert dog and dog[0].severity == "low"
     assert all(f.severity == "low" for f in of_kind(findings, "background_reliance"))
     assert any("mostly miss the objects" in n for n in notes)
+    assert Context(*run.arrays(), CFG).maps_miss_objects  # so the causal check reads every class
+    assert not Context(*corner_run()[0].arrays(), CFG).maps_miss_objects
 
 
 # ----------------------------------------------------------------------------------------- spatial_shortcut

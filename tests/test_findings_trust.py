@@ -17,6 +17,9 @@ from auditor.findings.model_health import health_figures
 from auditor.findings.place_evidence import with_place_evidence
 from auditor.findings.run import write_findings
 from auditor.place_check import pixel_std, place_figures
+from auditor.findings import suspected_label_error
+from auditor.findings.context import Context
+from auditor.findings.suspected_label_error import label_error_suspects
 from auditor.runs import save_npy_atomic
 from tests.test_findings import CFG, CORNER, HandMadeRun, blob, clean_run, corner_run, of_kind, square, write_run
 
@@ -224,23 +227,71 @@ def test_with_place_evidence_keeps_the_figures_in_metrics():
     assert dataclasses.replace(judged, metrics={}).region == f.region
 
 
-def test_a_suspect_whose_label_map_is_as_strong_as_its_prediction_is_ambiguous_without_masks():
+def test_label_independence_by_hand():
+    from auditor.findings.suspected_label_error import label_independence
+
+    # Predicted 1: labelled 0 with p(0) = 0.4, 0.3; labelled 1 with p(0) = 0.35, 0.1, 0.05. AUC of p(0) for
+    # "labelled 0" = 5 of 6 pairs ordered right = 5/6, so independence 1 - 2 x (5/6 - 1/2) = 1/3.
+    # Predicted 0: labelled 1 with p(1) = 0.2; labelled 0 with p(1) = 0.3, 0.1: AUC 1/2, independence 1.
+    p0 = [0.4, 0.3, 0.35, 0.1, 0.05, 0.8, 0.7, 0.9]
+    p1 = [0.6, 0.7, 0.65, 0.9, 0.95, 0.2, 0.3, 0.1]
+    records = pd.DataFrame({"row": np.arange(8), "label_idx": [0, 0, 1, 1, 1, 1, 0, 0],
+                            "pred_idx": [1, 1, 1, 1, 1, 0, 0, 0]})  # fmt: skip
+    suspects = records.iloc[[0, 1, 5]]
+    independence = label_independence(records, np.array([p0, p1]).T, suspects)
+    assert independence.tolist() == pytest.approx([1 / 3, 1 / 3, 1.0])
+    assert label_independence(records, None, suspects).tolist() == [1.0, 1.0, 1.0]  # no probs.npy: no evidence
+
+
+def look_alikes_and_flips(has_mask: bool) -> tuple[HandMadeRun, list[str], list[str], np.ndarray]:
+    """A large pair of look-alike classes (the cats predicted dog are the most cat-like of the dogs' predictions)
+    and a smaller flipped pair (birds labelled cat, as cat-like as the true cats' images: their label says
+    nothing about the image), both confidently wrong."""
     run, rng = clean_run()
-    shown = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=0.95,
-                     has_mask=False, label_evidence=0.4) for _ in range(4)]  # fmt: skip
-    both = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=0.95,
-                    has_mask=False, label_evidence=1.2) for _ in range(4)]  # fmt: skip
-    (f,) = of_kind(find_all(*run.arrays(), CFG)[0], "suspected_label_error")
-    assert f.samples == shown and not set(both) & set(f.samples)
+    look_alike = [run.add("cat", square(*run.place(rng, 5), 5), "object", pred="dog", p_true=0.3, p_pred=0.7,
+                          has_mask=has_mask) for _ in range(12)]  # fmt: skip
+    flipped = [run.add("cat", square(*run.place(rng, 5), 5), "object", pred="bird", p_true=0.05 + 0.01 * (i % 3),
+                       p_pred=0.9, has_mask=has_mask) for i in range(8)]  # fmt: skip
+    probs = probs_of(run)
+    records, *_ = run.arrays()
+    birds = (records["label"] == "bird").to_numpy()
+    probs[birds, 0] = 0.05 + 0.01 * (np.arange(birds.sum()) % 3)  # the true birds: p(cat) as the flipped ones
+    probs[birds] /= probs[birds].sum(axis=1, keepdims=True)
+    return run, look_alike, flipped, probs
 
 
-def test_one_way_share_by_hand():
-    from auditor.findings.suspected_label_error import one_way_share
+@pytest.mark.parametrize("has_mask", [True, False])
+def test_flips_the_images_do_not_explain_outrank_a_larger_look_alike_pair_which_stays_below_high(has_mask):
+    run, look_alike, flipped, probs = look_alikes_and_flips(has_mask)
+    records, maps, masks, classes = run.arrays()
+    findings, _ = find_all(records, maps, masks, classes, CFG, probs=probs)
+    by_pair = {tuple(f.classes): f for f in of_kind(findings, "suspected_label_error")}
+    flips, alike = by_pair[("cat", "bird")], by_pair[("cat", "dog")]
+    assert flips.metrics["label_independence"] > 0.8 and alike.metrics["label_independence"] < 0.2
+    suspects = label_error_suspects(records, CFG, probs=probs)
+    assert set(suspects["id"][: len(flipped)]) == set(flipped)  # every flip ahead of the look-alikes
+    assert set(suspects["id"][len(flipped):]) <= set(look_alike)
+    assert alike.severity != "high" and "look alike" in alike.message
+    assert "labels put in the wrong class" in flips.message
+    context = Context(records, maps, masks, classes, CFG, probs=probs)
+    in_rule_order = suspected_label_error.find(records, maps, masks, classes, CFG, context=context)
+    assert [f.classes for f in in_rule_order][:2] == [["cat", "bird"], ["cat", "dog"]]  # label_errors.csv's order
 
-    suspects = pd.DataFrame({"label_idx": [0] * 6 + [1] * 2 + [2], "pred_idx": [1] * 6 + [0] * 2 + [0]})
-    share = one_way_share(suspects, pseudo_count=10)
-    # 0 -> 1: (6 - 2) / (6 + 2 + 10) = 2/9; 1 -> 0: below its reverse, 0; 2 -> 0 alone: (1 - 0) / 11
-    assert share.tolist() == pytest.approx([2 / 9] * 6 + [0.0] * 2 + [1 / 11])
+
+def test_a_look_alike_pair_alone_at_the_top_is_medium_at_most():
+    run, rng = clean_run()
+    for _ in range(12):
+        run.add("cat", square(*run.place(rng, 5), 5), "object", pred="dog", p_true=0.08, p_pred=0.91, has_mask=False)
+    records, maps, masks, classes = run.arrays()
+    probs = probs_of(run)
+
+    def severity(cfg):
+        findings, _ = find_all(records, maps, masks, classes, cfg, probs=probs)
+        (f,) = of_kind(findings, "suspected_label_error")
+        return f.severity, f.metrics["top_ranked"]
+
+    assert severity(CFG) == ("medium", 12)  # all 12 top-ranked: high by count, but the images explain the labels
+    assert severity(dataclasses.replace(CFG, label_error_min_independence=0.0)) == ("high", 12)
 
 
 def test_same_pixels_that_change_nothing_when_pasted_stay_low():

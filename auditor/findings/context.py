@@ -85,6 +85,13 @@ class Context:
         return bool(self.records["has_mask"].astype(bool).any())
 
     @cached_property
+    def maps_miss_objects(self) -> bool:
+        """The maps miss the objects in most classes (median class object score below on_object_score): the
+        mask rules, which compare a class with the others, cannot single out a class, so the causal check must
+        read every class."""
+        return self.has_masks and bool(self.class_score.median() < self.cfg.on_object_score)
+
+    @cached_property
     def scored(self) -> pd.DataFrame:
         return object_scores(self.records, self.cfg)
 

@@ -116,12 +116,12 @@ def find_all(records, maps, masks, classes, cfg: FindingsConfig, probs=None, con
             "low unless the place's pixels are the same across the images (place evidence, which needs the model); "
             "set data.masks to judge attention against objects."
         )
-    elif context.class_score.median() < cfg.on_object_score:
+    elif context.maps_miss_objects:
         notes.append(
             f"The maps mostly miss the objects in every class (median class object score "
             f"{context.class_score.median():.2f}), so background_reliance and context_confusion findings are weak "
             "here: check that the masks cover the objects and that the CAM layer is not too coarse, and trust the "
-            "causal check over the maps."
+            "causal check over the maps (unless findings.causal is off, it reads every class in such a run)."
         )
     findings: list[Finding] = []
     for module in RULES:

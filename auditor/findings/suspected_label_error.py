@@ -2,9 +2,9 @@
 
 Candidates and their certainty come from confident learning (Northcutt et al. 2021) as cleanlab implements it, on
 every image's full probability vector (probs.npy): `find_label_issues` says which images are suspect,
-`get_label_quality_scores` how sure the model is. The maps are a second, independent test (see
-`label_error_suspects`), and the pair's direction sets the order: label_errors.csv lists every suspect in that
-one global order, whatever its pair.
+`get_label_quality_scores` how sure the model is. Masks, where given, are a second, independent test (see
+`label_error_suspects`), and whether the images explain their pair's labels (`label_independence`) sets the
+order: label_errors.csv lists every suspect in that one global order, whatever its pair.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_object_score, informative, object_scores
@@ -70,49 +71,57 @@ def confident_learning(records: pd.DataFrame, probs, cfg: FindingsConfig) -> tup
     return pd.Series(flagged, index=index), pd.Series(suspicion, index=index), estimate
 
 
-WITHIN_PAIR = 0.01  # the certainty term orders images within a pair; one-way shares differ by more between pairs
+WITHIN_PAIR = 0.01  # the certainty term orders images within a pair; pair scores differ by more between pairs
 
 
-def one_way_share(suspects: pd.DataFrame, pseudo_count: float) -> pd.Series:
-    """Per suspect: the share of its pair's confusions (labelled t, predicted p) that the reverse direction
-    (labelled p, predicted t) does not explain, shrunk towards 0 by a pseudo-count for small pairs.
+def label_independence(records: pd.DataFrame, probs, suspects: pd.DataFrame) -> pd.Series:
+    """Per suspect: how little the model's belief in the label tells which images of its pair carry that label.
 
-    Two classes that look alike are confused both ways about equally; labels put in the wrong class flow one
-    way. (n_tp - n_pt) / (n_tp + n_pt + pseudo_count), at least 0: near 1 for a large one-way pair, near 0 for
-    an ambiguous pair or a lone mistake.
+    Take every image predicted as the suspect's predicted class p and labelled either p or the suspect's label t.
+    Where the two classes look alike, the images labelled t are the more t-like ones: the model's p(t) ranks them
+    first (AUC well above 0.5). Where labels were put in the wrong class regardless of what the image shows, the
+    label is independent of the image and p(t) ranks them no better than chance (AUC near 0.5), even though the
+    model, trained on the same noise, learned to give t some probability on every such image. Returns
+    1 - 2 x max(AUC - 0.5, 0): 1 for labels the images do not explain, 0 for labels they fully explain. Without
+    probs.npy (run directories written before it) every pair gets 1, and pair size alone ranks.
     """
-    counts = suspects.groupby(["label_idx", "pred_idx"]).size()
-    forward = counts.reindex(list(zip(suspects["label_idx"], suspects["pred_idx"]))).to_numpy(dtype=float)
-    reverse = counts.reindex(list(zip(suspects["pred_idx"], suspects["label_idx"]))).fillna(0).to_numpy(dtype=float)
-    share = np.clip((forward - reverse) / (forward + reverse + pseudo_count), 0.0, None)
-    return pd.Series(share, index=suspects.index)
+    if probs is None or suspects.empty:
+        return pd.Series(1.0, index=suspects.index)
+    probs = np.asarray(probs, dtype=np.float64)[records["row"].to_numpy()]
+    label_of, pred_of = records["label_idx"].to_numpy(), records["pred_idx"].to_numpy()
+    independence = {}
+    for t, p in set(zip(suspects["label_idx"], suspects["pred_idx"])):
+        pair = (pred_of == p) & ((label_of == t) | (label_of == p)) & np.isfinite(probs[:, t])
+        labelled_t = label_of[pair] == t
+        auc = roc_auc_score(labelled_t, probs[pair, t]) if 0 < labelled_t.sum() < len(labelled_t) else 0.5
+        independence[t, p] = 1.0 - 2.0 * max(auc - 0.5, 0.0)
+    pairs = zip(suspects["label_idx"], suspects["pred_idx"])
+    return pd.Series([independence[pair] for pair in pairs], index=suspects.index)
 
 
 def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None, context: Context | None = None):
     """Every suspected label error of the run, most likely first (one global order), with `in_top` marking the
     first of them up to cleanlab's estimate of the number of wrong labels.
 
-    A suspect is flagged by confident learning and predicted as another class, and its maps must agree that the
-    image shows the predicted class rather than its label (a mislabelled object is evidence for what it is, not
-    for its label; an image that draws both classes is ambiguous, not mislabelled):
-    - always: the labelled class's map finds less evidence than the predicted class's (raw map maxima,
-      true_cam_max below pred_cam_max by the factor label_error_max_label_evidence);
-    - with a mask: the predicted-class map sits on the object (else it is context, where the model's maps of the
-      predicted class normally sit on its objects), and more so than the labelled class's map (by more than
-      label_error_min_label_gap in object score).
+    A suspect is flagged by confident learning and predicted as another class. With a mask, its maps must agree
+    that the image shows the predicted class rather than its label: the predicted-class map sits on the object
+    (else it is context, where the model's maps of the predicted class normally sit on its objects), and more so
+    than the labelled class's map (by more than label_error_min_label_gap in object score); an object that draws
+    both classes is ambiguous, not mislabelled.
 
-    A model trained on the same labels learns part of their noise, so on its own an image's probabilities say
-    little about which way a confusion goes. Its pair says more: two classes that look alike are confused both
-    ways, labels put in the wrong class flow one way. So suspects are ranked by the one-way share of their pair
-    (`one_way_share`), then, within it, by how sure the model is (1 - cleanlab's label quality, plus
-    label_error_object_weight x the object score where a mask exists): suspicion = one-way share + 0.01 x that.
+    A model trained on the same labels learns part of their noise, so an image's probabilities alone say little
+    about whether its label is wrong or the image is merely hard: both come out as confident mistakes. Its pair
+    says more (`label_independence`): labels the images explain are look-alike classes, labels they do not
+    explain were put in the wrong class. Suspects are ranked by their pair's label independence, shrunk for small
+    pairs (x n / (n + label_error_pair_pseudo_count)), then within the pair by how sure the model is
+    (1 - cleanlab's label quality, plus label_error_object_weight x the object score where a mask exists):
+    suspicion = pair score + 0.01 x that.
     """
     reference = context.class_score if context is not None else class_object_score(object_scores(records, cfg), cfg)
     flagged, certainty, estimate = confident_learning(records, probs, cfg)
     self_confidence = records.groupby("label_idx")["p_true"].mean()
     threshold = records["pred_idx"].map(self_confidence)
     wrong = records[flagged & ~records["correct"].astype(bool) & records["p_pred"].notna()]
-    label_evidence = (wrong["true_cam_max"] / wrong["pred_cam_max"]).fillna(0.0)  # NaN: no evidence for the label
     checked = informative(wrong, "pred_energy_in_mask", cfg)
     score = object_score(wrong["pred_energy_in_mask"], wrong["mask_area"]).where(checked)
     label_score = object_score(wrong["true_energy_in_mask"], wrong["mask_area"]).where(checked)
@@ -120,13 +129,14 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
         wrong["pred_idx"].map(reference) >= cfg.on_object_score
     )
     ambiguous = score - label_score <= cfg.label_error_min_label_gap  # False where either is unmeasured (NaN)
-    both = label_evidence >= cfg.label_error_max_label_evidence
     suspects = wrong.assign(
         threshold=threshold[wrong.index], object_score=score, label_object_score=label_score,
-    )[~context_driven & ~ambiguous & ~both]
-    one_way = one_way_share(suspects, cfg.label_error_pair_pseudo_count)
+    )[~context_driven & ~ambiguous]
+    independent = label_independence(records, probs, suspects)
+    size = suspects.groupby(["label_idx", "pred_idx"])["id"].transform("size").astype(float)
+    pair_score = independent * size / (size + cfg.label_error_pair_pseudo_count)
     sure = certainty[suspects.index] + cfg.label_error_object_weight * suspects["object_score"].clip(0, 1).fillna(0)
-    suspects = suspects.assign(one_way_share=one_way, suspicion=one_way + WITHIN_PAIR * sure)
+    suspects = suspects.assign(label_independence=independent, suspicion=pair_score + WITHIN_PAIR * sure)
     suspects = suspects.sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
     return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
 
@@ -141,10 +151,12 @@ def suspects_of(context: Context) -> pd.DataFrame:
 def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | None = None) -> list[Finding]:
     """Suspects grouped by pair true -> pred, each pair judged by how many of the run's top-ranked suspects
     (up to cleanlab's estimate of the wrong labels) it holds, not by its count alone: a pair whose suspects all
-    rank low is likelier two similar classes than a labelling fault.
+    rank low is likelier two similar classes than a labelling fault. High severity also needs a label
+    independence of at least label_error_min_independence: where the images explain their labels, the pair is
+    two classes that look alike, worth a look (medium at most) but not a labelling fault.
 
     A finding lists up to label_error_max_samples of its suspects, most suspect first: unlike a class finding's
-    examples, each is an image to relabel.
+    examples, each is an image to relabel. Pairs come in the order of their best suspect in the global ranking.
     """
     suspects = suspects_of(Context.of(context, records, maps, masks, classes, cfg))
     class_size = records.groupby("label_idx").size()
@@ -155,8 +167,11 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
             continue
         top = int(group["in_top"].sum())
         rate = top / class_size[t]
+        independence = float(group["label_independence"].iloc[0])
+        unexplained = independence >= cfg.label_error_min_independence
         severity = (
-            "high" if rate >= cfg.label_error_high_rate else "medium" if rate >= cfg.label_error_medium_rate else "low"
+            "high" if rate >= cfg.label_error_high_rate and unexplained
+            else "medium" if rate >= cfg.label_error_medium_rate else "low"
         )
         true, pred = classes[int(t)], classes[int(p)]
         threshold = float(group["threshold"].iloc[0])
@@ -167,16 +182,29 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
                 count=len(group), rate=rate, top_ranked=top, share_of_top_ranked=top / n_top,
                 count_rate=len(group) / class_size[t], threshold=threshold, p_pred=group["p_pred"].mean(),
                 p_true=group["p_true"].mean(), suspicion=group["suspicion"].mean(),
-                one_way_share=group["one_way_share"].iloc[0],
+                label_independence=independence,
                 object_score=group["object_score"].mean(), label_object_score=group["label_object_score"].mean(),
             ),
             message=(
                 f"{len(group)} images labelled {true!r} are confidently predicted {pred!r} ({top} of them among the "
-                f"run's {n_top} most likely label errors){_label_evidence(group)}; check whether their label should "
-                f"be {pred!r}."
+                f"run's {n_top} most likely label errors){_label_evidence(group)}. "
+                f"{_independence(independence, unexplained, true, pred)} Check whether their label should be {pred!r}."
             ),
         ))  # fmt: skip
-    return sorted(findings, key=lambda f: (-f.metrics["top_ranked"], -f.metrics["count"]))
+    return findings  # in the global order of their best suspect, as label_errors.csv lists them
+
+
+def _independence(independence: float, unexplained: bool, true: str, pred: str) -> str:
+    auc = 0.5 + (1.0 - independence) / 2.0
+    if unexplained:
+        return (
+            f"Among the images predicted {pred!r}, the model's probability of {true!r} does not tell which carry "
+            f"the label {true!r} (AUC {auc:.2f}, 0.5 = chance): labels put in the wrong class, not look-alikes."
+        )
+    return (
+        f"Among the images predicted {pred!r}, those labelled {true!r} are the more {true!r}-like (AUC {auc:.2f}): "
+        "the two classes look alike, so many of these may be hard images rather than wrong labels."
+    )
 
 
 def _label_evidence(group: pd.DataFrame) -> str:
