@@ -209,9 +209,8 @@ class FindingsConfig:
     # image; how far the predicted class is ahead ranks such images better than the label's probability alone
     label_error_min_count: int = 3  # fewest suspects a pair needs to be reported
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
-    label_error_min_label_gap: float = 0.0  # ... and more than the labelled class's map does, by more than this
-    # (object score): an object that draws both classes' maps is ambiguous, not mislabelled
-    label_error_object_weight: float = 0.5  # rank bonus per unit object score: on-object suspects rank first
+    label_error_object_weight: float = 0.5  # rank bonus within a pair per unit object score the predicted class's
+    # map draws above the label's: suspects whose object speaks for the prediction rank first
     label_error_pair_pseudo_count: float = 10.0  # a pair's score is its label independence x n / (n + this), n
     # its suspects: how many a pair needs before it outranks a large pair of look-alike classes
     label_error_min_independence: float = 0.75  # a pair is high only when its images explain its labels this

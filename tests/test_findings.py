@@ -509,6 +509,22 @@ def test_context_confusion_needs_the_true_class_looked_at_when_right():
     assert of_kind(run.find()[0], "context_confusion") == []
 
 
+def test_context_confusion_is_not_high_where_the_predicted_class_always_looks_off_its_objects():
+    rng = np.random.default_rng(5)
+    run = HandMadeRun()
+    for label in ("cat", "bird"):
+        run.clean(rng, label, n=30)
+    for _ in range(30):  # dogs are recognised from their background: a dog map off the object is its habit
+        y, x = run.place(rng, 5)
+        run.add("dog", square(y, x, 5), "background")
+    for _ in range(10):  # 10 of 40 cats, as in the high case above
+        y, x = run.place(rng, 5)
+        run.add("cat", square(y, x, 5), "background", pred="dog", p_true=0.2, p_pred=0.7)
+    (f,) = of_kind(run.find()[0], "context_confusion")
+    assert f.severity == "medium" and f.metrics["pred_class_object_score"] < CFG.on_object_score
+    assert "even when 'dog' is right" in f.message
+
+
 # ------------------------------------------------------------------------------------ suspected_label_error
 
 
@@ -546,7 +562,7 @@ def test_suspected_label_error_high_for_systematic_label_noise_and_quiet_below_t
     assert of_kind(quiet.find()[0], "suspected_label_error") == []
 
 
-def test_suspected_label_error_needs_the_object_to_speak_for_the_prediction_more_than_for_the_label():
+def test_suspected_label_error_ranks_objects_that_speak_for_the_prediction_more_than_for_the_label_first():
     run, rng = clean_run()
     mislabelled, ambiguous = [], []
     for i in range(8):  # 8 birds predicted cat, maps on the object for the predicted class
@@ -560,15 +576,10 @@ def test_suspected_label_error_needs_the_object_to_speak_for_the_prediction_more
     wrong = ~records["correct"]
     records.loc[wrong, "true_energy_in_mask"] = label_energy[wrong]
     (f,) = of_kind(find_all(records, maps, masks, classes, CFG)[0], "suspected_label_error")
-    assert sorted(f.samples) == sorted(mislabelled) and f.metrics["count"] == 4
-    assert f.metrics["label_object_score"] == pytest.approx(0.0, abs=1e-4)
-    assert f.metrics["object_score"] > 0.5
-    assert "0.00 of the label's" in f.message
+    # Both kept (a 7 with a 1's stroke draws both maps and may still be mislabelled), the clear ones first.
+    assert sorted(f.samples[:4]) == sorted(mislabelled) and sorted(f.samples[4:]) == sorted(ambiguous)
+    assert f.metrics["count"] == 8 and f.metrics["object_score"] > 0.5
     assert by_id.loc[ambiguous, "pred_energy_in_mask"].notna().all()  # judged, not skipped for want of a mask
-
-    lenient = dataclasses.replace(CFG, label_error_min_label_gap=-1.1)  # every gap passes: the ambiguous return
-    (f,) = of_kind(find_all(records, maps, masks, classes, lenient)[0], "suspected_label_error")
-    assert sorted(f.samples) == sorted(mislabelled + ambiguous)
 
 
 def test_suspected_label_error_keeps_off_object_suspects_where_maps_never_track_objects():

@@ -24,8 +24,9 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
     """A confused pair whose predicted-class maps fall off the object: confused by context.
 
     Only where the model looks at the true class's objects when it is right, else an off-object map says
-    nothing. Pairs confused while looking at the object are reported as low severity, as similar objects, not
-    bias; pairs in between are left alone.
+    nothing; and high only where the predicted class's maps sit on its own objects when it is right, else an
+    off-object map of that class is its habit, not this pair's context. Pairs confused while looking at the
+    object are reported as low severity, as similar objects, not bias; pairs in between are left alone.
     """
     reference = Context.of(context, records, maps, masks, classes, cfg).class_score
     wrong = records[~records["correct"].astype(bool) & informative(records, "pred_energy_in_mask", cfg)]
@@ -41,7 +42,9 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
         true, pred = classes[int(t)], classes[int(p)]
         energy = group["pred_energy_in_mask"].mean()
         if hi < cfg.context_max_score and true_score >= cfg.on_object_score:
-            high = rate >= cfg.context_high_rate and true_score >= cfg.clear_object_score
+            pred_score = reference.get(p, np.nan)
+            pred_on_object = pred_score >= cfg.on_object_score  # else off-object is how its maps always look
+            high = rate >= cfg.context_high_rate and true_score >= cfg.clear_object_score and pred_on_object
             severity, order = ("high" if high else "medium"), group["score"].to_numpy()
             message = (
                 f"{len(group)} images of {true!r} are predicted {pred!r} from context: the {pred!r} maps put only "
@@ -49,6 +52,11 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
                 f"{true!r} is recognised), so look for a background or co-occurring object these images share "
                 f"with {pred!r}."
             )
+            if not pred_on_object:
+                message += (
+                    f" The {pred!r} maps sit off the object even when {pred!r} is right (object score "
+                    f"{pred_score:.2f}), so this may be how those maps look rather than this pair's context."
+                )
         elif lo >= cfg.context_max_score:
             severity, order = "low", -group["score"].to_numpy()
             message = (
@@ -64,6 +72,7 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
             metrics=metrics(
                 count=len(group), rate=rate, energy_in_mask=energy, mask_area=group["mask_area"].mean(),
                 object_score=mean, object_score_ci_low=lo, object_score_ci_high=hi, true_class_object_score=true_score,
+                pred_class_object_score=reference.get(p, np.nan),
             ),
             message=message,
         ))  # fmt: skip

@@ -103,19 +103,19 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     """Every suspected label error of the run, most likely first (one global order), with `in_top` marking the
     first of them up to cleanlab's estimate of the number of wrong labels.
 
-    A suspect is flagged by confident learning and predicted as another class. With a mask, its maps must agree
-    that the image shows the predicted class rather than its label: the predicted-class map sits on the object
-    (else it is context, where the model's maps of the predicted class normally sit on its objects), and more so
-    than the labelled class's map (by more than label_error_min_label_gap in object score); an object that draws
-    both classes is ambiguous, not mislabelled.
+    A suspect is flagged by confident learning and predicted as another class. With a mask, the predicted-class
+    map must sit on the object (else it is context, where the model's maps of the predicted class normally sit on
+    its objects). Whether the object also draws the labelled class's map only orders suspects within their pair:
+    a 7 that carries a 1's stroke draws both maps and may still be a 7 labelled 1; whether such labels are noise
+    or look-alikes is the pair's question (`label_independence`), not the image's.
 
     A model trained on the same labels learns part of their noise, so an image's probabilities alone say little
     about whether its label is wrong or the image is merely hard: both come out as confident mistakes. Its pair
     says more (`label_independence`): labels the images explain are look-alike classes, labels they do not
     explain were put in the wrong class. Suspects are ranked by their pair's label independence, shrunk for small
     pairs (x n / (n + label_error_pair_pseudo_count)), then within the pair by how sure the model is
-    (1 - cleanlab's label quality, plus label_error_object_weight x the object score where a mask exists):
-    suspicion = pair score + 0.01 x that.
+    (1 - cleanlab's label quality, plus label_error_object_weight x how much more the object draws the predicted
+    class's map than the label's, in object score, where a mask exists): suspicion = pair score + 0.01 x that.
     """
     reference = context.class_score if context is not None else class_object_score(object_scores(records, cfg), cfg)
     flagged, certainty, estimate = confident_learning(records, probs, cfg)
@@ -128,14 +128,14 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     context_driven = (score < cfg.label_error_min_object_score) & (
         wrong["pred_idx"].map(reference) >= cfg.on_object_score
     )
-    ambiguous = score - label_score <= cfg.label_error_min_label_gap  # False where either is unmeasured (NaN)
     suspects = wrong.assign(
         threshold=threshold[wrong.index], object_score=score, label_object_score=label_score,
-    )[~context_driven & ~ambiguous]
+    )[~context_driven]
     independent = label_independence(records, probs, suspects)
     size = suspects.groupby(["label_idx", "pred_idx"])["id"].transform("size").astype(float)
     pair_score = independent * size / (size + cfg.label_error_pair_pseudo_count)
-    sure = certainty[suspects.index] + cfg.label_error_object_weight * suspects["object_score"].clip(0, 1).fillna(0)
+    speaks_for_pred = suspects["object_score"].clip(0, 1).fillna(0) - suspects["label_object_score"].clip(0, 1).fillna(0)
+    sure = certainty[suspects.index] + cfg.label_error_object_weight * speaks_for_pred
     suspects = suspects.assign(label_independence=independent, suspicion=pair_score + WITHIN_PAIR * sure)
     suspects = suspects.sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
     return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
