@@ -207,3 +207,19 @@ def test_coco_manifests_keep_the_most_frequent_classes(tmp_path):
     assert [counts[c] for c in classes] == sorted(counts, reverse=True)  # most frequent first
     assert "mask" in with_masks and "mask" not in without
     assert with_masks.drop(columns=["mask"]).equals(without)
+
+
+def test_erasure_effects_and_bounding_boxes_by_hand():
+    from benchmarks.erasure import bounding_boxes, effects
+
+    # 3 classes, 2 erased images each: [true, called] counts
+    counts = np.array([[2, 0, 0],   # a: both still a
+                       [1, 1, 0],   # b: one called a, one b
+                       [1, 0, 1]])  # fmt: skip
+    accuracy, baseline = effects(counts)
+    assert accuracy.tolist() == [1.0, 0.5, 0.5]
+    # a: 2 of the 4 other images called a = 0.5; b: none of 4; c: none of 4
+    assert baseline.tolist() == [0.5, 0.0, 0.0]
+    masks = torch.zeros(1, 4, 5, dtype=torch.bool)
+    masks[0, 1, 1] = masks[0, 2, 3] = True
+    assert bounding_boxes(masks)[0].nonzero().tolist() == [[r, c] for r in (1, 2) for c in (1, 2, 3)]
