@@ -93,10 +93,23 @@ def causal_indices(samples, wanted: set[int], cap: int, seed: int = 0) -> list[i
     return sorted(chosen)
 
 
+def random_boxes(box: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """bool [count, H, W]: boxes of the same size as `box` ([H, W]) at random places, one per image."""
+    height, width = box.shape
+    rows, cols = box.any(dim=1).nonzero()[:, 0], box.any(dim=0).nonzero()[:, 0]
+    box_h, box_w = int(rows.numel()), int(cols.numel())
+    top = torch.randint(0, height - box_h + 1, (count,), generator=generator)
+    left = torch.randint(0, width - box_w + 1, (count,), generator=generator)
+    r, c = torch.arange(height), torch.arange(width)
+    in_rows = (r[None] >= top[:, None]) & (r[None] < top[:, None] + box_h)
+    in_cols = (c[None] >= left[:, None]) & (c[None] < left[:, None] + box_w)
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
 @stage("causal_check_s")
 def causal_check(
     model: torch.nn.Module, batches: Iterable[dict], classes: list[str], regions: dict[int, list[float]], device,
-    predictions: Mapping[int, int] | None = None,
+    predictions: Mapping[int, int] | None = None, seed: int = 0,
 ) -> pd.DataFrame:
     """Accuracy per class on the images as they are, with the object erased, and with the class's region erased.
 
@@ -106,12 +119,17 @@ def causal_check(
     One row per class seen: class, n, accuracy, n_masked, background_only_accuracy (NaN without masked images),
     background_only_baseline (how often *other* classes' object-erased images are called this class: a model
     that names one class for any empty image would otherwise look as if it recognised that class from
-    background), n_region, shortcut_removed_accuracy (NaN where the class has no region) and region.
+    background), n_region, shortcut_removed_accuracy (NaN where the class has no region),
+    region_control_accuracy (the same images with a random region of the same size erased instead: erasing a
+    large region costs any class accuracy, so only a drop beyond this control shows the region is used; seeded)
+    and region.
     """
     k = len(classes)
     n, correct = torch.zeros(k, dtype=torch.long), torch.zeros(k, dtype=torch.long)
     background = torch.zeros(k, k, dtype=torch.long)  # [true, predicted] with the object erased
     n_region, region_correct = torch.zeros(k, dtype=torch.long), torch.zeros(k, dtype=torch.long)
+    control_correct = torch.zeros(k, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
     boxes: dict[tuple[int, int, int], torch.Tensor] = {}
     was_training = model.training
     model.eval()
@@ -145,6 +163,9 @@ def causal_check(
                     guess = model(erase(images[flagged], masks)).argmax(dim=1).cpu()
                     n_region += torch.bincount(labels[flagged], minlength=k)
                     region_correct += torch.bincount(labels[flagged][guess == labels[flagged]], minlength=k)
+                    controls = torch.cat([random_boxes(m, 1, generator) for m in masks])
+                    guess = model(erase(images[flagged], controls)).argmax(dim=1).cpu()
+                    control_correct += torch.bincount(labels[flagged][guess == labels[flagged]], minlength=k)
     finally:
         model.train(was_training)
 
@@ -164,6 +185,7 @@ def causal_check(
             "background_only_baseline": float(called[c]) / others_masked if others_masked else math.nan,
             "n_region": int(n_region[c]),
             "shortcut_removed_accuracy": float(region_correct[c] / n_region[c]) if n_region[c] else math.nan,
+            "region_control_accuracy": float(control_correct[c] / n_region[c]) if n_region[c] else math.nan,
             "region": json.dumps(list(regions[c])) if c in regions else "",
         })  # fmt: skip
     return pd.DataFrame(rows)

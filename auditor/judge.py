@@ -59,7 +59,7 @@ def judge(
             log.info("causal check on %d images of %d classes", len(indices), len(wanted))
             loader = make_loader(dataset, indices, cfg, device)
             causal = causal_check(model, loader, classes, regions_from_findings(findings, classes), device,
-                                  predictions=sweep_predictions(run.records, dataset.samples))
+                                  predictions=sweep_predictions(run.records, dataset.samples), seed=cfg.findings.seed)
             write_causal(run_dir, causal)
             findings = apply_causal(findings, causal, cfg.findings)
     doc = write_document(run_dir, findings, notes, context)

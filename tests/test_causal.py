@@ -155,6 +155,24 @@ def test_apply_causal_raises_when_erasing_the_region_breaks_the_class():
     assert f.severity == "high" and f.metrics["shortcut_removed_accuracy"] == 0.2
 
 
+def test_erasing_the_region_confirms_only_beyond_erasing_a_random_region_that_size():
+    # Erasing the region: 100 % -> 20 %. A random region that size: 60 % -> a drop of 0.4 beyond it, below 0.5.
+    (f,) = apply_causal([shortcut()], causal_row(shortcut_removed_accuracy=0.2, region_control_accuracy=0.6), CFG)
+    assert f.severity == shortcut().severity and f.metrics["region_control_accuracy"] == 0.6
+    (f,) = apply_causal([shortcut()], causal_row(shortcut_removed_accuracy=0.2, region_control_accuracy=0.95), CFG)
+    assert f.severity == "high" and "a random region that size: 95%" in f.message
+
+
+def test_random_boxes_keep_the_region_s_size_inside_the_image():
+    from auditor.causal import random_boxes
+
+    region = region_mask([0.0, 0.0, 0.5, 0.25], 8, 8)  # 2 rows x 4 columns
+    boxes = random_boxes(region, 50, torch.Generator().manual_seed(0))
+    assert boxes.shape == (50, 8, 8) and (boxes.sum(dim=(1, 2)) == 8).all()
+    assert all(b.any(dim=1).sum() == 2 and b.any(dim=0).sum() == 4 for b in boxes)
+    assert len({tuple(b.nonzero()[0].tolist()) for b in boxes}) > 5  # placed at random
+
+
 def test_apply_causal_keeps_severity_when_the_check_is_inconclusive():
     before = shortcut()
     (f,) = apply_causal([before], causal_row(background_only_accuracy=0.25, shortcut_removed_accuracy=0.7), CFG)

@@ -53,8 +53,8 @@ def unexplained(by_class: dict[str, dict], flagged: set[str], cfg: FindingsConfi
 def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
     """One class finding with the causal check's figures for its class, its severity set by them: high when
     the class is still recognised with its object erased, or loses cfg.causal_min_shortcut_drop of its accuracy
-    without the region where the region is known not to be the object (erasing the object costs any class its
-    accuracy); a whole-class finding (background_reliance, spatial_shortcut) becomes low when every test it had
+    without the region, beyond erasing a random region of the same size, where the region is known not to be the
+    object (erasing the object costs any class its accuracy); a whole-class finding (background_reliance, spatial_shortcut) becomes low when every test it had
     shows no effect."""
     if row is None:
         return f
@@ -72,9 +72,15 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
     if f.region is not None and _finite(removed) and _same_region(row.get("region"), f.region):
         tests += 1
         extra["shortcut_removed_accuracy"] = removed
-        drop = row["accuracy"] - removed
+        control = row.get("region_control_accuracy")
+        control = control if _finite(control) else row["accuracy"]  # causal.csv written before the control
+        extra["region_control_accuracy"] = control
+        drop = min(row["accuracy"], control) - removed  # beyond what erasing any region that size costs
         if drop >= cfg.causal_min_shortcut_drop and off_the_object(f, cfg):
-            confirmed.append(f"erasing the region drops its accuracy from {row['accuracy']:.0%} to {removed:.0%}")
+            confirmed.append(
+                f"erasing the region drops its accuracy from {row['accuracy']:.0%} to {removed:.0%} (erasing a "
+                f"random region that size: {control:.0%})"
+            )
         elif drop >= cfg.causal_min_shortcut_drop:
             tests -= 1  # erasing what may be the object tells nothing about a shortcut
         elif drop <= cfg.causal_max_refuted:
