@@ -87,13 +87,16 @@ def label_independence(records: pd.DataFrame, probs, suspects: pd.DataFrame) -> 
     """
     if probs is None or suspects.empty:
         return pd.Series(1.0, index=suspects.index)
-    probs = np.asarray(probs, dtype=np.float64)[records["row"].to_numpy()]
+    rows = records["row"].to_numpy()
     label_of, pred_of = records["label_idx"].to_numpy(), records["pred_idx"].to_numpy()
+    predicted_as = {p: np.flatnonzero(pred_of == p) for p in set(suspects["pred_idx"])}  # one pass per class
     independence = {}
     for t, p in set(zip(suspects["label_idx"], suspects["pred_idx"])):
-        pair = (pred_of == p) & ((label_of == t) | (label_of == p)) & np.isfinite(probs[:, t])
-        labelled_t = label_of[pair] == t
-        auc = roc_auc_score(labelled_t, probs[pair, t]) if 0 < labelled_t.sum() < len(labelled_t) else 0.5
+        members = predicted_as[p][np.isin(label_of[predicted_as[p]], (t, p))]
+        label_prob = np.asarray(probs[rows[members], t], dtype=np.float64)
+        labelled_t = (label_of[members] == t)[np.isfinite(label_prob)]
+        label_prob = label_prob[np.isfinite(label_prob)]
+        auc = roc_auc_score(labelled_t, label_prob) if 0 < labelled_t.sum() < len(labelled_t) else 0.5
         independence[t, p] = 1.0 - 2.0 * max(auc - 0.5, 0.0)
     pairs = zip(suspects["label_idx"], suspects["pred_idx"])
     return pd.Series([independence[pair] for pair in pairs], index=suspects.index)
