@@ -2,8 +2,9 @@
 
 A heatmap only correlates attention with a region; if the class is still predicted once its object is gone, or
 is lost once the flagged region is gone, the model demonstrably uses that region. Erasing writes the dataset
-mean (0 in normalised images), the usual occlusion baseline, over a square around the object (`object_boxes`). The run directory stores the result as causal.csv;
-`auditor.findings.run.apply_causal` folds it into the class findings.
+mean (0 in normalised images), the usual occlusion baseline, over a square around the object (`object_boxes`).
+The run directory stores the result as causal.csv; `auditor.findings.run.apply_causal` folds it into the class
+findings.
 """
 
 from __future__ import annotations
@@ -29,22 +30,35 @@ def erase(images: torch.Tensor, masks: torch.Tensor, fill: float = 0.0) -> torch
     return images.masked_fill(masks.to(device=images.device, dtype=torch.bool).unsqueeze(-3), fill)
 
 
+def extents(masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each mask's bounding box as top, bottom, left, right (end exclusive), [B] each, and whether it has any
+    pixel (an empty mask's box is 0-wide)."""
+    masks = masks.bool()
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # [B, H], [B, W]
+
+    def first_and_past_last(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return hit.float().argmax(dim=1), hit.shape[1] - hit.flip(1).float().argmax(dim=1)
+
+    (top, bottom), (left, right) = first_and_past_last(rows), first_and_past_last(cols)
+    return top, bottom, left, right, rows.any(dim=1)
+
+
+def filled_boxes(top, bottom, left, right, height: int, width: int) -> torch.Tensor:
+    """bool [B, H, W], True inside rows [top, bottom) and columns [left, right) of each image."""
+    r, c = torch.arange(height, device=top.device), torch.arange(width, device=top.device)
+    in_rows = (r[None] >= top[:, None]) & (r[None] < bottom[:, None])
+    in_cols = (c[None] >= left[:, None]) & (c[None] < right[:, None])
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
 def object_boxes(masks: torch.Tensor) -> torch.Tensor:
     """bool [B, H, W]: for each mask, the square around its bounding box (the shorter side widened about the
     centre, kept inside the image), filled. The check erases that square, not the mask: a hole cut to the
     object's outline still shows its shape (a shirt's silhouette names the shirt), and one cut to its bounding
     box still shows its proportions (a flat box names the sneaker); either way the model would be credited with
     recognising the class from its background."""
-    masks = masks.bool()
     height, width = masks.shape[-2:]
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # [B, H], [B, W]
-    found = rows.any(dim=1)
-
-    def extent(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # first and one past the last hit
-        first = hit.float().argmax(dim=1)
-        return first, hit.shape[1] - hit.flip(1).float().argmax(dim=1)
-
-    (top, bottom), (left, right) = extent(rows), extent(cols)
+    top, bottom, left, right, found = extents(masks)
     side = torch.maximum(bottom - top, right - left)
 
     def widened(start: torch.Tensor, stop: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,10 +68,7 @@ def object_boxes(masks: torch.Tensor) -> torch.Tensor:
         return begin, begin + length
 
     (top, bottom), (left, right) = widened(top, bottom, height), widened(left, right, width)
-    r, c = torch.arange(height, device=masks.device), torch.arange(width, device=masks.device)
-    in_rows = (r[None] >= top[:, None]) & (r[None] < bottom[:, None])
-    in_cols = (c[None] >= left[:, None]) & (c[None] < right[:, None])
-    return in_rows[:, :, None] & in_cols[:, None, :] & found[:, None, None]
+    return filled_boxes(top, bottom, left, right, height, width) & found[:, None, None]
 
 
 def region_mask(region, height: int, width: int) -> torch.Tensor:
@@ -93,17 +104,19 @@ def causal_indices(samples, wanted: set[int], cap: int, seed: int = 0) -> list[i
     return sorted(chosen)
 
 
-def random_boxes(box: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """bool [count, H, W]: boxes of the same size as `box` ([H, W]) at random places, one per image."""
-    height, width = box.shape
-    rows, cols = box.any(dim=1).nonzero()[:, 0], box.any(dim=0).nonzero()[:, 0]
-    box_h, box_w = int(rows.numel()), int(cols.numel())
-    top = torch.randint(0, height - box_h + 1, (count,), generator=generator)
-    left = torch.randint(0, width - box_w + 1, (count,), generator=generator)
-    r, c = torch.arange(height), torch.arange(width)
-    in_rows = (r[None] >= top[:, None]) & (r[None] < top[:, None] + box_h)
-    in_cols = (c[None] >= left[:, None]) & (c[None] < left[:, None] + box_w)
-    return in_rows[:, :, None] & in_cols[:, None, :]
+def random_boxes(regions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """bool [B, H, W]: for each region ([B, H, W] boxes), a box of the same size at a random place."""
+    height, width = regions.shape[-2:]
+    top, bottom, left, right, _ = extents(regions)
+    sizes = list(zip((bottom - top).tolist(), (right - left).tolist()))
+    places = [
+        (int(torch.randint(0, height - h + 1, (1,), generator=generator)),
+         int(torch.randint(0, width - w + 1, (1,), generator=generator)))
+        for h, w in sizes
+    ]  # fmt: skip  # drawn image by image, top then left
+    new_top, new_left = (torch.tensor(v, dtype=torch.long) for v in zip(*places))
+    heights, widths = (torch.tensor(v, dtype=torch.long) for v in zip(*sizes))
+    return filled_boxes(new_top, new_top + heights, new_left, new_left + widths, height, width)
 
 
 @stage("causal_check_s")
@@ -163,8 +176,7 @@ def causal_check(
                     guess = model(erase(images[flagged], masks)).argmax(dim=1).cpu()
                     n_region += torch.bincount(labels[flagged], minlength=k)
                     region_correct += torch.bincount(labels[flagged][guess == labels[flagged]], minlength=k)
-                    controls = torch.cat([random_boxes(m, 1, generator) for m in masks])
-                    guess = model(erase(images[flagged], controls)).argmax(dim=1).cpu()
+                    guess = model(erase(images[flagged], random_boxes(masks, generator))).argmax(dim=1).cpu()
                     control_correct += torch.bincount(labels[flagged][guess == labels[flagged]], minlength=k)
     finally:
         model.train(was_training)

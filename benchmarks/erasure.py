@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auditor.audit import prepare  # noqa: E402
-from auditor.causal import causal_indices, erase, object_boxes  # noqa: E402
+from auditor.causal import causal_indices, erase, extents, filled_boxes, object_boxes  # noqa: E402
 from auditor.config import load_config  # noqa: E402
 from auditor.sweep import make_loader  # noqa: E402
 
@@ -43,10 +43,8 @@ MIN_EFFECT = 0.3  # findings.causal_min_background_accuracy
 
 def bounding_boxes(masks: torch.Tensor) -> torch.Tensor:
     """Each mask's bounding box, filled (the erasure before the square)."""
-    def between(hit: torch.Tensor) -> torch.Tensor:
-        return hit.cummax(dim=1).values & hit.flip(1).cummax(dim=1).values.flip(1)
-
-    return between(masks.any(dim=2))[:, :, None] & between(masks.any(dim=1))[:, None, :]
+    top, bottom, left, right, found = extents(masks)
+    return filled_boxes(top, bottom, left, right, *masks.shape[-2:]) & found[:, None, None]
 
 
 HOLES = {"mask": lambda masks: masks, "box": bounding_boxes, "square": object_boxes}

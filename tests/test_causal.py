@@ -167,7 +167,7 @@ def test_random_boxes_keep_the_region_s_size_inside_the_image():
     from auditor.causal import random_boxes
 
     region = region_mask([0.0, 0.0, 0.5, 0.25], 8, 8)  # 2 rows x 4 columns
-    boxes = random_boxes(region, 50, torch.Generator().manual_seed(0))
+    boxes = random_boxes(region.expand(50, 8, 8), torch.Generator().manual_seed(0))
     assert boxes.shape == (50, 8, 8) and (boxes.sum(dim=(1, 2)) == 8).all()
     assert all(b.any(dim=1).sum() == 2 and b.any(dim=0).sum() == 4 for b in boxes)
     assert len({tuple(b.nonzero()[0].tolist()) for b in boxes}) > 5  # placed at random

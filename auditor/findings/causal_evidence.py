@@ -54,8 +54,8 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
     """One class finding with the causal check's figures for its class, its severity set by them: high when
     the class is still recognised with its object erased, or loses cfg.causal_min_shortcut_drop of its accuracy
     without the region, beyond erasing a random region of the same size, where the region is known not to be the
-    object (erasing the object costs any class its accuracy); a whole-class finding (background_reliance, spatial_shortcut) becomes low when every test it had
-    shows no effect."""
+    object (erasing the object costs any class its accuracy); a whole-class finding (background_reliance,
+    spatial_shortcut) becomes low when every test it had shows no effect."""
     if row is None:
         return f
     extra, confirmed, refuted, tests = {}, [], [], 0

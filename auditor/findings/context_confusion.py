@@ -38,11 +38,11 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
             continue
         mean, lo, hi = bootstrap_mean(group["score"], cfg)
         true_score = reference.get(t, reference.median())
+        pred_score = reference.get(p, np.nan)
         rate = len(group) / class_size[t]
         true, pred = classes[int(t)], classes[int(p)]
         energy = group["pred_energy_in_mask"].mean()
         if hi < cfg.context_max_score and true_score >= cfg.on_object_score:
-            pred_score = reference.get(p, np.nan)
             pred_on_object = pred_score >= cfg.on_object_score  # else off-object is how its maps always look
             high = rate >= cfg.context_high_rate and true_score >= cfg.clear_object_score and pred_on_object
             severity, order = ("high" if high else "medium"), group["score"].to_numpy()
@@ -72,7 +72,7 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
             metrics=metrics(
                 count=len(group), rate=rate, energy_in_mask=energy, mask_area=group["mask_area"].mean(),
                 object_score=mean, object_score_ci_low=lo, object_score_ci_high=hi, true_class_object_score=true_score,
-                pred_class_object_score=reference.get(p, np.nan),
+                pred_class_object_score=pred_score,
             ),
             message=message,
         ))  # fmt: skip

@@ -137,7 +137,8 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     independent = label_independence(records, probs, suspects)
     size = suspects.groupby(["label_idx", "pred_idx"])["id"].transform("size").astype(float)
     pair_score = independent * size / (size + cfg.label_error_pair_pseudo_count)
-    speaks_for_pred = suspects["object_score"].clip(0, 1).fillna(0) - suspects["label_object_score"].clip(0, 1).fillna(0)
+    on_object = suspects[["object_score", "label_object_score"]].clip(0, 1).fillna(0)
+    speaks_for_pred = on_object["object_score"] - on_object["label_object_score"]
     sure = certainty[suspects.index] + cfg.label_error_object_weight * speaks_for_pred
     suspects = suspects.assign(label_independence=independent, suspicion=pair_score + WITHIN_PAIR * sure)
     suspects = suspects.sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
