@@ -39,14 +39,16 @@ def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
 
 
 class DemoNet(nn.Module):
-    """Three conv blocks, global average pooling and a linear head (so CAM applies exactly too)."""
+    """Three conv blocks, global average pooling and a linear head (so CAM applies exactly too); `extra_convs`
+    more 64-channel conv layers at the end (the planted-bias benchmarks' model has one)."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, extra_convs: int = 0):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            *(layer for _ in range(extra_convs) for layer in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())),
         )  # fmt: skip
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
