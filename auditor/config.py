@@ -168,6 +168,8 @@ class FindingsConfig:
     max_region_area: float = 0.25  # a "place" covers at most this share of the image
     shortcut_min_hit_rate: float = 0.5  # share of the class's maps whose peak falls in the region
     shortcut_min_gap: float = 0.2  # attention share in the region above the other classes' median (CI lower bound)
+    shortcut_min_share_gap: float = 0.1  # ... or, whatever the hit rate, this gap alone: a mark beside a large
+    # object draws a steady share of every map without winning its peak
     shortcut_high_hit_rate: float = 0.8  # hit rate needed, with the gap below, for high severity
     shortcut_high_gap: float = 0.4  # gap (CI lower bound) needed for high severity
     place_max_on_object: float = 0.3  # with masks: a place whose attention is more on the object is the object
@@ -175,12 +177,15 @@ class FindingsConfig:
     # (at most this ratio) follow the object, so their place is the object's, not a fixed one
     # place evidence (auditor.causal.place_check): is a flagged place the object? Needed without masks
     place_max_pixel_std_ratio: float = 0.2  # region pixels varying at most this much (std across the finding's
-    # images over std across other classes' images, where the two differ) are the same thing every time: not an
-    # object (planted watermarks and patches measured 0.015-0.28 in the benchmarks, other places 0.43 and up)
+    # images over std across other classes' images, weighted by how much the two differ) are the same thing every
+    # time: not an object (benchmark seeds 0-8: planted watermarks and patches 0.000-0.023, other places 0.25 and up)
     transplant_min_effect: float = 0.1  # pasting the region onto other classes' images must turn at least this
     # many more of them into the class than pasting a random same-size region does, before a finding without
     # masks rises above low (planted cues: 0.2-0.6; the real LeNet's clean digits: 0.03 at most)
     transplant_min_gap: float = 0.3  # ... and this many for high: the model uses what is there
+    erasure_min_effect: float = 0.2  # ... or erasing the region from the finding's own images must lose the class
+    # for this many more of them than erasing a random same-size region: a cue only part of a class carries is
+    # needed where it is, yet too weak to turn other classes' images by itself
     place_check_images: int = 64  # other classes' images the pixels are compared with and the region pasted onto
     # strategy_cluster (SpRAy)
     spray_min_support: int = 20  # fewest correctly classified images of a class before clustering it

@@ -383,3 +383,113 @@ def test_place_figures_skip_the_model_once_the_pixels_have_decided():
                             pixels_decide_above=CFG.place_max_pixel_std_ratio)  # fmt: skip
     assert figures["pixel_std_ratio"] > CFG.place_max_pixel_std_ratio and "transplant_rate" not in figures
     assert Counting.calls == 0
+
+
+# ------------------------------------------------------------------- marks that do not win the maps' peaks
+
+
+def steady_mark_run(has_mask=True, seed=0) -> HandMadeRun:
+    """Dogs whose maps peak on a large object but keep a steady share at the top-right corner (a mark beside a
+    coat draws part of every map, never its peak); cats and birds look at their objects only."""
+    rng = np.random.default_rng(seed)
+    run = HandMadeRun()
+    for label in ("cat", "bird", "dog"):
+        for _ in range(30):
+            y, x = run.place(rng, 7, avoid_corner=True)
+            attention = blob(y + 3, x + 3, sigma=2.0)
+            run.add(label, square(y, x, 7), attention + 0.8 * CORNER if label == "dog" else attention,
+                    has_mask=has_mask)
+    return run
+
+
+@pytest.mark.parametrize("has_mask", [True, False])
+def test_spatial_shortcut_finds_a_mark_that_draws_a_steady_share_without_winning_the_peaks(has_mask):
+    run = steady_mark_run(has_mask)
+    (f,) = of_kind(run.find()[0], "spatial_shortcut")
+    assert f.classes == ["dog"] and f.metrics["hit_rate"] < CFG.shortcut_min_hit_rate
+    assert f.severity == ("medium" if has_mask else "low")  # without masks: low until the place evidence
+    assert f.region[0] >= 0.5 and f.region[3] <= 0.5  # the top-right quadrant
+    peaks_only = dataclasses.replace(CFG, shortcut_min_share_gap=1.0)  # the rule before: peaks had to be there
+    assert not of_kind(run.find(peaks_only)[0], "spatial_shortcut")
+
+
+def test_erasure_figures_by_hand_on_a_model_that_needs_the_corner():
+    rng = np.random.default_rng(0)
+    references = objects(32, rng, centred=False, watermark=False)
+    figures = place_figures(CornerDetector(), objects(12, rng, False, True), references, [0.75, 0.0, 1.0, 0.25], 1,
+                            "cpu", seed=0)  # fmt: skip
+    assert figures["erased_rate"] == 0.0  # the corner gone, none is the class
+    assert figures["erased_control_rate"] == 1.0  # a random same-size region gone elsewhere, all still are
+
+
+def test_a_mask_free_place_the_class_needs_but_that_turns_no_other_image_is_medium():
+    """A cue half a class carries: pasting it onto other classes' images changes nothing, erasing it from the
+    class's own images loses the class; below erasure_min_effect (beyond the random region) it stays low."""
+    run, _ = corner_run(has_mask=False)
+    (f,) = of_kind(find_all(*run.arrays(), CFG)[0], "spatial_shortcut")
+    inert = {"pixel_std_ratio": 0.05, "transplant_rate": 0.02, "transplant_control_rate": 0.0}
+    needed = with_place_evidence(f, {**inert, "erased_rate": 0.5, "erased_control_rate": 1.0}, CFG)
+    assert needed.severity == "medium" and "erased" in needed.message
+    barely = with_place_evidence(f, {**inert, "erased_rate": 0.9, "erased_control_rate": 1.0}, CFG)
+    assert barely.severity == "low" and "does not use" in barely.message
+    varied = with_place_evidence(f, {**inert, "pixel_std_ratio": 0.6, "erased_rate": 0.0, "erased_control_rate": 1.0},
+                                 CFG)  # fmt: skip  # erasing an object loses its class too: pixels decide first
+    assert varied.severity == "low"
+
+
+def test_pixel_std_ratio_weights_each_pixel_by_the_squared_contrast_by_hand():
+    from auditor.place_check import pixel_std_ratio
+
+    # two pixels; donors [n=2]: pixel a 1, 1 (std 0), pixel b 0, 2 (std sqrt 2); references: a 0, 0, b 1, 1 (std 0)
+    donors = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 2.0]]]])
+    references = torch.tensor([[[[0.0, 1.0]]], [[[0.0, 1.0]]]])
+    mask = torch.tensor([[True, True]])
+    # contrast: a (1 - 0)^2 = 1, b (1 - 1)^2 = 0 -> only pixel a counts: donors' std 0, references' std 0 -> NaN
+    d, r, ratio = pixel_std_ratio(donors, references, mask)
+    assert d == 0.0 and r == 0.0 and np.isnan(ratio)
+    references = torch.tensor([[[[0.0, 0.0]]], [[[2.0, 1.0]]]])  # a: 0, 2 (mean 1, std sqrt 2); b: 0, 1 (mean 0.5)
+    # contrast: a (1 - 1)^2 = 0, b (1 - 0.5)^2 = 0.25 -> only pixel b: donors' std sqrt 2, references' sqrt 0.5
+    d, r, ratio = pixel_std_ratio(donors, references, mask)
+    assert d == pytest.approx(2**0.5) and r == pytest.approx(0.5**0.5) and ratio == pytest.approx(2.0)
+
+
+def test_check_places_gives_a_finding_the_same_references_whatever_comes_before_it(tmp_path):
+    from auditor.config import DataConfig
+    from auditor.data import AuditDataset, build_samples
+    from auditor.findings import Finding
+    from auditor.place_check import check_places
+    from auditor.sources import write_image_folder
+
+    rng = np.random.default_rng(1)
+    images = (objects(90, rng, centred=False, watermark=False)[:, 0].numpy() * 255).astype(np.uint8)
+    labels = [i % 3 for i in range(90)]
+    write_image_folder(tmp_path / "data", None, images, None, labels, ["a", "b", "c"], [f"{i:03d}" for i in range(90)])
+    cfg = DataConfig(root=str(tmp_path / "data"), grayscale=True, mean=[0.0], std=[1.0])
+    samples, classes = build_samples(cfg, ["a", "b", "c"])
+    dataset = AuditDataset(samples, cfg)
+    place_check = dataclasses.replace(CFG, place_check_images=16, place_max_pixel_std_ratio=10.0)
+
+    def finding(cls: int) -> Finding:
+        return Finding(kind="spatial_shortcut", severity="low", classes=[classes[cls]], region=[0.0, 0.0, 0.5, 0.5],
+                       samples=[s.id for s in samples if s.label == cls][:8], metrics={"hit_rate": 1.0},
+                       message="A place.")  # fmt: skip
+
+    alone = check_places([finding(2)], CornerDetector(), dataset, classes, "cpu", place_check)
+    after = check_places([finding(0), finding(1), finding(2)], CornerDetector(), dataset, classes, "cpu", place_check)
+    assert alone[0].metrics["reference_pixel_std"] == after[2].metrics["reference_pixel_std"]
+
+
+def test_class_wide_erasure_does_not_refute_a_place_the_findings_own_images_need():
+    from auditor.findings.causal_evidence import with_causal
+
+    run, _ = corner_run(has_mask=False)
+    (f,) = of_kind(find_all(*run.arrays(), CFG)[0], "spatial_shortcut")
+    row = {"class": "dog", "accuracy": 0.95, "n_masked": 0, "background_only_accuracy": float("nan"),
+           "background_only_baseline": float("nan"), "n_region": 60, "shortcut_removed_accuracy": 0.9,
+           "region_control_accuracy": 0.92, "region": json.dumps(f.region)}  # half the class carries it: diluted
+    place = {"pixel_std_ratio": 0.05, "transplant_rate": 0.02, "transplant_control_rate": 0.0}
+    needed = with_place_evidence(f, {**place, "erased_rate": 0.2, "erased_control_rate": 1.0}, CFG)
+    assert with_causal(needed, row, CFG).severity == "medium"
+    pasted = with_place_evidence(f, {**place, "transplant_rate": 0.2, "erased_rate": 1.0, "erased_control_rate": 1.0},
+                                 CFG)  # fmt: skip
+    assert pasted.severity == "medium" and with_causal(pasted, row, CFG).severity == "low"

@@ -13,7 +13,7 @@ import math
 import numbers
 
 from auditor.config import FindingsConfig
-from auditor.findings.place_evidence import off_the_object
+from auditor.findings.place_evidence import erasure_effect, off_the_object
 from auditor.findings.record import Finding, Kind, metrics
 
 KIND = Kind(
@@ -55,7 +55,8 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
     the class is still recognised with its object erased, or loses cfg.causal_min_shortcut_drop of its accuracy
     without the region, beyond erasing a random region of the same size, where the region is known not to be the
     object (erasing the object costs any class its accuracy); a whole-class finding (background_reliance,
-    spatial_shortcut) becomes low when every test it had shows no effect."""
+    spatial_shortcut) becomes low when every test it had shows no effect, unless it is about part of its class
+    (`part_of_the_class`)."""
     if row is None:
         return f
     extra, confirmed, refuted, tests = {}, [], [], 0
@@ -88,9 +89,16 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
     severity, message = f.severity, f.message
     if confirmed:
         severity, message = "high", f"{f.message.rstrip('.')}; confirmed: {' and '.join(confirmed)}."
-    elif tests and len(refuted) == tests and f.kind != "strategy_cluster":  # a cluster is diluted in class figures
+    elif tests and len(refuted) == tests and not part_of_the_class(f, cfg):
         severity, message = "low", f"{f.message.rstrip('.')}; not confirmed: {' and '.join(refuted)}."
     return dataclasses.replace(f, severity=severity, metrics={**f.metrics, **metrics(**extra)}, message=message)
+
+
+def part_of_the_class(f: Finding, cfg: FindingsConfig) -> bool:
+    """Whether the finding is about part of its class, whose effect the class's figures dilute: a strategy
+    cluster, or a place that erasing loses the class for the finding's own images (place evidence) while the
+    class as a whole does without it."""
+    return f.kind == "strategy_cluster" or erasure_effect(f) >= cfg.erasure_min_effect
 
 
 def _background_effect(row: dict) -> float:

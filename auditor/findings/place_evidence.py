@@ -11,10 +11,14 @@ the images; this module only judges them):
   transplant_rate      share of other classes' images predicted as the class once the region is pasted onto
                        them at the same place, against transplant_control_rate for pasting a random same-size
                        region of the same images (at its own place)
+  erased_rate          share of the finding's own images still predicted as the class with the region erased,
+                       against erased_control_rate for erasing a random same-size region instead
 
-A place finding without mask evidence is raised above low only when the pixels say it is not the object and
-pasting it turns some other images into the class (transplant_min_effect; on pixels alone where nothing could
-be pasted), and to high only when pasting it turns many (transplant_min_gap).
+A place finding without mask evidence is raised above low only when the pixels say it is not the object and the
+model uses what is there: pasting it turns some other images into the class (transplant_min_effect), or erasing
+it loses the class for some of the finding's images (erasure_min_effect: a cue half a class carries is needed
+where it is but often too weak to turn other classes' images); on pixels alone where the model could not be
+run. It is high only when pasting it turns many (transplant_min_gap).
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ def transplant_effect(f: Finding) -> float:
     return f.metrics.get("transplant_rate", math.nan) - f.metrics.get("transplant_control_rate", math.nan)
 
 
+def erasure_effect(f: Finding) -> float:
+    """Share of the finding's images that lose the class without the region, beyond a random region (NaN
+    unmeasured)."""
+    return f.metrics.get("erased_control_rate", math.nan) - f.metrics.get("erased_rate", math.nan)
+
+
 def off_the_object(f: Finding, cfg: FindingsConfig) -> bool:
     """Whether the place is known not to be the object: by masks, or by its pixels."""
     return masks_checked(f) or same_pixels(f, cfg)
@@ -60,16 +70,20 @@ def worth_reporting(f: Finding, cfg: FindingsConfig) -> bool:
 
 
 def with_place_evidence(f: Finding, figures: dict, cfg: FindingsConfig) -> Finding:
-    """Fold the pixel and transplant figures into a place finding; set the severity of one without masks."""
+    """Fold the pixel, transplant and erasure figures into a place finding; set the severity of one without masks."""
     f = dataclasses.replace(f, metrics={**f.metrics, **metrics(**figures)})
     ratio = f.metrics.get("pixel_std_ratio")
     if ratio is None:
         return f
     rate, control = f.metrics.get("transplant_rate"), f.metrics.get("transplant_control_rate")
+    kept, kept_control = f.metrics.get("erased_rate"), f.metrics.get("erased_control_rate")
     said = [f"the region's pixels vary {ratio:.2f}x as much across these images as across other classes' images"]
     if rate is not None and control is not None:
         said.append(f"pasting it onto other classes' images turns {rate:.0%} of them into this class "
                     f"(a random region of the same images: {control:.0%})")
+    if kept is not None and kept_control is not None:
+        said.append(f"with it erased the model still names the class for {kept:.0%} of these images "
+                    f"(a random region erased: {kept_control:.0%})")
     if masks_checked(f):
         return dataclasses.replace(f, message=f"{f.message.rstrip('.')}; {' and '.join(said)}.")
     if not same_pixels(f, cfg):
@@ -77,13 +91,15 @@ def with_place_evidence(f: Finding, figures: dict, cfg: FindingsConfig) -> Findi
             f, severity="low",
             message=f"{f.message.rstrip('.')}; {said[0]}, as an object's do, so the place is likely the object.",
         )
-    effect = transplant_effect(f)
-    if effect < cfg.transplant_min_effect:  # measured, and pasting the place does not make the class
+    pasted, erased = transplant_effect(f), erasure_effect(f)
+    measured = not (math.isnan(pasted) and math.isnan(erased))
+    if measured and not (pasted >= cfg.transplant_min_effect or erased >= cfg.erasure_min_effect):
         return dataclasses.replace(
             f, severity="low",
-            message=f"{f.message.rstrip('.')}; {' but '.join(said)}: the model does not use what is there by itself.",
+            message=f"{f.message.rstrip('.')}; {said[0]} but {' and '.join(said[1:])}: the model does not use what "
+                    "is there.",
         )
-    high = effect >= cfg.transplant_min_gap and (f.kind != "spatial_shortcut" or strong(f, cfg))
+    high = pasted >= cfg.transplant_min_gap and (f.kind != "spatial_shortcut" or strong(f, cfg))
     return dataclasses.replace(
         f, severity="high" if high else "medium",
         message=f"{f.message.rstrip('.')}; but {' and '.join(said)}: the place holds the same thing every time.",

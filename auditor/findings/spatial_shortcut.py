@@ -34,7 +34,8 @@ UNCHECKED = "no masks to rule out that the object sits there"
 
 
 def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | None = None) -> list[Finding]:
-    """A class whose correct maps keep peaking in one small place, far more than the other classes' maps.
+    """A class whose correct maps keep peaking in one small place, or keep a steady share of their attention
+    there, far more than the other classes' maps.
 
     Needs no masks to be found: the place is compared with where the other classes look. With masks, a place
     where the attention falls on the object, or whose peaks move with the object, is the object, not a shortcut.
@@ -51,14 +52,18 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
         box = hot_region(mean_map, cfg.region_threshold)
         area = box_area(box, size)
         hits = peak_in_box(peak_cells, box).mean()
-        if area > cfg.max_region_area or hits < cfg.shortcut_min_hit_rate:
+        if area > cfg.max_region_area:
             continue
         others_share, others_hits = others_at(summaries, c, box, size)
         share = class_maps(maps, group)
         in_box = box_share(share, box)
         mean, lo, hi = bootstrap_mean(in_box, cfg)
+        peaks_there = hits >= cfg.shortcut_min_hit_rate and lo - others_share >= cfg.shortcut_min_gap
+        attention_there = lo - others_share >= cfg.shortcut_min_share_gap
+        if not (peaks_there or attention_there):
+            continue
         is_object, evidence = on_the_object(group, share, masks, box, cfg)
-        if lo - others_share < cfg.shortcut_min_gap or is_object:
+        if is_object:
             continue
         strong = hits >= cfg.shortcut_high_hit_rate and lo - others_share >= cfg.shortcut_high_gap
         checked = np.isfinite(evidence["place_on_object"])
