@@ -59,6 +59,44 @@ class BenchNet(DemoNet):
         super().__init__(num_classes, extra_convs=1)
 
 
+class ResidualBlock(nn.Module):
+    """A ResNet basic block: two 3 x 3 convs with batch norm, the input added back (through a strided 1 x 1
+    conv where the block halves the resolution or changes the width)."""
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False), nn.BatchNorm2d(channels_out), nn.ReLU(),
+            nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False), nn.BatchNorm2d(channels_out),
+        )  # fmt: skip
+        self.skip = nn.Identity() if stride == 1 and channels_in == channels_out else nn.Sequential(
+            nn.Conv2d(channels_in, channels_out, 1, stride, bias=False), nn.BatchNorm2d(channels_out))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.skip(x))
+
+
+class BenchResNet(nn.Module):
+    """A second architecture the rules were never designed on: a small ResNet (batch norm, residual blocks of
+    16, 32 and 64 channels, 16 x 16 maps at 64 px, global average pooling, a linear head). `--arch resnet`."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            ResidualBlock(16, 16), ResidualBlock(16, 32, stride=2), ResidualBlock(32, 64, stride=2),
+        )  # fmt: skip
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+ARCHITECTURES = {"cnn": BenchNet, "resnet": BenchResNet}  # --arch: cnn, the one the rules were designed on
+
+
 # ------------------------------------------------------------------------------------------------ the plan
 
 
@@ -182,11 +220,12 @@ def compose(family: Family, layers: dict, without: str | None = None) -> np.ndar
 # ------------------------------------------------------------------------------------------------ training, cue use
 
 
-def train(family: Family, images: np.ndarray, labels: np.ndarray, epochs: int, seed: int) -> BenchNet:
-    """The benchmark's CNN, trained like the demo's; the logged accuracy is on the (noisy) training labels."""
+def train(family: Family, images: np.ndarray, labels: np.ndarray, epochs: int, seed: int,
+          arch: str = "cnn") -> nn.Module:
+    """The benchmark's model, trained like the demo's; the logged accuracy is on the (noisy) training labels."""
     torch.manual_seed(seed)
-    return train_classifier(BenchNet(len(family.classes)), images, labels, epochs=epochs, seed=seed, lr=2e-3,
-                            batch_size=128, mean=family.mean, std=family.std)
+    return train_classifier(ARCHITECTURES[arch](len(family.classes)), images, labels, epochs=epochs, seed=seed,
+                            lr=2e-3, batch_size=128, mean=family.mean, std=family.std)
 
 
 def predict(model: nn.Module, images: np.ndarray, family: Family) -> np.ndarray:
@@ -391,7 +430,7 @@ def write_scores(result: dict, out: Path, json_path: Path | None) -> None:
 def common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     """The flags every benchmark script takes."""
     parser.add_argument("--seed", type=int, default=0,
-                        help="design seeds are 0-2; 3-8 were each held out once (README); a new rule needs a new seed")
+                        help="design seeds are 0-2; 3-9 were each held out once (README); a new rule needs a new seed")
     parser.add_argument("--out", type=Path, default=None, help=f"default {default_out}")
     parser.add_argument("--masks", choices=sorted(MODES), default="both", help="audit with masks, without, or both")
     parser.add_argument("--json", type=Path, default=None, help="a copy of <out>/scores.json here")
@@ -485,11 +524,12 @@ def build(family: Family, seed: int, train_per_class: int, audit_per_class: int)
 
 
 def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit_per_class: int,
-        epochs: int, reuse: bool = False) -> dict:
+        epochs: int, reuse: bool = False, arch: str = "cnn") -> dict:
     """Build, train once, check cue use, audit with and/or without masks, score; prints as it goes.
 
     reuse: take the model an earlier run of the same seed left in `out` (the data is rebuilt from the seed, the
-    same bit for bit), so a change to the audit is measured without training again."""
+    same bit for bit), so a change to the audit is measured without training again. arch: the model
+    (`ARCHITECTURES`)."""
     from auditor.sources import write_image_folder  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -505,11 +545,12 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
 
     t0 = time.perf_counter()
     if reuse and (out / "model.pt").is_file():
-        model = BenchNet(len(family.classes))
+        model = ARCHITECTURES[arch](len(family.classes))
         model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+        model.eval()
         print(f"reusing the model trained earlier: {out / 'model.pt'}")
     else:
-        model = train(family, train_images, train_layers["labels"], epochs, seed)
+        model = train(family, train_images, train_layers["labels"], epochs, seed, arch)
     train_time = time.perf_counter() - t0
     uses = cue_use(family, model, audit_layers, audit_images)
     print(f"trained in {train_time:.0f} s; does the model use each cue? (audit images carrying it, true labels; "
@@ -527,7 +568,8 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
     for mode in modes:
         t0 = time.perf_counter()
         config = {
-            "model": {"factory": "benchmarks.planted:BenchNet", "checkpoint": str(out / "model.pt"), "classes": names},
+            "model": {"factory": f"benchmarks.planted:{ARCHITECTURES[arch].__name__}",
+                      "checkpoint": str(out / "model.pt"), "classes": names},
             "data": {"root": str(out / "data"), **({"masks": str(out / "masks")} if mode == "masks" else {}),
                      "grayscale": True, "mean": [family.mean], "std": [family.std]},
             "sweep": {"batch_size": 128, "device": "cpu", "seed": seed},
@@ -546,7 +588,8 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
                       "n_findings": len(findings), "run_dir": str(run_dir), "audit_s": time.perf_counter() - t0}
     runtime = time.perf_counter() - started
     print(f"\n{family.name} seed {seed}: training {train_time:.0f} s, total {runtime:.0f} s", flush=True)
-    return {"benchmark": family.name, "seed": seed, "classes": names, "clean": [names[c] for c in family.clean],
+    return {"benchmark": family.name, "seed": seed, "arch": arch, "classes": names,
+            "clean": [names[c] for c in family.clean],
             "cue_use": uses, "runs": runs, "train_s": train_time, "runtime_s": runtime}
 
 
@@ -573,11 +616,14 @@ def main(family: Family, doc: str, argv=None) -> int:
     parser.add_argument("--audit-per-class", type=int, default=family.audit_per_class)
     parser.add_argument("--epochs", type=int, default=family.epochs)
     parser.add_argument("--reuse", action="store_true", help="audit again with the model an earlier run left in --out")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="cnn",
+                        help="the model: cnn (the rules were designed on it) or resnet (never used in their design)")
     args = parser.parse_args(argv)
     quiet_logging()
-    out = args.out or ROOT / "reports" / f"{family.name}-benchmark" / f"seed-{args.seed}"
+    suffix = "" if args.arch == "cnn" else f"-{args.arch}"
+    out = args.out or ROOT / "reports" / f"{family.name}-benchmark" / f"seed-{args.seed}{suffix}"
     result = run(family, args.seed, out, MODES[args.masks], args.train_per_class, args.audit_per_class, args.epochs,
-                 reuse=args.reuse)
+                 reuse=args.reuse, arch=args.arch)
     write_scores(result, out, args.json)
     return 0
 

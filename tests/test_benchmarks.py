@@ -223,3 +223,22 @@ def test_erasure_effects_and_bounding_boxes_by_hand():
     masks = torch.zeros(1, 4, 5, dtype=torch.bool)
     masks[0, 1, 1] = masks[0, 2, 3] = True
     assert bounding_boxes(masks)[0].nonzero().tolist() == [[r, c] for r in (1, 2) for c in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
+def test_benchmark_architectures_give_class_scores_and_maps_the_audit_can_read(arch):
+    """Both --arch models: logits per class, and a target layer the audit finds with 16 x 16 maps at 64 px."""
+    from auditor.models import find_target_layer
+    from benchmarks.planted import ARCHITECTURES
+
+    torch.manual_seed(0)
+    model = ARCHITECTURES[arch](10).eval()
+    example = torch.zeros(2, 1, 64, 64)
+    assert model(example).shape == (2, 10)
+    name, layer = find_target_layer(model, example[:1], None)
+    seen = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    with torch.no_grad():
+        model(example)
+    handle.remove()
+    assert seen[0][-2:] == (16, 16), name
