@@ -40,9 +40,10 @@ def confident_learning(records: pd.DataFrame, probs, cfg: FindingsConfig) -> tup
     """Per image: whether cleanlab flags its label, and its suspicion (1 - label quality, higher = likelier
     wrong); and cleanlab's estimate of how many labels in the run are wrong.
 
-    Without probs.npy (run directories written before it) the same idea on p_true and p_pred alone: an image
-    is flagged when p_pred reaches the predicted class's mean self-confidence (confident learning's per-class
-    threshold), and its suspicion is 1 - p_true.
+    Without probs.npy (run directories written before it) confident learning on p_true and p_pred alone: an
+    image is flagged when p_pred reaches the predicted class's mean self-confidence (its per-class threshold),
+    whatever label_error_filter says, since without the probabilities no label independence ranks the ordinary
+    mistakes below the wrong labels; its suspicion is 1 - p_true.
     """
     index = records.index
     labels = records["label_idx"].to_numpy()
@@ -159,17 +160,19 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
     independence of at least label_error_min_independence: where the images explain their labels, the pair is
     two classes that look alike, worth a look (medium at most) but not a labelling fault.
 
-    A finding lists up to label_error_max_samples of its suspects, most suspect first: unlike a class finding's
-    examples, each is an image to relabel. Pairs come in the order of their best suspect in the global ranking.
+    A pair none of whose suspects ranks among them gets no finding: every mistake is a suspect, and such a pair
+    is ordinary confusion (its suspects stay in label_errors.csv, ranked low). A finding lists up to
+    label_error_max_samples of its suspects, most suspect first: unlike a class finding's examples, each is an
+    image to relabel. Pairs come in the order of their best suspect in the global ranking.
     """
     suspects = suspects_of(Context.of(context, records, maps, masks, classes, cfg))
     class_size = records.groupby("label_idx").size()
     n_top = max(int(suspects["in_top"].sum()), 1)
     findings = []
     for (t, p), group in suspects.groupby(["label_idx", "pred_idx"], sort=False):
-        if len(group) < cfg.label_error_min_count:
-            continue
         top = int(group["in_top"].sum())
+        if len(group) < cfg.label_error_min_count or top == 0:  # none among the likely wrong labels: confusion
+            continue
         rate = top / class_size[t]
         independence = float(group["label_independence"].iloc[0])
         unexplained = independence >= cfg.label_error_min_independence
@@ -190,7 +193,7 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
                 object_score=group["object_score"].mean(), label_object_score=group["label_object_score"].mean(),
             ),
             message=(
-                f"{len(group)} images labelled {true!r} are confidently predicted {pred!r} ({top} of them among the "
+                f"{len(group)} images labelled {true!r} are predicted {pred!r} ({top} of them among the "
                 f"run's {n_top} most likely label errors){_label_evidence(group)}. "
                 f"{_independence(independence, unexplained, true, pred)} Check whether their label should be {pred!r}."
             ),
