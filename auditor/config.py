@@ -226,7 +226,8 @@ class FindingsConfig:
     label_error_max_samples: int = 100  # suspects listed per finding (each is an image to relabel; all of
     # them are in label_errors.csv)
     label_error_medium_rate: float = 0.03  # share of the labelled class among the run's top-ranked suspects (as
-    # many as cleanlab estimates wrong labels) for medium severity
+    # many as cleanlab estimates wrong labels) predicted at least as surely as the predicted class's own images
+    # (confident learning's threshold), for medium severity
     label_error_high_rate: float = 0.1  # ... and for high severity
     # causal check (auditor.causal)
     causal_min_background_accuracy: float = 0.3  # object-erased accuracy above the baseline by this: high severity

@@ -527,3 +527,21 @@ def test_a_pair_with_no_suspect_among_the_likely_wrong_labels_gets_no_finding_bu
     table = pd.read_csv(tmp_path / "label_errors.csv", keep_default_na=False).set_index("id")
     assert set(confused) <= set(table.index) and (table.loc[confused, "finding"] == "").all()
     assert table.loc[flipped, "rank"].max() < table.loc[confused, "rank"].min()
+
+
+def test_a_pair_of_unsure_mistakes_is_listed_but_not_raised_by_them():
+    """Every mistake ranks in label_errors.csv, but severity counts only the top-ranked suspects the model is as
+    sure of as of the predicted class's own images: unsure confusions of look-alikes are not labelling faults."""
+    def pair_finding(p_pred: float):
+        run, rng = clean_run()
+        for _ in range(8):  # 8 of 38 birds, their label independent of the image
+            run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=p_pred)
+        records, maps, masks, classes = run.arrays()
+        findings, _ = find_all(records, maps, masks, classes, CFG, probs=probs_of(run))
+        (f,) = of_kind(findings, "suspected_label_error")
+        return f
+
+    sure, unsure = pair_finding(0.97), pair_finding(0.55)  # cats are called cat at 0.9
+    assert sure.severity == "high" and sure.metrics["confident_top_ranked"] == 8
+    assert unsure.metrics["top_ranked"] > 0 and unsure.metrics["confident_top_ranked"] == 0
+    assert unsure.severity == "low"

@@ -155,8 +155,10 @@ def suspects_of(context: Context) -> pd.DataFrame:
 
 def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | None = None) -> list[Finding]:
     """Suspects grouped by pair true -> pred, each pair judged by how many of the run's top-ranked suspects
-    (up to cleanlab's estimate of the wrong labels) it holds, not by its count alone: a pair whose suspects all
-    rank low is likelier two similar classes than a labelling fault. High severity also needs a label
+    (up to cleanlab's estimate of the wrong labels) it holds that the model predicts at least as surely as the
+    predicted class's own images (confident learning's per-class threshold), not by its count alone: every
+    mistake is listed, but a wrong label makes the model sure of the other class, a hard image seldom, and a pair
+    whose suspects all rank low is likelier two similar classes than a labelling fault. High severity also needs a label
     independence of at least label_error_min_independence: where the images explain their labels, the pair is
     two classes that look alike, worth a look (medium at most) but not a labelling fault.
 
@@ -173,7 +175,8 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
         top = int(group["in_top"].sum())
         if len(group) < cfg.label_error_min_count or top == 0:  # none among the likely wrong labels: confusion
             continue
-        rate = top / class_size[t]
+        sure = int((group["in_top"] & (group["p_pred"] >= group["threshold"])).sum())
+        rate = sure / class_size[t]
         independence = float(group["label_independence"].iloc[0])
         unexplained = independence >= cfg.label_error_min_independence
         severity = (
@@ -186,7 +189,7 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
             kind=KIND.name, severity=severity, classes=[true, pred], pair={"true": true, "pred": pred},
             samples=[str(i) for i in group["id"].to_numpy()[: cfg.label_error_max_samples]],  # already ranked
             metrics=metrics(
-                count=len(group), rate=rate, top_ranked=top, share_of_top_ranked=top / n_top,
+                count=len(group), rate=rate, top_ranked=top, confident_top_ranked=sure, share_of_top_ranked=top / n_top,
                 count_rate=len(group) / class_size[t], threshold=threshold, p_pred=group["p_pred"].mean(),
                 p_true=group["p_true"].mean(), suspicion=group["suspicion"].mean(),
                 label_independence=independence,
@@ -194,7 +197,8 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
             ),
             message=(
                 f"{len(group)} images labelled {true!r} are predicted {pred!r} ({top} of them among the "
-                f"run's {n_top} most likely label errors){_label_evidence(group)}. "
+                f"run's {n_top} most likely label errors, {sure} as surely as {pred!r}'s own images usually are)"
+                f"{_label_evidence(group)}. "
                 f"{_independence(independence, unexplained, true, pred)} Check whether their label should be {pred!r}."
             ),
         ))  # fmt: skip
