@@ -159,6 +159,9 @@ class FindingsConfig:
     health_collapse_excess: float = 0.3  # ... while its share of the labels is lower by this much: broken
     health_max_entropy: float = 0.9  # mean normalised entropy of the probabilities at or above this: broken
     health_max_bad_share: float = 0.5  # non-finite scores or empty maps on this share of the images: broken
+    health_dead_recall: float = 0.05  # a class (of min_support images or more) recognised this rarely is dead:
+    # suspect (a benchmark ResNet whose batch-norm statistics failed on the audit split named 3-4 of 10 classes
+    # for almost none of their images, at 46-53 % accuracy and balanced accuracy well above chance)
     # background_reliance
     background_max_energy: float = 0.5  # "most attention outside": the class's mean energy_in_mask below this
     background_min_gap: float = 0.2  # object score below the other classes' median by this (CI lower bound)

@@ -60,6 +60,9 @@ def test_health_figures_by_hand():
     assert fig["balanced_accuracy"] == pytest.approx(0.5) and fig["skill"] == pytest.approx(0.25)
     assert fig["top_pred_share"] == pytest.approx(5 / 6) and fig["top_pred_label_share"] == pytest.approx(2 / 6)
     assert fig["classes_predicted"] == 2 and fig["accuracy"] == pytest.approx(0.5)
+    assert fig["dead_classes"] == 0  # each class has 2 images, under min_support: too few to call dead
+    few = dataclasses.replace(CFG, min_support=2)
+    assert health_figures(records, None, few)["dead"] == [run.classes.index("bird")]  # recall 0 <= 0.05; cat 0.5
     uniform = np.full((6, 3), 1 / 3)
     assert health_figures(records.assign(row=np.arange(6)), uniform, CFG)["mean_normalised_entropy"] == pytest.approx(1.0)
 
@@ -545,3 +548,16 @@ def test_a_pair_of_unsure_mistakes_is_listed_but_not_raised_by_them():
     assert sure.severity == "high" and sure.metrics["confident_top_ranked"] == 8
     assert unsure.metrics["top_ranked"] > 0 and unsure.metrics["confident_top_ranked"] == 0
     assert unsure.severity == "low"
+
+
+def test_a_model_that_never_names_a_class_is_suspect_and_says_which():
+    run, rng = clean_run()
+    birds = [row for row in run.rows if row["label"] == "bird"]
+    for i, row in enumerate(birds):  # 30 birds, every one called cat or dog: a dead class in a working model
+        other = ("cat", "dog")[i % 2]
+        row.update(pred=other, pred_idx=run.classes.index(other), correct=False, p_pred=0.8, p_true=0.1)
+    (health,) = of_kind(find_all(*run.arrays(), CFG)[0], "model_health")
+    assert health.severity == "medium" and model_health_state([health]) == "suspect"
+    assert "'bird'" in health.message and health.metrics["dead_classes"] == 1
+    working, _ = clean_run()
+    assert not of_kind(find_all(*working.arrays(), CFG)[0], "model_health")

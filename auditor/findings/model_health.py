@@ -33,6 +33,8 @@ def health_figures(records, probs, cfg: FindingsConfig) -> dict[str, float]:
     labels, preds = valid["label_idx"].to_numpy(), valid["pred_idx"].to_numpy()
     recalls = [np.mean(preds[labels == c] == c) for c in np.unique(labels)]
     balanced = float(np.mean(recalls)) if recalls else float("nan")
+    supported = [c for c in np.unique(labels) if (labels == c).sum() >= cfg.min_support]
+    dead = [int(c) for c in supported if np.mean(preds[labels == c] == c) <= cfg.health_dead_recall]
     pred_share = np.bincount(preds, minlength=k) / max(len(preds), 1)
     label_share = np.bincount(labels, minlength=k) / max(len(labels), 1)
     top = int(pred_share.argmax())
@@ -57,7 +59,9 @@ def health_figures(records, probs, cfg: FindingsConfig) -> dict[str, float]:
         "mean_normalised_entropy": uniformity,
         "non_finite_share": 1.0 - len(valid) / max(len(records), 1),
         "empty_map_share": float(np.mean(~(np.isfinite(cam) & (cam > 0)))) if len(cam) else 0.0,
+        "dead_classes": len(dead),
         "top_pred": top,
+        "dead": dead,
     }
 
 
@@ -83,6 +87,13 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
         suspect.append(
             f"its balanced accuracy is {fig['balanced_accuracy']:.1%}, barely above chance "
             f"({fig['chance_accuracy']:.1%})"
+        )
+    dead = fig.pop("dead")
+    if dead:
+        names = ", ".join(repr(classes[c]) for c in dead[:5]) + (f" and {len(dead) - 5} more" if len(dead) > 5 else "")
+        suspect.append(
+            f"it names {len(dead)} of its classes for almost none of their images ({names}: recall at most "
+            f"{cfg.health_dead_recall:.0%})"
         )
     collapse = fig["top_pred_share"] - fig["top_pred_label_share"]
     if fig["top_pred_share"] >= cfg.health_collapse_share and collapse >= cfg.health_collapse_excess:
