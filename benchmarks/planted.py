@@ -430,7 +430,7 @@ def write_scores(result: dict, out: Path, json_path: Path | None) -> None:
 def common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     """The flags every benchmark script takes."""
     parser.add_argument("--seed", type=int, default=0,
-                        help="design seeds are 0-2; 3-9 were each held out once (README); a new rule needs a new seed")
+                        help="design seeds are 0-2; 3-10 were each held out once (README); a new rule needs a new seed")
     parser.add_argument("--out", type=Path, default=None, help=f"default {default_out}")
     parser.add_argument("--masks", choices=sorted(MODES), default="both", help="audit with masks, without, or both")
     parser.add_argument("--json", type=Path, default=None, help="a copy of <out>/scores.json here")
