@@ -551,7 +551,7 @@ def test_a_pair_of_unsure_mistakes_is_listed_but_not_raised_by_them():
 
 
 def test_a_model_that_never_names_a_class_is_suspect_and_says_which():
-    run, rng = clean_run()
+    run, _ = clean_run()
     birds = [row for row in run.rows if row["label"] == "bird"]
     for i, row in enumerate(birds):  # 30 birds, every one called cat or dog: a dead class in a working model
         other = ("cat", "dog")[i % 2]
