@@ -3,9 +3,9 @@
 Candidates and their certainty come from cleanlab (confident learning, Northcutt et al. 2021), on every image's
 full probability vector (probs.npy): `find_label_issues` says which images are suspect (by default every mistake:
 the ranking sorts them), `get_label_quality_scores` how sure the model is, and confident learning's per-class
-threshold which of a pair's suspects count toward its severity. Masks, where given, are a second, independent test (see
-`label_error_suspects`), and whether the images explain their pair's labels (`label_independence`) sets the
-order: label_errors.csv lists every suspect in that one global order, whatever its pair.
+threshold which of a pair's suspects count toward its severity. Masks, where given, are a second, independent
+test (see `label_error_suspects`), and whether the images explain their pair's labels (`label_independence`) sets
+the order: label_errors.csv lists every suspect in that one global order, whatever its pair.
 """
 
 from __future__ import annotations
@@ -110,9 +110,9 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
 
     A suspect is flagged by cleanlab (label_error_filter) and predicted as another class. With a mask, the
     predicted-class map must sit on the object (else it is context, where the model's maps of the predicted class
-    normally sit on its objects). Whether the object also draws the labelled class's map only orders suspects within their pair:
-    a 7 that carries a 1's stroke draws both maps and may still be a 7 labelled 1; whether such labels are noise
-    or look-alikes is the pair's question (`label_independence`), not the image's.
+    normally sit on its objects). Whether the object also draws the labelled class's map only orders suspects
+    within their pair: a 7 that carries a 1's stroke draws both maps and may still be a 7 labelled 1; whether such
+    labels are noise or look-alikes is the pair's question (`label_independence`), not the image's.
 
     A model trained on the same labels learns part of their noise, so an image's probabilities alone say little
     about whether its label is wrong or the image is merely hard: both come out as confident mistakes. Its pair
