@@ -561,3 +561,19 @@ def test_a_model_that_never_names_a_class_is_suspect_and_says_which():
     assert "'bird'" in health.message and health.metrics["dead_classes"] == 1
     working, _ = clean_run()
     assert not of_kind(find_all(*working.arrays(), CFG)[0], "model_health")
+
+
+def test_rank_auc_matches_sklearn_with_ties_and_by_hand():
+    from sklearn.metrics import roc_auc_score
+
+    from auditor.findings.stats import rank_auc
+
+    # positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9 > 0.5), (0.9 > 0.1), (0.5 = 0.5: half), (0.5 > 0.1) -> 3.5 / 4
+    assert rank_auc(np.array([True, True, False, False]), np.array([0.9, 0.5, 0.5, 0.1])) == pytest.approx(0.875)
+    assert rank_auc(np.array([True, True]), np.array([0.2, 0.3])) == 0.5  # one side empty
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        positive = rng.random(40) < 0.3
+        score = np.round(rng.random(40), 1)  # many ties
+        if 0 < positive.sum() < len(positive):
+            assert rank_auc(positive, score) == pytest.approx(roc_auc_score(positive, score))

@@ -14,12 +14,11 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_object_score, informative, object_scores
 from auditor.findings.record import Finding, Kind, metrics
-from auditor.findings.stats import object_score
+from auditor.findings.stats import object_score, rank_auc
 
 KIND = Kind(
     name="suspected_label_error",
@@ -98,7 +97,7 @@ def label_independence(records: pd.DataFrame, probs, suspects: pd.DataFrame) -> 
         label_prob = np.asarray(probs[rows[members], t], dtype=np.float64)
         labelled_t = (label_of[members] == t)[np.isfinite(label_prob)]
         label_prob = label_prob[np.isfinite(label_prob)]
-        auc = roc_auc_score(labelled_t, label_prob) if 0 < labelled_t.sum() < len(labelled_t) else 0.5
+        auc = rank_auc(labelled_t, label_prob)
         independence[t, p] = 1.0 - 2.0 * max(auc - 0.5, 0.0)
     pairs = zip(suspects["label_idx"], suspects["pred_idx"])
     return pd.Series([independence[pair] for pair in pairs], index=suspects.index)
