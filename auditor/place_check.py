@@ -108,14 +108,23 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
     return figures
 
 
+def _references(dataset: AuditDataset, target: int, cfg: FindingsConfig) -> torch.Tensor | None:
+    """A seeded sample of other classes' images: the class's yardstick, whatever other findings there are."""
+    others = [i for i, s in enumerate(dataset.samples) if s.label != target]
+    rng = np.random.default_rng([cfg.seed, target])
+    chosen = rng.choice(len(others), size=min(cfg.place_check_images, len(others)), replace=False)
+    return _images(dataset, [others[i] for i in sorted(chosen)])
+
+
 def check_places(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
                  cfg: FindingsConfig) -> list[Finding]:
-    """Every place finding with its pixel and transplant figures folded in (`with_place_evidence`)."""
+    """Every place finding with its pixel, transplant and erasure figures folded in (`with_place_evidence`)."""
     wanted = [f for f in findings if needs_place_check(f)]
     if not wanted:
         return findings
     position = positions(dataset.samples)
     index = {name: i for i, name in enumerate(classes)}
+    references_of: dict[int, torch.Tensor | None] = {}  # read once per class, however many findings it has
     out = []
     with stage("place_check_s"):
         for f in findings:
@@ -123,11 +132,10 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
             if not needs_place_check(f) or target is None:
                 out.append(f)
                 continue
-            others = [i for i, s in enumerate(dataset.samples) if s.label != target]
-            rng = np.random.default_rng([cfg.seed, target])  # a class's yardstick, whatever other findings there are
-            chosen = rng.choice(len(others), size=min(cfg.place_check_images, len(others)), replace=False)
+            if target not in references_of:
+                references_of[target] = _references(dataset, target, cfg)
+            references = references_of[target]
             donors = _images(dataset, [position[s] for s in f.samples if s in position])
-            references = _images(dataset, [others[i] for i in sorted(chosen)])
             if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
                 out.append(f)
                 continue

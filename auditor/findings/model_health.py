@@ -31,10 +31,9 @@ def health_figures(records, probs, cfg: FindingsConfig) -> dict[str, float]:
     valid = records[np.isfinite(records["p_pred"].to_numpy(dtype=float))]
     k = max(int(records["label_idx"].max()) + 1, probs.shape[1] if probs is not None else 0, 2)
     labels, preds = valid["label_idx"].to_numpy(), valid["pred_idx"].to_numpy()
-    recalls = [np.mean(preds[labels == c] == c) for c in np.unique(labels)]
-    balanced = float(np.mean(recalls)) if recalls else float("nan")
-    supported = [c for c in np.unique(labels) if (labels == c).sum() >= cfg.min_support]
-    dead = [int(c) for c in supported if np.mean(preds[labels == c] == c) <= cfg.health_dead_recall]
+    recall = {int(c): np.mean(preds[labels == c] == c) for c in np.unique(labels)}
+    balanced = float(np.mean(list(recall.values()))) if recall else float("nan")
+    dead = [c for c, r in recall.items() if r <= cfg.health_dead_recall and (labels == c).sum() >= cfg.min_support]
     pred_share = np.bincount(preds, minlength=k) / max(len(preds), 1)
     label_share = np.bincount(labels, minlength=k) / max(len(labels), 1)
     top = int(pred_share.argmax())

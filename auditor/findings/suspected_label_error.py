@@ -36,6 +36,12 @@ LABEL_ERROR_COLUMNS = (
 )  # fmt: skip
 
 
+def self_confidence_threshold(records: pd.DataFrame) -> pd.Series:
+    """Per image: its predicted class's mean self-confidence (p_true over the images labelled that class),
+    confident learning's per-class threshold: a wrong label makes the model at least this sure of the other class."""
+    return records["pred_idx"].map(records.groupby("label_idx")["p_true"].mean())
+
+
 def confident_learning(records: pd.DataFrame, probs, cfg: FindingsConfig) -> tuple[pd.Series, pd.Series, int]:
     """Per image: whether cleanlab flags its label, and its suspicion (1 - label quality, higher = likelier
     wrong); and cleanlab's estimate of how many labels in the run are wrong.
@@ -64,8 +70,7 @@ def confident_learning(records: pd.DataFrame, probs, cfg: FindingsConfig) -> tup
             suspicion[usable] = 1.0 - get_label_quality_scores(labels[usable], p, method=cfg.label_error_quality)
             estimate = int(num_label_issues(labels[usable], p))
     else:
-        self_confidence = records.groupby("label_idx")["p_true"].mean()
-        threshold = records["pred_idx"].map(self_confidence).to_numpy(dtype=float)
+        threshold = self_confidence_threshold(records).to_numpy(dtype=float)
         flagged = usable & ~records["correct"].to_numpy(bool) & (records["p_pred"].to_numpy(dtype=float) >= threshold)
         suspicion = 1.0 - records["p_true"].to_numpy(dtype=float)
         estimate = int(flagged.sum())
@@ -123,8 +128,7 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     """
     reference = context.class_score if context is not None else class_object_score(object_scores(records, cfg), cfg)
     flagged, certainty, estimate = confident_learning(records, probs, cfg)
-    self_confidence = records.groupby("label_idx")["p_true"].mean()
-    threshold = records["pred_idx"].map(self_confidence)
+    threshold = self_confidence_threshold(records)
     wrong = records[flagged & ~records["correct"].astype(bool) & records["p_pred"].notna()]
     checked = informative(wrong, "pred_energy_in_mask", cfg)
     score = object_score(wrong["pred_energy_in_mask"], wrong["mask_area"]).where(checked)
