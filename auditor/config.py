@@ -162,6 +162,9 @@ class FindingsConfig:
     health_dead_recall: float = 0.05  # a class (of min_support images or more) recognised this rarely is dead:
     # suspect (a benchmark ResNet whose batch-norm statistics failed on the audit split named 3-4 of 10 classes
     # for almost none of their images, at 46-53 % accuracy and balanced accuracy well above chance)
+    health_batch_norm_images: int = 512  # images the batch-norm check runs again with batch statistics (0: off)
+    health_batch_norm_gain: float = 0.1  # accuracy gained with batch statistics at or above this: suspect (the
+    # running statistics do not fit the data; that ResNet gained 0.35)
     # background_reliance
     background_max_energy: float = 0.5  # "most attention outside": the class's mean energy_in_mask below this
     background_min_gap: float = 0.2  # object score below the other classes' median by this (CI lower bound)
@@ -242,6 +245,10 @@ class FindingsConfig:
     def __post_init__(self):
         if self.causal_max_images < 1:
             raise ConfigError(f"findings.causal_max_images must be 1 or more, not {self.causal_max_images}.")
+        if self.health_batch_norm_images < 0:
+            raise ConfigError(
+                f"findings.health_batch_norm_images must be 0 (off) or more, not {self.health_batch_norm_images}."
+            )
 
 
 @dataclass

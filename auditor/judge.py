@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from auditor.batch_norm_check import batch_norm_check, check_indices, write_batch_norm
 from auditor.causal import (
     causal_check,
     causal_indices,
@@ -24,7 +25,12 @@ from auditor.data import AuditDataset
 from auditor.evidence import write_evidence_counterfactuals
 from auditor.findings import find_all, number, scope_of
 from auditor.findings.model_health import state as health_state
-from auditor.findings.run import apply_causal, run_context, write_document
+from auditor.findings.run import (
+    BATCH_NORM_FILE,
+    apply_causal,
+    run_context,
+    write_document,
+)
 from auditor.place_check import check_places
 from auditor.runs import load_run
 from auditor.sweep import make_loader
@@ -47,8 +53,15 @@ def judge(
 ) -> dict:
     """Find, check with the model, write. Returns findings per severity and the model's health, for the summary."""
     run_dir = Path(run_dir)
-    (run_dir / "causal.csv").unlink(missing_ok=True)  # never let an earlier run's check bear on these findings
+    for stale in ("causal.csv", BATCH_NORM_FILE):  # never let an earlier run's checks bear on these findings
+        (run_dir / stale).unlink(missing_ok=True)
     run = load_run(run_dir)
+    predictions = sweep_predictions(run.records, dataset.samples)
+    if cfg.findings.health_batch_norm_images > 0:
+        indices = [i for i in check_indices(len(dataset), cfg.findings.health_batch_norm_images, cfg.findings.seed)
+                   if i in predictions]
+        write_batch_norm(run_dir, batch_norm_check(model, make_loader(dataset, indices, cfg, device), predictions,
+                                                   device))
     context = run_context(run, cfg.findings)
     findings, notes = find_all(run.records, run.maps, run.masks, run.classes, cfg.findings, context=context)
     findings = number(check_places(findings, model, dataset, classes, device, cfg.findings))
@@ -59,7 +72,7 @@ def judge(
             log.info("causal check on %d images of %d classes", len(indices), len(wanted))
             loader = make_loader(dataset, indices, cfg, device)
             causal = causal_check(model, loader, classes, regions_from_findings(findings, classes), device,
-                                  predictions=sweep_predictions(run.records, dataset.samples), seed=cfg.findings.seed)
+                                  predictions=predictions, seed=cfg.findings.seed)
             write_causal(run_dir, causal)
             findings = apply_causal(findings, causal, cfg.findings)
     doc = write_document(run_dir, findings, notes, context)

@@ -1,7 +1,8 @@
 """Rule: is the model working at all? Run first, because every other finding explains a model that works.
 
 A model at chance, one that names one class for almost everything, one whose probabilities are nearly uniform,
-or one whose maps are empty gives heatmaps that explain nothing about the data. Such a run gets one high
+or one whose maps are empty gives heatmaps that explain nothing about the data; one whose batch-norm running
+statistics do not fit the data (`auditor.batch_norm_check`) is not the model that was trained. Such a run gets one high
 `model_health` finding saying what is wrong, and every other finding is capped at low (`cap_findings`).
 """
 
@@ -100,6 +101,17 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
             f"it predicts {classes[fig['top_pred']]!r} for {fig['top_pred_share']:.0%} of the images, which are "
             f"{fig['top_pred_label_share']:.0%} {classes[fig['top_pred']]!r}"
         )
+    batch_norm = context.batch_norm if context is not None else None
+    if batch_norm:
+        gain = batch_norm["batch_stats_accuracy"] - batch_norm["accuracy"]  # on the same sample of images
+        fig.update(batch_stats_accuracy=batch_norm["batch_stats_accuracy"], batch_stats_gain=gain)
+        if gain >= cfg.health_batch_norm_gain:
+            suspect.append(
+                f"with each batch's own statistics in its batch-norm layers it is right on "
+                f"{batch_norm['batch_stats_accuracy']:.0%} of {batch_norm['n']} images instead of "
+                f"{batch_norm['accuracy']:.0%}, so its running statistics do not fit these images (statistics that "
+                f"lag the end of training, or a preprocessing other than training's)"
+            )
     if fig["mean_normalised_entropy"] >= cfg.health_max_entropy:
         broken.append(
             f"its probabilities are nearly uniform (mean normalised entropy {fig['mean_normalised_entropy']:.2f})"

@@ -6,6 +6,7 @@ needs no model: it folds in a causal.csv the run directory already holds.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -19,9 +20,17 @@ from auditor.findings.registry import find_all, number, scope_of
 from auditor.findings.suspected_label_error import label_error_table, suspects_of
 from auditor.runs import load_run, write_atomic, write_json
 
+BATCH_NORM_FILE = "batch_norm.json"  # auditor.batch_norm_check's figures, which model_health reads
+
 
 def run_context(run, cfg: FindingsConfig) -> Context:
-    return Context(run.records, run.maps, run.masks, run.classes, cfg, probs=run.probs)
+    return Context(run.records, run.maps, run.masks, run.classes, cfg, probs=run.probs,
+                   batch_norm=read_batch_norm(run.path))
+
+
+def read_batch_norm(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / BATCH_NORM_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def apply_causal(findings: list[Finding], causal: pd.DataFrame, cfg: FindingsConfig) -> list[Finding]:
