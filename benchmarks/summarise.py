@@ -9,6 +9,8 @@ For output folders of bias_detection*.py (--out), each audited with masks and/or
   least recall   each audit's least-recognised class, what model_health's dead-class check reads
   flips flagged  of the planted flips the model predicts as their true class, how many confident learning's own
                  filter (cleanlab, prune_by_noise_rate) flags; every mistake is a suspect now
+  batch norm     accuracy with the running statistics and with each batch's own (batch_norm.json, models with
+                 batch norm), what model_health's batch-norm check reads
 
     python benchmarks/summarise.py reports/fashion-benchmark/seed-0 reports/mnist-benchmark/seed-0 ...
 """
@@ -28,6 +30,7 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from auditor.findings.run import BATCH_NORM_FILE
 from benchmarks.bias_detection import FAMILY as FASHION
 from benchmarks.bias_detection_mnist import FAMILY as MNIST
 from benchmarks.planted import centre_inside, normalised
@@ -63,8 +66,9 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="output folders of bias_detection*.py (--out)")
     args = parser.parse_args(argv)
     planted_ratios, other_ratios, clean_above, label_pairs = [], [], Counter(), []
-    print("| audit | mode | least-recognised class (recall) | flips flagged by prune_by_noise_rate |")
-    print("|---|---|---|---|")
+    print("| audit | mode | least-recognised class (recall) | flips flagged by prune_by_noise_rate | batch norm: "
+          "running -> batch statistics |")
+    print("|---|---|---|---|---|")
     for run in args.runs:
         for name, mode, run_dir, family in audits(run):
             patches = {family.classes[c.cls]: normalised(c.box, family.canvas) for c in family.cues if c.box}
@@ -83,7 +87,10 @@ def main(argv=None) -> int:
             records = pd.read_parquet(run_dir / "records.parquet", columns=["label", "correct"])
             recall = records.groupby("label")["correct"].mean()
             kept, of = flips_flagged(run, run_dir, family)
-            print(f"| {name} | {mode} | {recall.idxmin()} ({recall.min():.3f}) | {kept} of {of} |")
+            bn = run_dir / BATCH_NORM_FILE
+            bn = json.loads(bn.read_text()) if bn.is_file() else None
+            bn = f"{bn['accuracy']:.3f} -> {bn['batch_stats_accuracy']:.3f}" if bn else "-"
+            print(f"| {name} | {mode} | {recall.idxmin()} ({recall.min():.3f}) | {kept} of {of} | {bn} |")
     print(f"\npixel_std_ratio at planted patches: {min(planted_ratios, default=np.nan):.4f}-"
           f"{max(planted_ratios, default=np.nan):.4f} ({len(planted_ratios)} findings); every other place: "
           f"{min(other_ratios, default=np.nan):.4f} and up ({len(other_ratios)})")
