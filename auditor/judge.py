@@ -47,6 +47,18 @@ def causal_classes(findings, classes: list[str], every_class: bool) -> set[int]:
     return {classes.index(f.classes[0]) for f in findings if scope_of(f.kind) == "class"}
 
 
+def check_batch_norm(run_dir: Path, cfg: Config, model, dataset: AuditDataset, predictions: dict[int, int],
+                     device: torch.device) -> None:
+    """batch_norm.json for model_health, from a seeded mixed-class sample of the swept images. A probe of the
+    model's health: a model it cannot run that way (an error from torch) is audited without it, with a warning."""
+    sample = check_indices(len(dataset), cfg.findings.health_batch_norm_images, cfg.findings.seed)
+    loader = make_loader(dataset, [i for i in sample if i in predictions], cfg, device)
+    try:
+        write_batch_norm(run_dir, batch_norm_check(model, loader, predictions, device))
+    except RuntimeError as error:
+        log.warning("batch-norm check skipped: the model cannot run with batch statistics (%s)", error)
+
+
 def judge(
     run_dir: Path, cfg: Config, model, dataset: AuditDataset, classes: list[str], device: torch.device,
     layer=None, reshape=None, geometry=None,
@@ -58,10 +70,7 @@ def judge(
     run = load_run(run_dir)
     predictions = sweep_predictions(run.records, dataset.samples)
     if cfg.findings.health_batch_norm_images > 0:
-        indices = [i for i in check_indices(len(dataset), cfg.findings.health_batch_norm_images, cfg.findings.seed)
-                   if i in predictions]
-        write_batch_norm(run_dir, batch_norm_check(model, make_loader(dataset, indices, cfg, device), predictions,
-                                                   device))
+        check_batch_norm(run_dir, cfg, model, dataset, predictions, device)
     context = run_context(run, cfg.findings)
     findings, notes = find_all(run.records, run.maps, run.masks, run.classes, cfg.findings, context=context)
     findings = number(check_places(findings, model, dataset, classes, device, cfg.findings))

@@ -129,3 +129,25 @@ def test_an_audit_of_a_model_with_stale_statistics_says_so(tmp_path):
     assert "running statistics do not fit" in health["message"]
     assert json.loads((out / "summary.json").read_text())["model_health"] != "ok"
     assert np.isclose(health["metrics"]["batch_stats_gain"], figures["batch_stats_accuracy"] - 0.5, atol=1e-4)
+
+
+class RefusesBatchStatistics(Brightness):
+    """A model that cannot run with its batch norm in training mode (as a compiled or frozen graph may not)."""
+
+    def forward(self, x):
+        if self.norm.training:
+            raise RuntimeError("this model runs in eval mode only")
+        return super().forward(x)
+
+
+def refusing_brightness(num_classes: int = 2) -> nn.Module:
+    return RefusesBatchStatistics(0.0)
+
+
+def test_a_model_that_cannot_run_with_batch_statistics_is_audited_without_the_check(tmp_path, capsys):
+    data, _ = make_image_folder(tmp_path, per_class=10)
+    out = tmp_path / "run"
+    code = main(["audit", "--data.root", str(data), "--model.factory",
+                 "tests.test_batch_norm_check:refusing_brightness", "--out", str(out), "--sweep.batch_size", "20"])
+    assert code == 0 and (out / "findings.json").is_file() and not (out / BATCH_NORM_FILE).exists()
+    assert "batch-norm check skipped" in capsys.readouterr().err  # the CLI logs to stderr
