@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import re
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ import yaml
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from auditor.findings.run import BATCH_NORM_FILE
+from auditor.findings.run import read_batch_norm
 from benchmarks.planted import audit, model_health, quiet_logging
 
 
@@ -54,8 +53,7 @@ def main(argv=None) -> int:
         slug = re.sub(r"[^a-z0-9.]+", "-", name.split(" (")[0].lower()).strip("-")
         config["run"]["out_dir"] = str(args.run / "mismatch" / slug / "run")
         run_dir, _, summary = audit(config, args.run / "mismatch" / slug)
-        bn = run_dir / BATCH_NORM_FILE
-        figures = json.loads(bn.read_text()) if bn.is_file() else None
+        figures = read_batch_norm(run_dir)
         batch = f"{figures['accuracy']:.3f} -> {figures['batch_stats_accuracy']:.3f}" if figures else "-"
         print(f"| {name} | {m:g} | {s:g} | {summary['accuracy']:.3f} | {batch} | {model_health(summary)} |",
               flush=True)

@@ -30,7 +30,7 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from auditor.findings.run import BATCH_NORM_FILE
+from auditor.findings.run import read_batch_norm
 from benchmarks.bias_detection import FAMILY as FASHION
 from benchmarks.bias_detection_mnist import FAMILY as MNIST
 from benchmarks.planted import centre_inside, normalised
@@ -87,8 +87,7 @@ def main(argv=None) -> int:
             records = pd.read_parquet(run_dir / "records.parquet", columns=["label", "correct"])
             recall = records.groupby("label")["correct"].mean()
             kept, of = flips_flagged(run, run_dir, family)
-            bn = run_dir / BATCH_NORM_FILE
-            bn = json.loads(bn.read_text()) if bn.is_file() else None
+            bn = read_batch_norm(run_dir)
             bn = f"{bn['accuracy']:.3f} -> {bn['batch_stats_accuracy']:.3f}" if bn else "-"
             print(f"| {name} | {mode} | {recall.idxmin()} ({recall.min():.3f}) | {kept} of {of} | {bn} |")
     print(f"\npixel_std_ratio at planted patches: {min(planted_ratios, default=np.nan):.4f}-"

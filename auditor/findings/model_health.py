@@ -1,9 +1,10 @@
 """Rule: is the model working at all? Run first, because every other finding explains a model that works.
 
 A model at chance, one that names one class for almost everything, one whose probabilities are nearly uniform,
-or one whose maps are empty gives heatmaps that explain nothing about the data; one whose batch-norm running
-statistics do not fit the data (`auditor.batch_norm_check`) is not the model that was trained. Such a run gets one high
-`model_health` finding saying what is wrong, and every other finding is capped at low (`cap_findings`).
+or one whose maps are empty gives heatmaps that explain nothing about the data. Such a run gets one high
+`model_health` finding saying what is wrong, and every other finding is capped at low (`cap_findings`). A model
+barely above chance, with dead classes, or whose batch-norm running statistics do not fit the data
+(`auditor.batch_norm_check`) is suspect: a medium finding, nothing capped.
 """
 
 from __future__ import annotations
