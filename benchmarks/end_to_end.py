@@ -55,6 +55,13 @@ STAGES = {
 }
 
 
+def child_environment() -> dict[str, str]:
+    """This process's environment with the repo first on PYTHONPATH, keeping what was there (packages installed
+    with `pip --target` on a bare GPU machine live only on PYTHONPATH)."""
+    paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def build_image_folder(coco: Path, out: Path, images: int, masks: bool = False) -> tuple[Path, Path | None, list[str]]:
     """out/data/<class>/<stem>_<k>.jpg: the photos (copied) repeated to `images`, each under its largest object's
     class; with masks, that object's mask mirrored under out/masks. Returns the roots and the class names."""
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
             out = work / f"run{round_}"
             started = time.perf_counter()
             result = subprocess.run(audit_command(root, masks, checkpoint, out, args, device), cwd=REPO,
-                                    capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                    capture_output=True, text=True, env=child_environment())
             seconds = time.perf_counter() - started
             if result.returncode not in (0, 3):
                 sys.exit(f"end_to_end: auditor audit exited {result.returncode}:\n{result.stderr[-3000:]}")

@@ -7,7 +7,8 @@
 #    with the JPEGs decoded by the CPU workers and then on the GPU (sweep.decode_on_device), so the table says
 #    whether that setting pays on this machine.
 # Environment: PYTHON (default: the repo's .venv, else python), WORKERS (DataLoader workers, default: CPUs, at
-# most 16), IMAGES (throughput images, default 1024), E2E_IMAGES (end-to-end photos, default 2048).
+# most 16), IMAGES (throughput images, default 1024), E2E_IMAGES (end-to-end photos, default 2048), COCO (the
+# coco128-seg folder, default ../shared/data/coco128-seg).
 # A failing benchmark is noted in the file and the others still run. About 10 minutes on one recent GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ CPUS=$(nproc)
 WORKERS=${WORKERS:-$(( CPUS < 16 ? CPUS : 16 ))}
 IMAGES=${IMAGES:-1024}
 E2E_IMAGES=${E2E_IMAGES:-2048}
+COCO=${COCO:-}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu.sh: no CUDA device visible to torch')" || exit 1
@@ -41,7 +43,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     echo
     echo "## end to end: resnet50, coco128 photos, batch 128, bf16, channels_last, sweep.decode_on_device $decode"
     "$PY" benchmarks/end_to_end.py --device cuda --arch resnet50 --batch 128 --workers "$WORKERS" \
-      --images "$E2E_IMAGES" --repeat 2 --set "sweep.decode_on_device=$decode" \
+      --images "$E2E_IMAGES" --repeat 2 ${COCO:+--coco "$COCO"} --set "sweep.decode_on_device=$decode" \
       || echo "(end_to_end.py failed with exit $?)"
   done
 } 2>&1 | tee "$OUT"

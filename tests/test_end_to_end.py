@@ -174,6 +174,18 @@ def test_benchmark_folder_labels_each_photo_by_its_largest_object(tmp_path):
     assert f"{first['label']}/{first['id']}_000.jpg" in files
 
 
+def test_benchmark_audit_keeps_the_callers_python_path(monkeypatch):
+    """The audit subprocess finds the repo first and still every package the caller reaches through PYTHONPATH
+    (a bare GPU machine's `pip --target` folder): on the first GPU lent, replacing PYTHONPATH lost cleanlab."""
+    import os
+
+    from benchmarks.end_to_end import REPO, child_environment
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/tmp/site", "/opt/more"]))
+    assert child_environment()["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/tmp/site", "/opt/more"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert child_environment()["PYTHONPATH"] == str(REPO)
+
 def _photo(path, orientation: int = 1, size=(48, 32)):
     """A JPEG with a distinct gradient per corner, stored with the given EXIF orientation."""
     y, x = np.mgrid[0:size[1], 0:size[0]]
