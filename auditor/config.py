@@ -235,6 +235,9 @@ class FindingsConfig:
     # many as cleanlab estimates wrong labels) predicted at least as surely as the predicted class's own images
     # (confident learning's threshold), for medium severity
     label_error_high_rate: float = 0.1  # ... and for high severity
+    label_error_min_p_pred: float = 0.5  # ... and only suspects whose predicted class has at least this
+    # probability count toward those rates: a wrong label makes the model sure of the other class, more than of all
+    # the rest together, while the threshold of a hard class (mean self-confidence of shirts, 0.4) is not sure
     # causal check (auditor.causal)
     causal_min_background_accuracy: float = 0.3  # object-erased accuracy above the baseline by this: high severity
     causal_min_shortcut_drop: float = 0.5  # accuracy lost by erasing the flagged region that makes it high

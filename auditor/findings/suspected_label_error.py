@@ -160,7 +160,8 @@ def suspects_of(context: Context) -> pd.DataFrame:
 def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | None = None) -> list[Finding]:
     """Suspects grouped by pair true -> pred, each pair judged by how many of the run's top-ranked suspects
     (up to cleanlab's estimate of the wrong labels) it holds that the model predicts at least as surely as the
-    predicted class's own images (confident learning's per-class threshold), not by its count alone: every
+    predicted class's own images (confident learning's per-class threshold) and with more probability than all
+    other classes together (label_error_min_p_pred; a hard class's threshold is low), not by its count alone: every
     mistake is listed, but a wrong label makes the model sure of the other class, a hard image seldom, and a pair
     whose suspects all rank low is likelier two similar classes than a labelling fault. High severity also needs a label
     independence of at least label_error_min_independence: where the images explain their labels, the pair is
@@ -179,7 +180,8 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
         top = int(group["in_top"].sum())
         if len(group) < cfg.label_error_min_count or top == 0:  # none among the likely wrong labels: confusion
             continue
-        sure = int((group["in_top"] & (group["p_pred"] >= group["threshold"])).sum())
+        surely = group["p_pred"] >= np.maximum(group["threshold"], cfg.label_error_min_p_pred)
+        sure = int((group["in_top"] & surely).sum())
         rate = sure / class_size[t]
         independence = float(group["label_independence"].iloc[0])
         unexplained = independence >= cfg.label_error_min_independence
@@ -201,7 +203,8 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
             ),
             message=(
                 f"{len(group)} images labelled {true!r} are predicted {pred!r} ({top} of them among the "
-                f"run's {n_top} most likely label errors, {sure} as surely as {pred!r}'s own images usually are)"
+                f"run's {n_top} most likely label errors, {sure} as surely as {pred!r}'s own images usually are and "
+                f"at p >= {cfg.label_error_min_p_pred:.2f})"
                 f"{_label_evidence(group)}. "
                 f"{_independence(independence, unexplained, true, pred)} Check whether their label should be {pred!r}."
             ),
