@@ -185,15 +185,25 @@ def test_mnist_patterns_and_stroke_mask():
     assert mask[0].sum() == 9 and mask[0, 1:4, 1:4].all() and not mask[1].any()
 
 
-def test_collapsed_model_differs_from_the_random_one_only_in_one_bias():
-    pytest.importorskip("torchvision")
-    models = broken_model.broken_models(num_classes=4, seed=0, collapse_to=2)
-    random, collapsed = models["random"], models["collapsed"]
-    assert random.keys() == collapsed.keys()
-    changed = [name for name in random if not torch.equal(random[name], collapsed[name])]
-    assert changed == ["fc.bias"]
-    delta = collapsed["fc.bias"] - random["fc.bias"]
-    assert delta.tolist() == [0.0, 0.0, broken_model.COLLAPSE_BIAS, 0.0]
+@pytest.mark.parametrize("route", broken_model.ROUTES)
+def test_each_route_loads_a_collapsed_model_that_differs_from_the_random_one_by_one_logit(tmp_path, route):
+    """What the audit loads from each route's files: the collapsed model's logits are the random model's, with
+    COLLAPSE_BIAS added to class 2 alone."""
+    from auditor.config import ModelConfig
+    from auditor.models import open_model
+
+    classes = ["a", "b", "c", "d"]
+    logits = {}
+    for kind, onto in (("random", None), ("collapsed", 2)):
+        section = broken_model.route_model(route, classes, seed=0, collapse_to=onto, folder=tmp_path / kind)
+        loaded = open_model(ModelConfig(**section))
+        assert (loaded.classes or section["classes"]) == classes
+        with torch.no_grad():
+            output = loaded.module.eval()(torch.linspace(-1, 1, 2 * 3 * 160 * 160).reshape(2, 3, 160, 160))
+        logits[kind] = getattr(output, "logits", output)
+    delta = logits["collapsed"] - logits["random"]
+    expected = torch.tensor([0.0, 0.0, broken_model.COLLAPSE_BIAS, 0.0]).expand(2, 4)
+    torch.testing.assert_close(delta, expected, atol=1e-3, rtol=0)
 
 
 @pytest.mark.skipif(not broken_model.COCO.is_dir(), reason="../shared coco128-seg absent")
