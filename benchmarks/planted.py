@@ -94,7 +94,21 @@ class BenchResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-ARCHITECTURES = {"cnn": BenchNet, "resnet": BenchResNet}  # --arch: cnn, the one the rules were designed on
+TIMM_NAME = "resnet10t"
+TIMM_KWARGS = {"in_chans": 1, "output_stride": 8}  # 8 x 8 maps at 64 px: a 224 px ImageNet model's 7 x 7, relatively
+
+
+def timm_resnet(num_classes: int = 10) -> nn.Module:
+    """A third architecture, through the route users bring one by: timm's resnet10t (random weights, one input
+    channel), its last stages dilated so that its maps keep 8 x 8 cells at 64 px. `--arch timm`; audited through
+    model.timm, not a factory."""
+    import timm
+
+    return timm.create_model(TIMM_NAME, pretrained=False, num_classes=num_classes, **TIMM_KWARGS)
+
+
+# --arch: cnn, the one the rules were designed on; resnet and timm never were
+ARCHITECTURES = {"cnn": BenchNet, "resnet": BenchResNet, "timm": timm_resnet}
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -568,10 +582,10 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
     for mode in modes:
         t0 = time.perf_counter()
         config = {
-            "model": {"factory": f"benchmarks.planted:{ARCHITECTURES[arch].__name__}",
-                      "checkpoint": str(out / "model.pt"), "classes": names},
+            "model": model_section(arch, out / "model.pt", names),
             "data": {"root": str(out / "data"), **({"masks": str(out / "masks")} if mode == "masks" else {}),
-                     "grayscale": True, "mean": [family.mean], "std": [family.std]},
+                     "grayscale": True, "mean": [family.mean], "std": [family.std],
+                     "resize": [family.canvas, family.canvas]},  # as trained, whatever timm says
             "sweep": {"batch_size": 128, "device": "cpu", "seed": seed},
             "run": {"out_dir": str(out / f"run-{mode}"), "resume": False},
         }
@@ -591,6 +605,15 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
     return {"benchmark": family.name, "seed": seed, "arch": arch, "classes": names,
             "clean": [names[c] for c in family.clean],
             "cue_use": uses, "runs": runs, "train_s": train_time, "runtime_s": runtime}
+
+
+def model_section(arch: str, checkpoint: Path, names: list[str]) -> dict:
+    """The audit's `model` config: the benchmark's own nets through model.factory, timm's through model.timm."""
+    if arch == "timm":
+        return {"timm": TIMM_NAME, "factory_kwargs": dict(TIMM_KWARGS, num_classes=len(names)),
+                "checkpoint": str(checkpoint), "classes": names}
+    return {"factory": f"benchmarks.planted:{ARCHITECTURES[arch].__name__}", "checkpoint": str(checkpoint),
+            "classes": names}
 
 
 def plain(value):
@@ -617,7 +640,7 @@ def main(family: Family, doc: str, argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=family.epochs)
     parser.add_argument("--reuse", action="store_true", help="audit again with the model an earlier run left in --out")
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="cnn",
-                        help="the model: cnn (the rules were designed on it) or resnet (never used in their design)")
+                        help="the model: cnn (the rules were designed on it), resnet or timm (never used in their design)")
     args = parser.parse_args(argv)
     quiet_logging()
     suffix = "" if args.arch == "cnn" else f"-{args.arch}"

@@ -252,3 +252,20 @@ def test_benchmark_architectures_give_class_scores_and_maps_the_audit_can_read(a
         model(example)
     handle.remove()
     assert seen[0][-2:] == (16, 16), name
+
+
+def test_the_timm_benchmark_model_is_audited_as_trained(tmp_path):
+    """--arch timm trains timm's resnet10t and audits it through model.timm: the audit must load the very net."""
+    pytest.importorskip("timm")
+    from auditor.config import ModelConfig
+    from auditor.models import open_model
+    from benchmarks import planted
+
+    torch.manual_seed(0)
+    trained = planted.timm_resnet(3).eval()
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
+    loaded = open_model(ModelConfig(**planted.model_section("timm", tmp_path / "model.pt", ["a", "b", "c"])))
+    images = torch.linspace(0, 1, 2 * 64 * 64).reshape(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module.eval()(images), trained(images))
+        assert trained.forward_features(images).shape[-2:] == (8, 8)  # dilated: 8 x 8 maps at 64 px
