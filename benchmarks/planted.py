@@ -34,6 +34,7 @@ import torch
 import yaml
 from torch import nn
 
+from auditor.architectures import HuggingFaceLogits
 from auditor.demo import DemoNet, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,8 +108,19 @@ def timm_resnet(num_classes: int = 10) -> nn.Module:
     return timm.create_model(TIMM_NAME, pretrained=False, num_classes=num_classes, **TIMM_KWARGS)
 
 
-# --arch: cnn, the one the rules were designed on; resnet and timm never were
-ARCHITECTURES = {"cnn": BenchNet, "resnet": BenchResNet, "timm": timm_resnet}
+def huggingface_resnet(num_classes: int = 10) -> nn.Module:
+    """A fourth, through Hugging Face: transformers' ResNetForImageClassification (random weights, one channel,
+    stages of 32 and 64 channels: 8 x 8 maps at 64 px), returning its logits for training. `--arch huggingface`;
+    audited through model.huggingface, from the folder save_pretrained writes."""
+    import transformers
+
+    config = transformers.ResNetConfig(num_channels=1, embedding_size=32, hidden_sizes=[32, 64], depths=[2, 2],
+                                       num_labels=num_classes)
+    return HuggingFaceLogits(transformers.ResNetForImageClassification(config))
+
+
+# --arch: cnn, the one the rules were designed on; the others never were
+ARCHITECTURES = {"cnn": BenchNet, "resnet": BenchResNet, "timm": timm_resnet, "huggingface": huggingface_resnet}
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -575,6 +587,10 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
     for folder in ("data", "masks"):
         shutil.rmtree(out / folder, ignore_errors=True)  # a folder of an earlier seed would mix in its images
     torch.save(model.state_dict(), out / "model.pt")
+    if arch == "huggingface":  # the folder model.huggingface reads, its labels named
+        config = model.model.config
+        config.id2label, config.label2id = dict(enumerate(names)), {name: i for i, name in enumerate(names)}
+        model.model.save_pretrained(out / "huggingface")
     write_image_folder(out / "data", out / "masks", audit_images, audit_layers["masks"], labels, names, ids)
     (out / "flipped.json").write_text(json.dumps(sorted(flipped_ids)))
 
@@ -609,6 +625,8 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
 
 def model_section(arch: str, checkpoint: Path, names: list[str]) -> dict:
     """The audit's `model` config: the benchmark's own nets through model.factory, timm's through model.timm."""
+    if arch == "huggingface":
+        return {"huggingface": str(checkpoint.parent / "huggingface")}  # its classes: the folder's id2label
     if arch == "timm":
         return {"timm": TIMM_NAME, "factory_kwargs": dict(TIMM_KWARGS, num_classes=len(names)),
                 "checkpoint": str(checkpoint), "classes": names}
@@ -640,7 +658,8 @@ def main(family: Family, doc: str, argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=family.epochs)
     parser.add_argument("--reuse", action="store_true", help="audit again with the model an earlier run left in --out")
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="cnn",
-                        help="the model: cnn (the rules were designed on it), resnet or timm (never used in their design)")
+                        help="the model: cnn (the rules were designed on it); resnet, timm or huggingface (never used "
+                             "in their design)")
     args = parser.parse_args(argv)
     quiet_logging()
     suffix = "" if args.arch == "cnn" else f"-{args.arch}"

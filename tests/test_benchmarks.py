@@ -269,3 +269,22 @@ def test_the_timm_benchmark_model_is_audited_as_trained(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.module.eval()(images), trained(images))
         assert trained.forward_features(images).shape[-2:] == (8, 8)  # dilated: 8 x 8 maps at 64 px
+
+
+def test_the_huggingface_benchmark_model_is_audited_as_trained(tmp_path):
+    """--arch huggingface trains transformers' ResNet and audits it through model.huggingface, from the folder the
+    benchmark writes with its labels named."""
+    pytest.importorskip("transformers")
+    from auditor.config import ModelConfig
+    from auditor.models import open_model
+    from benchmarks import planted
+
+    torch.manual_seed(0)
+    trained = planted.huggingface_resnet(3).eval()
+    trained.model.config.id2label = {0: "a", 1: "b", 2: "c"}
+    trained.model.save_pretrained(tmp_path / "huggingface")
+    loaded = open_model(ModelConfig(**planted.model_section("huggingface", tmp_path / "model.pt", ["a", "b", "c"])))
+    images = torch.linspace(0, 1, 2 * 64 * 64).reshape(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module.eval()(images), trained(images))
+    assert loaded.classes == ["a", "b", "c"]
