@@ -81,7 +81,9 @@ def measure_geometry(model: nn.Module, layer: nn.Module, example: torch.Tensor, 
     size. The larger probe is one strip per axis, long along that axis only: a cell's support along one axis
     does not depend on the image's extent along the other, and two strips cost a fraction of the 3x square
     (resnet18 at 224 px: the model-load stage fell from about 10 s to 2 s on a 2-core CPU). A model that cannot
-    be probed (a fixed input size, say) keeps plain resizing.
+    be probed keeps plain resizing. A model that takes only its own input size (a torch.export program with a
+    static height and width) cannot take the strips: there one unclipped cell and the stride (image size / cells,
+    as in same-padded networks) place the map, so that a module and its exported program get the same geometry.
     """
     _, channels, height, width = example.shape
     store: dict = {}
@@ -93,10 +95,13 @@ def measure_geometry(model: nn.Module, layer: nn.Module, example: torch.Tensor, 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
         with forward_hook(layer, hook):
-            own_cells, fits = _measure(model, store, reshape, (channels, height, width), device)
+            own_cells, fits, centres = _measure(model, store, reshape, (channels, height, width), device)
             for axis in (0, 1):
                 if fits[axis] is None:
-                    fits[axis] = _strip_fit(model, store, reshape, (channels, height, width), axis, device)
+                    try:
+                        fits[axis] = _strip_fit(model, store, reshape, (channels, height, width), axis, device)
+                    except Exception:  # noqa: BLE001 - only its own input size: one cell and the stride
+                        fits[axis] = _stride_fit(centres[axis], own_cells[axis], (height, width)[axis])
     except Exception:  # noqa: BLE001 - a model we cannot probe keeps plain resizing
         return None
     if None in fits:
@@ -105,9 +110,18 @@ def measure_geometry(model: nn.Module, layer: nn.Module, example: torch.Tensor, 
     return None if geometry.is_plain(own_cells, (height, width)) else geometry
 
 
+def _stride_fit(centres: list[tuple[int, float]], cells: int, extent: int) -> tuple[float, float] | None:
+    """(scale, offset) from one unclipped cell's centre, the scale being the stride extent / cells."""
+    if len(centres) != 1:
+        return None
+    (cell, pixel), scale = centres[0], extent / cells
+    return scale, pixel - scale * cell
+
+
 def _measure(model, store, reshape, shape, device):
-    """Cells of the probe's map, and (scale, offset) per axis from two neighbouring cells on the diagonal at the
-    middle (None for an axis where either is clipped): one forward and one backward for both axes."""
+    """Cells of the probe's map, (scale, offset) per axis from two neighbouring cells on the diagonal at the
+    middle (None for an axis where either is clipped), and the unclipped cells' centres per axis: one forward and
+    one backward for both axes."""
     generator = torch.Generator().manual_seed(0)
     probe = torch.randn(1, *shape, generator=generator).to(device).repeat(2, 1, 1, 1).requires_grad_(True)
     with torch.enable_grad():
@@ -119,7 +133,7 @@ def _measure(model, store, reshape, shape, device):
             select[k, :, i, j] = 1
         (grad,) = torch.autograd.grad((out * select).sum(), probe)
     energy = grad.abs().sum(dim=1)  # [2, H, W]
-    fits = []
+    fits, unclipped = [], []
     for axis in (0, 1):
         profile = energy.sum(dim=2 - axis)  # axis 0: sum over x -> a profile along y
         extent = shape[1 + axis]
@@ -129,7 +143,8 @@ def _measure(model, store, reshape, shape, device):
             if len(support) and support[0] > 0 and support[-1] < extent - 1:
                 centres.append((cell[axis], (support[0].item() + support[-1].item()) / 2))
         fits.append(_fit(sorted(set(centres))))
-    return (rows, cols), fits
+        unclipped.append(sorted(set(centres)))
+    return (rows, cols), fits, unclipped
 
 
 def _strip_fit(model, store, reshape, shape, axis, device, factor=3):
@@ -140,7 +155,7 @@ def _strip_fit(model, store, reshape, shape, axis, device, factor=3):
         strip[1 + axis] *= factor
         strip[2 - axis] = max(1, strip[2 - axis] // narrow)
         try:
-            _, fits = _measure(model, store, reshape, tuple(strip), device)
+            _, fits, _ = _measure(model, store, reshape, tuple(strip), device)
         except Exception:  # noqa: BLE001 - too narrow for this model: try the image's own width
             if narrow == 1:
                 raise

@@ -1,16 +1,31 @@
 """The planted-bias benchmarks' pure parts: planting, cue removal, the cue-use check and the scoring (no training)."""
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from benchmarks import bias_detection, bias_detection_mnist, broken_model
 from benchmarks.planted import (
-    Cue, Family, Flip, compose, cue_status, cue_use, exact_share, iou, centre_inside, per_class_subset, plain, plant,
-    precision_at_k, score, square,
+    Cue,
+    Family,
+    Flip,
+    centre_inside,
+    compose,
+    cue_status,
+    cue_use,
+    exact_share,
+    iou,
+    per_class_subset,
+    plain,
+    plant,
+    precision_at_k,
+    score,
+    square,
 )
 
 SIZE = 16
@@ -288,3 +303,24 @@ def test_the_huggingface_benchmark_model_is_audited_as_trained(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.module.eval()(images), trained(images))
     assert loaded.classes == ["a", "b", "c"]
+
+
+def test_route_equivalence_compares_findings_and_the_label_ranking(tmp_path):
+    from benchmarks.route_equivalence import compare
+
+    def run(name, findings, ranking):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "findings.json").write_text(json.dumps({"findings": findings}))
+        pd.DataFrame({"id": ranking}).to_csv(folder / "label_errors.csv", index=False)
+        return folder
+
+    shortcut = {"kind": "spatial_shortcut", "classes": ["coat"], "severity": "high", "region": [0.75, 0.75, 1, 1]}
+    moved = dict(shortcut, region=[0.7, 0.75, 1, 1])
+    label = {"kind": "suspected_label_error", "classes": ["dress", "trouser"], "severity": "high"}
+    same = compare(run("a", [shortcut, label], ["x", "y"]), run("b", [shortcut, label], ["x", "y"]))
+    assert same["same_order"] and same["same_ranking"] and not same["only_module"] and not same["only_exported"]
+    differ = compare(run("c", [shortcut, label], ["x", "y"]), run("d", [label, moved], ["y", "x"]))
+    assert not differ["same_order"] and not differ["same_ranking"]
+    assert differ["only_module"] == [("spatial_shortcut", ("coat",), "high", (0.75, 0.75, 1, 1))]
+    assert differ["only_exported"] == [("spatial_shortcut", ("coat",), "high", (0.7, 0.75, 1, 1))]

@@ -1,5 +1,8 @@
 """Map cells placed at their receptive fields' centres: golden cases worked out by hand."""
 
+import dataclasses
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -41,3 +44,30 @@ def test_upsample_places_cells_and_leaves_the_uncovered_margin_empty():
     assert out[3, 3] == 4.0  # bilinear midway between the four centres
     assert out[1, 2] == 1.0  # within half a cell of the first centre: held
     assert out[0].abs().sum() == 0 and out[:, 6:].abs().sum() == 0  # farther out: nothing
+
+
+class OwnSizeOnly(nn.Module):
+    """A network that refuses any input but its own size, as a torch.export program with static height and width."""
+
+    def __init__(self, net: nn.Module, size: int):
+        super().__init__()
+        self.net, self.size = net, size
+
+    def forward(self, x):
+        if x.shape[-2:] != (self.size, self.size):
+            raise RuntimeError(f"expected {self.size} x {self.size}, got {tuple(x.shape[-2:])}")
+        return self.net(x)
+
+
+def test_a_model_of_one_input_size_is_placed_by_one_cell_and_its_stride():
+    # Same-padded, strides 2 and 2: cell i is centred on pixel 4i (not plain resizing's 4i + 1.5). The receptive
+    # field (27 px) leaves one unclipped cell of the two the 32 px probe reads, so a model that takes other sizes
+    # is measured on the larger strips, and one that does not by that cell and the stride 32 / 8: the same answer.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 7, 2, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, 2, 1), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1)).eval()
+    free = measure_geometry(net, net[6], torch.zeros(1, 1, 32, 32))
+    fixed = OwnSizeOnly(net, 32)
+    own_size = measure_geometry(fixed, fixed.net[6], torch.zeros(1, 1, 32, 32))
+    np.testing.assert_allclose(dataclasses.astuple(free), (4.0, 0.0, 4.0, 0.0), atol=1e-6)
+    np.testing.assert_allclose(dataclasses.astuple(own_size), (4.0, 0.0, 4.0, 0.0), atol=1e-6)
