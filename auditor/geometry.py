@@ -133,7 +133,7 @@ def _measure(model, store, reshape, shape, device):
             select[k, :, i, j] = 1
         (grad,) = torch.autograd.grad((out * select).sum(), probe)
     energy = grad.abs().sum(dim=1)  # [2, H, W]
-    fits, unclipped = [], []
+    unclipped = []
     for axis in (0, 1):
         profile = energy.sum(dim=2 - axis)  # axis 0: sum over x -> a profile along y
         extent = shape[1 + axis]
@@ -142,9 +142,8 @@ def _measure(model, store, reshape, shape, device):
             support = torch.nonzero(profile[k] > 0).flatten()
             if len(support) and support[0] > 0 and support[-1] < extent - 1:
                 centres.append((cell[axis], (support[0].item() + support[-1].item()) / 2))
-        fits.append(_fit(sorted(set(centres))))
         unclipped.append(sorted(set(centres)))
-    return (rows, cols), fits, unclipped
+    return (rows, cols), [_fit(centres) for centres in unclipped], unclipped
 
 
 def _strip_fit(model, store, reshape, shape, axis, device, factor=3):

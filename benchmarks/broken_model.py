@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.planted import (  # noqa: E402
-    MODES, ROOT, audit_modes, common_arguments, health_table, quiet_logging, write_scores,
+    MODES, ROOT, audit_modes, common_arguments, health_table, quiet_logging, save_exported, write_scores,
 )
 
 COCO = ROOT.parent / "shared" / "data" / "coco128-seg"
@@ -109,9 +109,7 @@ def route_model(route: str, classes: list[str], seed: int, collapse_to: int | No
     if route == "huggingface":
         model.save_pretrained(folder / "hf")
         return {"huggingface": str(folder / "hf")}
-    example = torch.randn(2, 3, *SIZE)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    torch.export.save(program, str(folder / "model.pt2"))
+    save_exported(model, torch.randn(2, 3, *SIZE), folder / "model.pt2")
     return {"exported": str(folder / "model.pt2"), "classes": classes}
 
 

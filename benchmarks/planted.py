@@ -624,7 +624,8 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
 
 
 def model_section(arch: str, checkpoint: Path, names: list[str]) -> dict:
-    """The audit's `model` config: the benchmark's own nets through model.factory, timm's through model.timm."""
+    """The audit's `model` config: the benchmark's own nets through model.factory, timm's through model.timm,
+    transformers' through model.huggingface."""
     if arch == "huggingface":
         return {"huggingface": str(checkpoint.parent / "huggingface")}  # its classes: the folder's id2label
     if arch == "timm":
@@ -632,6 +633,13 @@ def model_section(arch: str, checkpoint: Path, names: list[str]) -> dict:
                 "checkpoint": str(checkpoint), "classes": names}
     return {"factory": f"benchmarks.planted:{ARCHITECTURES[arch].__name__}", "checkpoint": str(checkpoint),
             "classes": names}
+
+
+def save_exported(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """The module as a torch.export program with a dynamic batch dimension, as `auditor` asks users to export."""
+    program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
+    return path
 
 
 def plain(value):

@@ -26,15 +26,14 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from auditor.config import DataConfig, ModelConfig
 from auditor.data import AuditDataset, build_samples
 from auditor.models import open_model
-from benchmarks.planted import audit, quiet_logging
+from benchmarks.planted import audit, quiet_logging, save_exported
 
 
 def export_model(model_config: dict, example: torch.Tensor, path: Path) -> list[str] | None:
     """The config's model (any route auditor loads) saved as a torch.export program with a dynamic batch; returns
     its class names in logit order (a program keeps none: a Hugging Face folder's id2label must travel along)."""
     loaded = open_model(ModelConfig(**model_config))
-    program = torch.export.export(loaded.module.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    torch.export.save(program, str(path))
+    save_exported(loaded.module, example, path)
     return model_config.get("classes") or loaded.classes
 
 

@@ -532,47 +532,42 @@ def test_a_pair_with_no_suspect_among_the_likely_wrong_labels_gets_no_finding_bu
     assert table.loc[flipped, "rank"].max() < table.loc[confused, "rank"].min()
 
 
+def bird_cat_pair(p_pred: float, cats_called_cat: float = 0.9, cfg=CFG):
+    """The one label-error pair of a clean run with 8 of its 38 birds labelled independently of the image and
+    predicted cat at p_pred; the cats are called cat at `cats_called_cat` (confident learning's threshold)."""
+    run, rng = clean_run()
+    for row in run.rows:
+        if row["label"] == "cat":
+            row.update(p_true=cats_called_cat, p_pred=cats_called_cat)
+    for _ in range(8):
+        run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=p_pred)
+    records, maps, masks, classes = run.arrays()
+    findings, _ = find_all(records, maps, masks, classes, cfg, probs=probs_of(run))
+    (f,) = of_kind(findings, "suspected_label_error")
+    return f
+
+
 def test_a_pair_of_unsure_mistakes_is_listed_but_not_raised_by_them():
     """Every mistake ranks in label_errors.csv, but severity counts only the top-ranked suspects the model is as
     sure of as of the predicted class's own images: unsure confusions of look-alikes are not labelling faults."""
-    def pair_finding(p_pred: float):
-        run, rng = clean_run()
-        for _ in range(8):  # 8 of 38 birds, their label independent of the image
-            run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=p_pred)
-        records, maps, masks, classes = run.arrays()
-        findings, _ = find_all(records, maps, masks, classes, CFG, probs=probs_of(run))
-        (f,) = of_kind(findings, "suspected_label_error")
-        return f
-
-    sure, unsure = pair_finding(0.97), pair_finding(0.55)  # cats are called cat at 0.9
+    sure, unsure = bird_cat_pair(0.97), bird_cat_pair(0.55)  # cats are called cat at 0.9
     assert sure.severity == "high" and sure.metrics["confident_top_ranked"] == 8
     assert unsure.metrics["top_ranked"] > 0 and unsure.metrics["confident_top_ranked"] == 0
     assert unsure.severity == "low"
-
 
 
 def test_suspects_count_toward_severity_only_where_the_model_prefers_their_class_outright():
     """A hard predicted class sets a low confident-learning threshold (cats called cat at 0.4): mistakes at 0.45
     pass it, yet the model does not prefer cat over all other classes together. They stay listed, not high; the
     same pair at 0.6 is high."""
-    def pair_finding(p_pred: float, cfg=CFG):
-        run, rng = clean_run()
-        for row in run.rows:
-            if row["label"] == "cat":
-                row.update(p_true=0.4, p_pred=0.4)
-        for _ in range(8):  # 8 of 38 birds, their label independent of the image
-            run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=p_pred)
-        records, maps, masks, classes = run.arrays()
-        findings, _ = find_all(records, maps, masks, classes, cfg, probs=probs_of(run))
-        (f,) = of_kind(findings, "suspected_label_error")
-        return f
-
-    unsure, sure = pair_finding(0.45), pair_finding(0.6)
+    unsure, sure = bird_cat_pair(0.45, cats_called_cat=0.4), bird_cat_pair(0.6, cats_called_cat=0.4)
     assert unsure.metrics["threshold"] == pytest.approx(0.4) and unsure.metrics["top_ranked"] == 8
     assert unsure.metrics["confident_top_ranked"] == 0 and unsure.severity == "low"
     assert sure.metrics["confident_top_ranked"] == 8 and sure.severity == "high"
-    lenient = pair_finding(0.45, dataclasses.replace(CFG, label_error_min_p_pred=0.0))  # the threshold alone
+    lenient = dataclasses.replace(CFG, label_error_min_p_pred=0.0)  # confident learning's threshold alone
+    lenient = bird_cat_pair(0.45, cats_called_cat=0.4, cfg=lenient)
     assert lenient.metrics["confident_top_ranked"] == 8 and lenient.severity == "high"
+
 
 def test_a_model_that_never_names_a_class_is_suspect_and_says_which():
     run, _ = clean_run()
