@@ -3,6 +3,8 @@
 A heatmap only correlates attention with a region; if the class is still predicted once its object is gone, or
 is lost once the flagged region is gone, the model demonstrably uses that region. Erasing writes the dataset
 mean (0 in normalised images), the usual occlusion baseline, over a square around the object (`object_boxes`).
+A class recognised from its object and its background together survives erasing the object alone (nothing is
+left to recognise), so the check also pastes each object onto other images' backgrounds (`mixed_backgrounds`).
 The run directory stores the result as causal.csv; `auditor.findings.run.apply_causal` folds it into the class
 findings.
 """
@@ -119,10 +121,49 @@ def random_boxes(regions: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return filled_boxes(new_top, new_top + heights, new_left, new_left + widths, height, width)
 
 
+def mixed_backgrounds(
+    model: torch.nn.Module, pool: Mapping[int, tuple[torch.Tensor, torch.Tensor]], device, generator: torch.Generator,
+    batch_size: int = 64,
+) -> dict[int, tuple[int, float, float]]:
+    """Class index -> (n, accuracy on its own class's backgrounds, accuracy on other classes' backgrounds).
+
+    Mixed-Same and Mixed-Rand of Xiao et al., "Noise or Signal: The Role of Image Backgrounds in Object
+    Recognition" (ICLR 2021): each pooled object, as the square around it that the background-only check erases
+    (`object_boxes`), is pasted at its own place onto another image of its class and onto an image of another
+    class, each with its own object's square erased so that no second object shows. The square, not the mask,
+    is pasted: an object cut to its mask shows the fill through its gaps and is lost on any background. The
+    gap between the two is what the class loses when its backgrounds change. `pool` holds, per class, images
+    [n, C, H, W] and masks [n, H, W]; a class needs two images, and some other class one, to be measured.
+    """
+    squares = {c: object_boxes(masks) for c, (_, masks) in pool.items()}
+    donors = {c: erase(images, squares[c]) for c, (images, _) in pool.items()}
+    out = {}
+    for c, (images, _) in pool.items():
+        kept = squares[c]
+        others = [donors[o] for o in pool if o != c]
+        n = len(images)
+        if n < 2 or not others:
+            continue
+        others = torch.cat(others)
+        shift = torch.randint(1, n, (n,), generator=generator)  # another image of the class, never itself
+        same = donors[c][(torch.arange(n) + shift) % n]
+        rand = others[torch.randint(0, len(others), (n,), generator=generator)]
+        correct = []
+        for backgrounds in (same, rand):
+            hits = 0
+            for start in range(0, n, batch_size):
+                part = slice(start, start + batch_size)
+                pasted = torch.where(kept[part, None], images[part], backgrounds[part]).float()
+                hits += int((model(pasted.to(device)).argmax(dim=1).cpu() == c).sum())
+            correct.append(hits / n)
+        out[c] = (n, correct[0], correct[1])
+    return out
+
+
 @stage("causal_check_s")
 def causal_check(
     model: torch.nn.Module, batches: Iterable[dict], classes: list[str], regions: dict[int, list[float]], device,
-    predictions: Mapping[int, int] | None = None, seed: int = 0,
+    predictions: Mapping[int, int] | None = None, seed: int = 0, mixed_per_class: int = 128,
 ) -> pd.DataFrame:
     """Accuracy per class on the images as they are, with the object erased, and with the class's region erased.
 
@@ -134,8 +175,9 @@ def causal_check(
     that names one class for any empty image would otherwise look as if it recognised that class from
     background), n_region, shortcut_removed_accuracy (NaN where the class has no region),
     region_control_accuracy (the same images with a random region of the same size erased instead: erasing a
-    large region costs any class accuracy, so only a drop beyond this control shows the region is used; seeded)
-    and region.
+    large region costs any class accuracy, so only a drop beyond this control shows the region is used; seeded),
+    region, and n_mixed, mixed_same_accuracy, mixed_rand_accuracy (`mixed_backgrounds` on up to
+    `mixed_per_class` masked images per class, kept on the CPU in float16; NaN where not measured).
     """
     k = len(classes)
     n, correct = torch.zeros(k, dtype=torch.long), torch.zeros(k, dtype=torch.long)
@@ -144,6 +186,7 @@ def causal_check(
     control_correct = torch.zeros(k, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
     boxes: dict[tuple[int, int, int], torch.Tensor] = {}
+    pooled: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # class -> (image, mask) for mixed_backgrounds
     was_training = model.training
     model.eval()
     try:
@@ -165,6 +208,9 @@ def causal_check(
                     erased = erase(images[has_mask], object_boxes(batch["mask"].to(device)[has_mask]))
                     guess = model(erased).argmax(dim=1).cpu()
                     background += torch.bincount(labels[has_mask] * k + guess, minlength=k * k).view(k, k)
+                    for image, mask, label in zip(images[has_mask], batch["mask"][has_mask], labels[has_mask]):
+                        if len(pooled.setdefault(int(label), [])) < mixed_per_class:
+                            pooled[int(label)].append((image.to("cpu", torch.float16), mask.bool().cpu()))
 
                 flagged = torch.tensor([int(label) in regions for label in labels], dtype=torch.bool)
                 if flagged.any():
@@ -178,6 +224,11 @@ def causal_check(
                     region_correct += torch.bincount(labels[flagged][guess == labels[flagged]], minlength=k)
                     guess = model(erase(images[flagged], random_boxes(masks, generator))).argmax(dim=1).cpu()
                     control_correct += torch.bincount(labels[flagged][guess == labels[flagged]], minlength=k)
+            pool = {
+                c: (torch.stack([image for image, _ in members]), torch.stack([mask for _, mask in members]))
+                for c, members in pooled.items() if members
+            }
+            mixed = mixed_backgrounds(model, pool, device, generator)
     finally:
         model.train(was_training)
 
@@ -199,6 +250,9 @@ def causal_check(
             "shortcut_removed_accuracy": float(region_correct[c] / n_region[c]) if n_region[c] else math.nan,
             "region_control_accuracy": float(control_correct[c] / n_region[c]) if n_region[c] else math.nan,
             "region": json.dumps(list(regions[c])) if c in regions else "",
+            "n_mixed": mixed[c][0] if c in mixed else 0,
+            "mixed_same_accuracy": mixed[c][1] if c in mixed else math.nan,
+            "mixed_rand_accuracy": mixed[c][2] if c in mixed else math.nan,
         })  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -241,6 +241,9 @@ class FindingsConfig:
     # causal check (auditor.causal)
     causal_min_background_accuracy: float = 0.3  # object-erased accuracy above the baseline by this: high severity
     causal_min_shortcut_drop: float = 0.5  # accuracy lost by erasing the flagged region that makes it high
+    causal_min_background_gap: float = 0.3  # accuracy lost when its objects are pasted onto other classes'
+    # backgrounds instead of its own (Mixed-Same minus Mixed-Rand), beyond other classes' median, that makes it high
+    causal_mixed_images: int = 128  # masked images per class pasted onto other backgrounds (0: off)
     causal_max_refuted: float = 0.1  # effects this small refute a whole-class heatmap finding: lowered to low
     causal_max_images: int = 1000  # the check reads at most this many images, spread evenly over the classes it
     # checks (a seeded sample of each); the report says when it was capped
@@ -248,6 +251,8 @@ class FindingsConfig:
     def __post_init__(self):
         if self.causal_max_images < 1:
             raise ConfigError(f"findings.causal_max_images must be 1 or more, not {self.causal_max_images}.")
+        if self.causal_mixed_images < 0:
+            raise ConfigError(f"findings.causal_mixed_images must be 0 (off) or more, not {self.causal_mixed_images}.")
         if self.health_batch_norm_images < 0:
             raise ConfigError(
                 f"findings.health_batch_norm_images must be 0 (off) or more, not {self.health_batch_norm_images}."

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from auditor.batch_norm_check import batch_norm_check, check_indices, write_batch_norm
@@ -47,6 +48,17 @@ def causal_classes(findings, classes: list[str], every_class: bool) -> set[int]:
     return {classes.index(f.classes[0]) for f in findings if scope_of(f.kind) == "class"}
 
 
+def control_classes(flagged: set[int], n_classes: int, seed: int) -> set[int]:
+    """A seeded choice of classes under no suspicion, as many as are flagged (at least two, while there are),
+    for the causal check to measure beside the flagged ones: its baselines (what erasing objects or changing
+    backgrounds does to any class, `findings.run.typical_background_gap`) must not come from suspects alone."""
+    unflagged = sorted(set(range(n_classes)) - flagged)
+    if not flagged or not unflagged:
+        return set()
+    size = min(len(unflagged), max(2, len(flagged)))
+    return {int(c) for c in np.random.default_rng(seed).choice(unflagged, size=size, replace=False)}
+
+
 def check_batch_norm(run_dir: Path, cfg: Config, model, dataset: AuditDataset, predictions: dict[int, int],
                      device: torch.device) -> None:
     """batch_norm.json for model_health, from a seeded mixed-class sample of the swept images. A probe of the
@@ -76,12 +88,14 @@ def judge(
     findings = number(check_places(findings, model, dataset, classes, device, cfg.findings))
     if cfg.findings.causal != "off":
         wanted = causal_classes(findings, classes, cfg.findings.causal == "all" or context.maps_miss_objects)
+        wanted |= control_classes(wanted, len(classes), cfg.findings.seed)
         indices = causal_indices(dataset.samples, wanted, cfg.findings.causal_max_images, cfg.findings.seed)
         if indices:
             log.info("causal check on %d images of %d classes", len(indices), len(wanted))
             loader = make_loader(dataset, indices, cfg, device)
             causal = causal_check(model, loader, classes, regions_from_findings(findings, classes), device,
-                                  predictions=predictions, seed=cfg.findings.seed)
+                                  predictions=predictions, seed=cfg.findings.seed,
+                                  mixed_per_class=cfg.findings.causal_mixed_images)
             write_causal(run_dir, causal)
             findings = apply_causal(findings, causal, cfg.findings)
     doc = write_document(run_dir, findings, notes, context)

@@ -296,6 +296,9 @@ def _write_causal(run_dir, classes, labels, correct, shortcut) -> None:
                 "n_region": int(of_class.sum()) if is_shortcut else 0,
                 "shortcut_removed_accuracy": 0.3 if is_shortcut else float("nan"),
                 "region": json.dumps(CORNER) if is_shortcut else "",
+                "n_mixed": int(of_class.sum()),
+                "mixed_same_accuracy": 0.95,
+                "mixed_rand_accuracy": 0.15 if is_shortcut else 0.85,
             }
         )
     pd.DataFrame(rows).to_csv(run_dir / "causal.csv", index=False)

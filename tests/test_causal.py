@@ -259,3 +259,109 @@ def test_the_causal_check_reads_the_flagged_classes_or_every_class_when_the_maps
     names = ["marked", "plain", "other"]
     assert causal_classes([shortcut, pair], names, every_class=False) == {1}  # pair findings name no class
     assert causal_classes([shortcut, pair], names, every_class=True) == {0, 1, 2}
+
+
+class NeedsBothModel(torch.nn.Module):
+    """logits: plain = sum of the centre 2 x 2; striped = 10 x the top-right pixel x (centre sum - 5); empty = 0.5.
+
+    A striped image (centre 2, corner 1) is recognised only with its own object and its corner together: erase
+    the object and it is empty, take the corner away and it is plain; a plain object (centre 1) on a striped
+    background stays plain.
+    """
+
+    def forward(self, x):
+        centre = x[:, 0, 1:3, 1:3].sum(dim=(1, 2))
+        corner = x[:, 0, 0, 3]
+        return torch.stack([centre, 10 * corner * (centre - 5), torch.full_like(centre, 0.5)], dim=1)
+
+
+def needs_both_batch(labels):
+    """Images of NeedsBothModel's classes (0 plain, 1 striped), every one with its centre 2 x 2 masked."""
+    images = torch.zeros(len(labels), 1, 4, 4)
+    for img, label in zip(images, labels):
+        img[0, 1:3, 1:3] = 2.0 if label == 1 else 1.0
+        img[0, 0, 3] = 1.0 if label == 1 else 0.0
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[1:3, 1:3] = True
+    return {"image": images, "mask": mask.expand(len(labels), 4, 4).clone(), "has_mask": torch.ones(len(labels)).bool(),
+            "label": torch.tensor(labels), "index": torch.arange(len(labels))}  # fmt: skip
+
+
+def test_mixed_backgrounds_catch_a_class_that_needs_object_and_background_together():
+    batches = [needs_both_batch([0, 0, 0, 1, 1]), needs_both_batch([1, 0, 1])]
+    df = causal_check(NeedsBothModel(), batches, CLASSES, {}, "cpu").set_index("class")
+    plain, striped = df.loc["plain"], df.loc["marked"]  # "marked" is the striped class here
+    assert striped.background_only_accuracy == 0.0  # erasing the object alone shows nothing
+    assert (striped.n_mixed, striped.mixed_same_accuracy, striped.mixed_rand_accuracy) == (4, 1.0, 0.0)
+    assert (plain.n_mixed, plain.mixed_same_accuracy, plain.mixed_rand_accuracy) == (4, 1.0, 1.0)
+    capped = causal_check(NeedsBothModel(), batches, CLASSES, {}, "cpu", mixed_per_class=2).set_index("class")
+    assert capped["n_mixed"].tolist() == [2, 2]
+    off = causal_check(NeedsBothModel(), batches, CLASSES, {}, "cpu", mixed_per_class=0)
+    assert off["n_mixed"].tolist() == [0, 0] and off["mixed_same_accuracy"].isna().all()
+    alone = causal_check(NeedsBothModel(), [needs_both_batch([1, 1])], CLASSES, {}, "cpu")
+    assert alone["mixed_rand_accuracy"].isna().all()  # no other class's background to paste onto
+
+
+def test_mixed_backgrounds_never_paste_an_object_onto_its_own_image():
+    from auditor.causal import mixed_backgrounds
+
+    class Remembers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x.clone())
+            return torch.zeros(len(x), 3)
+
+    images = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1).expand(3, 1, 2, 2).clone()
+    masks = torch.zeros(3, 2, 2, dtype=torch.bool)
+    masks[:, 0, 0] = True  # the object: the top-left pixel; erasing it leaves the other three pixels
+    other = (torch.full((1, 1, 2, 2), 9.0), torch.zeros(1, 2, 2, dtype=torch.bool))
+    model = Remembers()
+    mixed_backgrounds(model, {0: (images, masks), 1: other}, "cpu", torch.Generator().manual_seed(0))
+    same = model.seen[0]
+    assert same[:, 0, 0, 0].tolist() == [1.0, 2.0, 3.0]  # each object where it was
+    assert all(same[i, 0, 1, 1] not in (0.0, images[i, 0, 1, 1]) for i in range(3))  # on another one's background
+    assert (model.seen[1][:, 0, 1, 1] == 9.0).all()  # Mixed-Rand: the other class's background
+
+
+def mixed_row(name, same, rand):
+    return causal_row(**{"class": name, "background_only_accuracy": 0.0, "background_only_baseline": 0.0,
+                         "shortcut_removed_accuracy": float("nan"), "region": "",
+                         "mixed_same_accuracy": same, "mixed_rand_accuracy": rand})  # fmt: skip
+
+
+def test_apply_causal_raises_a_class_that_loses_itself_on_other_classes_backgrounds():
+    background = shortcut(severity="low", kind="background_reliance", region=None)
+    causal = pd.concat([mixed_row("marked", 1.0, 0.2), mixed_row("plain", 0.9, 0.8)])
+    (f,) = apply_causal([background], causal, CFG)
+    assert f.severity == "high" and "its own class's 100%" in f.message
+    assert (f.metrics["mixed_rand_accuracy"], f.metrics["mixed_gap_baseline"]) == (0.2, pytest.approx(0.1))
+    # the same class without the mixed test: erasing its object refutes it, as before this test existed
+    unmixed = causal.drop(columns=["mixed_same_accuracy", "mixed_rand_accuracy"])
+    assert apply_causal([background], unmixed, CFG)[0].severity == "low"
+
+
+def test_a_background_gap_every_unflagged_class_shares_is_not_evidence():
+    background = shortcut(severity="medium", kind="background_reliance", region=None)
+    # another class's background cue claims any object pasted onto it: every class loses about half
+    causal = pd.concat([mixed_row("marked", 1.0, 0.45), mixed_row("plain", 0.9, 0.4), mixed_row("empty", 1.0, 0.5)])
+    (f,) = apply_causal([background], causal, CFG)
+    assert f.metrics["mixed_gap_baseline"] == pytest.approx(0.5)
+    assert f.severity == "low" and "not confirmed" in f.message  # no more than any class: both tests refute it
+    # the median comes from the unflagged classes only: a second suspect with a large gap does not raise it
+    suspects = [background, shortcut(severity="low", kind="background_reliance", region=None, classes=("plain",))]
+    causal = pd.concat([mixed_row("marked", 1.0, 0.3), mixed_row("plain", 1.0, 0.0), mixed_row("empty", 1.0, 0.95)])
+    marked = next(f for f in apply_causal(suspects, causal, CFG) if f.classes == ["marked"])
+    assert marked.severity == "high" and marked.metrics["mixed_gap_baseline"] == pytest.approx(0.05)
+
+
+def test_the_causal_check_measures_unflagged_control_classes_beside_the_flagged():
+    from auditor.judge import control_classes
+
+    controls = control_classes({3}, 10, seed=0)
+    assert len(controls) == 2 and not controls & {3} and controls == control_classes({3}, 10, seed=0)
+    assert len(control_classes({1, 2, 3}, 10, seed=0)) == 3  # as many as flagged
+    assert control_classes({0, 1, 2}, 4, seed=0) == {3}  # no more than there are
+    assert control_classes(set(), 10, seed=0) == set() == control_classes({0, 1}, 2, seed=0)

@@ -269,8 +269,9 @@ def test_causal_check_takes_the_sweeps_predictions_and_runs_the_model_on_erased_
     fresh = causal_check(fresh_model, batches, CLASSES, {1: CORNER}, "cpu")
     own = {0: 0, 1: 1, 2: 1, 3: 0, 4: 1}  # what the model predicts for the images as they are
     pd.testing.assert_frame_equal(causal_check(model, batches, CLASSES, {1: CORNER}, "cpu", predictions=own), fresh)
-    # per batch: as is, object erased, region erased, a random region of its size erased
-    assert (len(fresh_model.seen), len(model.seen)) == (8, 6)
+    # per batch: as is, object erased, region erased, a random region of its size erased; then per class measured
+    # (two classes): its objects on its own class's backgrounds and on another class's
+    assert (len(fresh_model.seen), len(model.seen)) == (8 + 4, 6 + 4)
     other = causal_check(CornerModel(), batches, CLASSES, {1: CORNER}, "cpu", predictions={**own, 4: 0})
     assert other.set_index("class").loc["marked", "accuracy"] == pytest.approx(2 / 3)  # the sweep's answer counts
     records = pd.DataFrame({"id": ["b", "a", "gone"], "pred_idx": [2, 0, 1]})

@@ -110,6 +110,15 @@ def test_confusion_figure_carries_the_run_counts(rendered):
     assert data["matrix_classes"] == list(range(len(CLASSES)))
 
 
+def test_the_causal_figure_and_table_show_each_class_on_its_own_and_on_others_backgrounds(rendered):
+    run_dir, html = rendered
+    causal = pd.read_csv(run_dir / "causal.csv")
+    traces = {t["name"]: t["y"] for t in page_data(html)["figures"]["fig-causal"]["data"]}
+    assert traces["object on other classes' backgrounds"] == pytest.approx(causal["mixed_rand_accuracy"].tolist())
+    assert traces["object on its own class's backgrounds"] == pytest.approx(causal["mixed_same_accuracy"].tolist())
+    assert "others' backgrounds</th>" in html and ">15.0%</td>" in html  # the shortcut class on others' backgrounds
+
+
 def test_every_confused_pair_gets_an_anchored_gallery(rendered):
     run_dir, html = rendered
     pairs = json.loads((run_dir / "confused_pairs.json").read_text())

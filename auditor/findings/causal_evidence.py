@@ -52,7 +52,9 @@ def unexplained(by_class: dict[str, dict], flagged: set[str], cfg: FindingsConfi
 
 def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
     """One class finding with the causal check's figures for its class, its severity set by them: high when
-    the class is still recognised with its object erased, or loses cfg.causal_min_shortcut_drop of its accuracy
+    the class is still recognised with its object erased, or loses cfg.causal_min_background_gap of its
+    accuracy when its objects are pasted onto other classes' backgrounds instead of its own, beyond the other
+    classes' median loss (a class that needs object and background together), or loses cfg.causal_min_shortcut_drop of its accuracy
     without the region, beyond erasing a random region of the same size, where the region is known not to be the
     object (erasing the object costs any class its accuracy); a whole-class finding (background_reliance,
     spatial_shortcut) becomes low when every test it had shows no effect, unless it is about part of its class
@@ -69,6 +71,18 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
             confirmed.append(f"with its object erased it is still predicted {background:.0%} of the time")
         elif effect <= cfg.causal_max_refuted:
             refuted.append(f"without its object it is predicted {background:.0%} of the time")
+    same, rand, typical = row.get("mixed_same_accuracy"), row.get("mixed_rand_accuracy"), row.get("mixed_gap_baseline")
+    if _finite(same) and _finite(rand):
+        tests += 1
+        typical = typical if _finite(typical) else 0.0
+        extra.update(mixed_same_accuracy=same, mixed_rand_accuracy=rand, mixed_gap_baseline=typical)
+        if same - rand - typical >= cfg.causal_min_background_gap:
+            confirmed.append(
+                f"pasted onto other classes' backgrounds its objects are recognised {rand:.0%} of the time, onto "
+                f"its own class's {same:.0%} (the other classes' median gap: {typical:.0%})"
+            )
+        elif same - rand - typical <= cfg.causal_max_refuted:
+            refuted.append(f"on other classes' backgrounds its objects are recognised {rand:.0%} of the time")
     removed = row.get("shortcut_removed_accuracy")
     if f.region is not None and _finite(removed) and _same_region(row.get("region"), f.region):
         tests += 1

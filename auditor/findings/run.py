@@ -7,8 +7,10 @@ needs no model: it folds in a causal.csv the run directory already holds.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from auditor.config import FindingsConfig
@@ -41,9 +43,28 @@ def apply_causal(findings: list[Finding], causal: pd.DataFrame, cfg: FindingsCon
     recognised without its object that no rule flagged gets a finding of its own. Returns renumbered findings.
     """
     by_class = {str(row["class"]): row for row in causal.to_dict("records")}
-    out = [with_causal(f, by_class.get(f.classes[0]), cfg) if scope_of(f.kind) == "class" else f for f in findings]
     flagged = {f.classes[0] for f in findings if scope_of(f.kind) == "class"}
+    typical = typical_background_gap(by_class, flagged)
+    out = [
+        with_causal(f, {**by_class[f.classes[0]], "mixed_gap_baseline": typical}, cfg)
+        if scope_of(f.kind) == "class" and f.classes[0] in by_class else f
+        for f in findings
+    ]  # fmt: skip
     return number(out + unexplained(by_class, flagged, cfg))
+
+
+def typical_background_gap(by_class: dict[str, dict], flagged: set[str]) -> float:
+    """The median Mixed-Same minus Mixed-Rand accuracy of the classes no rule flagged (of every class measured
+    when none is unflagged), NaN when none was measured: what pasting objects onto other classes' backgrounds
+    costs a class under no suspicion, since another class's background cue claims objects of every class alike
+    and real photos carry some context for all of them."""
+    gaps = {
+        name: row["mixed_same_accuracy"] - row["mixed_rand_accuracy"]
+        for name, row in by_class.items()
+        if math.isfinite(row.get("mixed_same_accuracy", math.nan)) and math.isfinite(row.get("mixed_rand_accuracy", math.nan))
+    }  # fmt: skip
+    pool = [gap for name, gap in gaps.items() if name not in flagged] or list(gaps.values())
+    return float(np.median(pool)) if pool else math.nan
 
 
 def write_document(run_dir: Path, findings: list[Finding], notes: list[str], context: Context) -> dict:

@@ -191,12 +191,15 @@ CAUSAL_SERIES = (
     ("background_only_accuracy", "background only (object removed)", ORANGE),
     ("background_only_baseline", "baseline: other classes' erased images called this class", "#9aa5b1"),
     ("shortcut_removed_accuracy", "shortcut region removed", GREEN),
+    ("mixed_same_accuracy", "object on its own class's backgrounds", "#6a3d9a"),
+    ("mixed_rand_accuracy", "object on other classes' backgrounds", "#cab2d6"),
 )
 
 
 def causal_figure(names: list[str], rows: list[dict]) -> go.Figure:
-    """Accuracy per class on the original images, with the object removed, and with the suspected
-    shortcut removed: high background-only accuracy means the class is recognised without its object."""
+    """Accuracy per class on the original images, with the object removed, with the suspected shortcut
+    removed, and with its objects on its own and on other classes' backgrounds: high background-only accuracy
+    means the class is recognised without its object, a drop on others' backgrounds that it needs its own."""
     traces = [
         go.Bar(
             name=title,

@@ -475,6 +475,8 @@ def _causal_rows(causal: pd.DataFrame) -> list[dict]:
             "background_only_accuracy",
             "background_only_baseline",
             "shortcut_removed_accuracy",
+            "mixed_same_accuracy",
+            "mixed_rand_accuracy",
         ):
             row[key] = _float(record.get(key))
         rows.append(row)
