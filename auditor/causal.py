@@ -171,9 +171,10 @@ def causal_check(
     of the images as they are, which the sweep already ran: the check then runs the model on erased images only.
 
     One row per class seen: class, n, accuracy, n_masked, background_only_accuracy (NaN without masked images),
-    background_only_baseline (how often *other* classes' object-erased images are called this class: a model
-    that names one class for any empty image would otherwise look as if it recognised that class from
-    background), n_region, shortcut_removed_accuracy (NaN where the class has no region),
+    background_only_baseline (of *other* classes' object-erased images that no longer name their own class, the
+    share called this class: a model that names one class for any empty image would otherwise look as if it
+    recognised that class from background; an erased image still named by its own class's cue is not empty, and
+    counting it would make empty images look rarer than they are), n_region, shortcut_removed_accuracy (NaN where the class has no region),
     region_control_accuracy (the same images with a random region of the same size erased instead: erasing a
     large region costs any class accuracy, so only a drop beyond this control shows the region is used; seeded),
     region, and n_mixed, mixed_same_accuracy, mixed_rand_accuracy (`mixed_backgrounds` on up to
@@ -234,18 +235,19 @@ def causal_check(
 
     n_masked = background.sum(dim=1)
     called = background.sum(dim=0) - background.diagonal()  # other classes' erased images called this class
+    emptied = n_masked - background.diagonal()  # erased images no longer called their own class
     rows = []
     for c in range(k):
         if n[c] == 0:
             continue
-        others_masked = int(n_masked.sum() - n_masked[c])
+        others_emptied = int(emptied.sum() - emptied[c])
         rows.append({
             "class": classes[c],
             "n": int(n[c]),
             "accuracy": float(correct[c] / n[c]),
             "n_masked": int(n_masked[c]),
             "background_only_accuracy": float(background[c, c] / n_masked[c]) if n_masked[c] else math.nan,
-            "background_only_baseline": float(called[c]) / others_masked if others_masked else math.nan,
+            "background_only_baseline": float(called[c]) / others_emptied if others_emptied else math.nan,
             "n_region": int(n_region[c]),
             "shortcut_removed_accuracy": float(region_correct[c] / n_region[c]) if n_region[c] else math.nan,
             "region_control_accuracy": float(control_correct[c] / n_region[c]) if n_region[c] else math.nan,

@@ -68,12 +68,13 @@ def erased_confusions(run: Path) -> tuple[list[str], dict[str, np.ndarray]]:
 
 
 def effects(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per class: erased accuracy, and the baseline (other classes' erased images called it), as the check has
-    them."""
+    """Per class: erased accuracy, and the baseline (of other classes' erased images no longer called their own
+    class, the share called it), as the check has them."""
     n = counts.sum(axis=1)
     accuracy = np.diag(counts) / np.maximum(n, 1)
     called_by_others = counts.sum(axis=0) - np.diag(counts)
-    return accuracy, called_by_others / np.maximum(n.sum() - n, 1)
+    emptied = n - np.diag(counts)
+    return accuracy, called_by_others / np.maximum(emptied.sum() - emptied, 1)
 
 
 def main(argv=None) -> int:

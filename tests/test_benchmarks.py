@@ -243,8 +243,9 @@ def test_erasure_effects_and_bounding_boxes_by_hand():
                        [1, 0, 1]])  # fmt: skip
     accuracy, baseline = effects(counts)
     assert accuracy.tolist() == [1.0, 0.5, 0.5]
-    # a: 2 of the 4 other images called a = 0.5; b: none of 4; c: none of 4
-    assert baseline.tolist() == [0.5, 0.0, 0.0]
+    # of the other classes' images no longer called their own class (b's one and c's one for a; c's one for b;
+    # b's one for c): a gets both = 1.0; b and c none
+    assert baseline.tolist() == [1.0, 0.0, 0.0]
     masks = torch.zeros(1, 4, 5, dtype=torch.bool)
     masks[0, 1, 1] = masks[0, 2, 3] = True
     assert bounding_boxes(masks)[0].nonzero().tolist() == [[r, c] for r in (1, 2) for c in (1, 2, 3)]

@@ -365,3 +365,13 @@ def test_the_causal_check_measures_unflagged_control_classes_beside_the_flagged(
     assert len(control_classes({1, 2, 3}, 10, seed=0)) == 3  # as many as flagged
     assert control_classes({0, 1, 2}, 4, seed=0) == {3}  # no more than there are
     assert control_classes(set(), 10, seed=0) == set() == control_classes({0, 1}, 2, seed=0)
+
+
+def test_the_background_baseline_counts_only_erased_images_their_own_class_no_longer_names():
+    # erased: the plain image is called empty; the marked one is still marked (its corner); the empty one empty
+    df = causal_check(CornerModel(), [batch([0, 1, 2], [True, True, True])], CLASSES, {}, "cpu").set_index("class")
+    # of the other classes' erased images only the plain one lost its class, and it went to empty: a model that
+    # sends every emptied image to "empty" recognises nothing by it (counting the marked image would make it 0.5)
+    assert df.loc["empty", "background_only_baseline"] == 1.0
+    assert df.loc["empty", "background_only_accuracy"] == 1.0
+    assert df.loc["marked", "background_only_baseline"] == 0.0
