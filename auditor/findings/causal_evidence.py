@@ -44,7 +44,8 @@ def unexplained(by_class: dict[str, dict], flagged: set[str], cfg: FindingsConfi
             ),
             message=(
                 f"Class {name!r} is still predicted for {accuracy:.0%} of its images once the object is erased "
-                f"(other classes' erased images: {baseline:.0%}), so inspect what its images share besides the object."
+                f"(other classes' erased images no longer named as theirs: {baseline:.0%}), so inspect what its "
+                "images share besides the object."
             ),
         ))  # fmt: skip
     return out
