@@ -160,6 +160,22 @@ def mixed_backgrounds(
     return out
 
 
+def background_only(erased: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, from the [true, called] counts of object-erased images: the share still called its class, and
+    the baseline, the share called it of the other classes' erased images that no longer name their own class
+    (NaN where there are none). A model that names one class for any empty image would otherwise look as if it
+    recognised that class from background; an erased image still named by its own class's cue is not empty, and
+    counting it would make empty images look rarer than they are."""
+    erased = erased.double()
+    kept = erased.diagonal()
+    n, emptied = erased.sum(dim=1), erased.sum(dim=1) - kept
+    called = erased.sum(dim=0) - kept  # other classes' erased images called this class
+    others = emptied.sum() - emptied
+    nan = torch.tensor(math.nan, dtype=torch.float64)
+    accuracy = torch.where(n > 0, kept / n.clamp(min=1), nan)
+    return accuracy, torch.where(others > 0, called / others.clamp(min=1), nan)
+
+
 @stage("causal_check_s")
 def causal_check(
     model: torch.nn.Module, batches: Iterable[dict], classes: list[str], regions: dict[int, list[float]], device,
@@ -171,10 +187,8 @@ def causal_check(
     of the images as they are, which the sweep already ran: the check then runs the model on erased images only.
 
     One row per class seen: class, n, accuracy, n_masked, background_only_accuracy (NaN without masked images),
-    background_only_baseline (of *other* classes' object-erased images that no longer name their own class, the
-    share called this class: a model that names one class for any empty image would otherwise look as if it
-    recognised that class from background; an erased image still named by its own class's cue is not empty, and
-    counting it would make empty images look rarer than they are), n_region, shortcut_removed_accuracy (NaN where the class has no region),
+    background_only_baseline (`background_only`), n_region, shortcut_removed_accuracy (NaN where the class has no
+    region),
     region_control_accuracy (the same images with a random region of the same size erased instead: erasing a
     large region costs any class accuracy, so only a drop beyond this control shows the region is used; seeded),
     region, and n_mixed, mixed_same_accuracy, mixed_rand_accuracy (`mixed_backgrounds` on up to
@@ -234,20 +248,18 @@ def causal_check(
         model.train(was_training)
 
     n_masked = background.sum(dim=1)
-    called = background.sum(dim=0) - background.diagonal()  # other classes' erased images called this class
-    emptied = n_masked - background.diagonal()  # erased images no longer called their own class
+    background_accuracy, baseline = background_only(background)
     rows = []
     for c in range(k):
         if n[c] == 0:
             continue
-        others_emptied = int(emptied.sum() - emptied[c])
         rows.append({
             "class": classes[c],
             "n": int(n[c]),
             "accuracy": float(correct[c] / n[c]),
             "n_masked": int(n_masked[c]),
-            "background_only_accuracy": float(background[c, c] / n_masked[c]) if n_masked[c] else math.nan,
-            "background_only_baseline": float(called[c]) / others_emptied if others_emptied else math.nan,
+            "background_only_accuracy": float(background_accuracy[c]),
+            "background_only_baseline": float(baseline[c]),
             "n_region": int(n_region[c]),
             "shortcut_removed_accuracy": float(region_correct[c] / n_region[c]) if n_region[c] else math.nan,
             "region_control_accuracy": float(control_correct[c] / n_region[c]) if n_region[c] else math.nan,

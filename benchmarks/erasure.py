@@ -33,7 +33,14 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auditor.audit import prepare  # noqa: E402
-from auditor.causal import causal_indices, erase, extents, filled_boxes, object_boxes  # noqa: E402
+from auditor.causal import (  # noqa: E402
+    background_only,
+    causal_indices,
+    erase,
+    extents,
+    filled_boxes,
+    object_boxes,
+)
 from auditor.config import load_config  # noqa: E402
 from auditor.sweep import make_loader  # noqa: E402
 
@@ -68,13 +75,9 @@ def erased_confusions(run: Path) -> tuple[list[str], dict[str, np.ndarray]]:
 
 
 def effects(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per class: erased accuracy, and the baseline (of other classes' erased images no longer called their own
-    class, the share called it), as the check has them."""
-    n = counts.sum(axis=1)
-    accuracy = np.diag(counts) / np.maximum(n, 1)
-    called_by_others = counts.sum(axis=0) - np.diag(counts)
-    emptied = n - np.diag(counts)
-    return accuracy, called_by_others / np.maximum(emptied.sum() - emptied, 1)
+    """Per class: erased accuracy, and its baseline, as the check has them (`auditor.causal.background_only`)."""
+    accuracy, baseline = background_only(torch.from_numpy(counts))
+    return accuracy.numpy(), baseline.numpy()
 
 
 def main(argv=None) -> int:

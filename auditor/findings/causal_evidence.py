@@ -12,6 +12,8 @@ import json
 import math
 import numbers
 
+import numpy as np
+
 from auditor.config import FindingsConfig
 from auditor.findings.place_evidence import erasure_effect, off_the_object
 from auditor.findings.record import Finding, Kind, metrics
@@ -55,8 +57,8 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
     """One class finding with the causal check's figures for its class, its severity set by them: high when
     the class is still recognised with its object erased, or loses cfg.causal_min_background_gap of its
     accuracy when its objects are pasted onto other classes' backgrounds instead of its own, beyond the other
-    classes' median loss (a class that needs object and background together), or loses cfg.causal_min_shortcut_drop of its accuracy
-    without the region, beyond erasing a random region of the same size, where the region is known not to be the
+    classes' median loss (a class that needs object and background together), or loses
+    cfg.causal_min_shortcut_drop of its accuracy without the region, beyond erasing a random region of the same size, where the region is known not to be the
     object (erasing the object costs any class its accuracy); a whole-class finding (background_reliance,
     spatial_shortcut) becomes low when every test it had shows no effect, unless it is about part of its class
     (`part_of_the_class`)."""
@@ -72,17 +74,18 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
             confirmed.append(f"with its object erased it is still predicted {background:.0%} of the time")
         elif effect <= cfg.causal_max_refuted:
             refuted.append(f"without its object it is predicted {background:.0%} of the time")
-    same, rand, typical = row.get("mixed_same_accuracy"), row.get("mixed_rand_accuracy"), row.get("mixed_gap_baseline")
-    if _finite(same) and _finite(rand):
+    gap = _background_gap(row)
+    if _finite(gap):
         tests += 1
+        same, rand, typical = row["mixed_same_accuracy"], row["mixed_rand_accuracy"], row.get("mixed_gap_baseline")
         typical = typical if _finite(typical) else 0.0
         extra.update(mixed_same_accuracy=same, mixed_rand_accuracy=rand, mixed_gap_baseline=typical)
-        if same - rand - typical >= cfg.causal_min_background_gap:
+        if gap - typical >= cfg.causal_min_background_gap:
             confirmed.append(
                 f"pasted onto other classes' backgrounds its objects are recognised {rand:.0%} of the time, onto "
                 f"its own class's {same:.0%} (the other classes' median gap: {typical:.0%})"
             )
-        elif same - rand - typical <= cfg.causal_max_refuted:
+        elif gap - typical <= cfg.causal_max_refuted:
             refuted.append(f"on other classes' backgrounds its objects are recognised {rand:.0%} of the time")
     removed = row.get("shortcut_removed_accuracy")
     if f.region is not None and _finite(removed) and _same_region(row.get("region"), f.region):
@@ -122,6 +125,24 @@ def _background_effect(row: dict) -> float:
     if not _finite(background):
         return math.nan
     return background - (baseline if _finite(baseline) else 0.0)
+
+
+def typical_background_gap(by_class: dict[str, dict], flagged: set[str]) -> float:
+    """The median background gap (`_background_gap`) of the classes no rule flagged (of every class measured when
+    none is unflagged), NaN when none was measured: what pasting objects onto other classes' backgrounds costs a
+    class under no suspicion, since another class's background cue claims objects of every class alike and real
+    photos carry some context for all of them."""
+    gaps = {name: _background_gap(row) for name, row in by_class.items()}
+    gaps = {name: gap for name, gap in gaps.items() if _finite(gap)}
+    pool = [gap for name, gap in gaps.items() if name not in flagged] or list(gaps.values())
+    return float(np.median(pool)) if pool else math.nan
+
+
+def _background_gap(row: dict) -> float:
+    """Accuracy on its own class's backgrounds minus on other classes' (Mixed-Same minus Mixed-Rand; NaN when not
+    measured)."""
+    same, rand = row.get("mixed_same_accuracy"), row.get("mixed_rand_accuracy")
+    return same - rand if _finite(same) and _finite(rand) else math.nan
 
 
 def _same_region(stored, region) -> bool:

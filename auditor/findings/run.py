@@ -7,14 +7,16 @@ needs no model: it folds in a causal.csv the run directory already holds.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from auditor.config import FindingsConfig
-from auditor.findings.causal_evidence import unexplained, with_causal
+from auditor.findings.causal_evidence import (
+    typical_background_gap,
+    unexplained,
+    with_causal,
+)
 from auditor.findings.context import Context
 from auditor.findings.model_health import cap_findings
 from auditor.findings.record import SCHEMA_VERSION, Finding, validate_findings
@@ -51,20 +53,6 @@ def apply_causal(findings: list[Finding], causal: pd.DataFrame, cfg: FindingsCon
         for f in findings
     ]  # fmt: skip
     return number(out + unexplained(by_class, flagged, cfg))
-
-
-def typical_background_gap(by_class: dict[str, dict], flagged: set[str]) -> float:
-    """The median Mixed-Same minus Mixed-Rand accuracy of the classes no rule flagged (of every class measured
-    when none is unflagged), NaN when none was measured: what pasting objects onto other classes' backgrounds
-    costs a class under no suspicion, since another class's background cue claims objects of every class alike
-    and real photos carry some context for all of them."""
-    gaps = {
-        name: row["mixed_same_accuracy"] - row["mixed_rand_accuracy"]
-        for name, row in by_class.items()
-        if math.isfinite(row.get("mixed_same_accuracy", math.nan)) and math.isfinite(row.get("mixed_rand_accuracy", math.nan))
-    }  # fmt: skip
-    pool = [gap for name, gap in gaps.items() if name not in flagged] or list(gaps.values())
-    return float(np.median(pool)) if pool else math.nan
 
 
 def write_document(run_dir: Path, findings: list[Finding], notes: list[str], context: Context) -> dict:

@@ -189,7 +189,8 @@ def confidence_figure(p_right: np.ndarray, p_wrong: np.ndarray, bins: int = 20) 
 CAUSAL_SERIES = (
     ("accuracy", "original images", BLUE),
     ("background_only_accuracy", "background only (object removed)", ORANGE),
-    ("background_only_baseline", "baseline: other classes' erased images, no longer theirs, called this class", "#9aa5b1"),
+    ("background_only_baseline", "baseline: other classes' erased images, no longer theirs, called this class",
+     "#9aa5b1"),
     ("shortcut_removed_accuracy", "shortcut region removed", GREEN),
     ("mixed_same_accuracy", "object on its own class's backgrounds", "#6a3d9a"),
     ("mixed_rand_accuracy", "object on other classes' backgrounds", "#cab2d6"),
