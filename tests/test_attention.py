@@ -72,7 +72,8 @@ def test_batched_rows_are_independent():
     torch.testing.assert_close(energy, torch.tensor([4 / 6, 4 / 16]))
 
 
-maps_strategy = arrays(np.float32, (6, 6), elements=st.floats(0, 100, width=32))
+# No subnormals: scaling one by a fraction underflows to 0, a different (empty) map, not the same map scaled.
+maps_strategy = arrays(np.float32, (6, 6), elements=st.floats(0, 100, width=32, allow_subnormal=False))
 masks_strategy = arrays(np.bool_, (6, 6))
 
 
