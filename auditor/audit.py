@@ -256,7 +256,7 @@ def build_summary(records: pd.DataFrame, skipped: pd.DataFrame, classes: list[st
 
 def run_audit(cfg: Config) -> Path | None:
     """Audit the configured model on the configured data; returns the run directory (None on ranks > 0)."""
-    ranks = init_ranks()
+    ranks = init_ranks(pick_device(cfg.sweep.device))
     try:
         with recording() as stages:
             return _run_audit(cfg, ranks, stages)

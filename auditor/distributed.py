@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from auditor.errors import AuditorError
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -36,20 +38,36 @@ class Ranks:
         return requested
 
 
-def init_ranks() -> Ranks:
-    """Join the process group torchrun describes in the environment; a plain launch is one rank."""
+def backend_for(device: torch.device) -> str:
+    """NCCL for ranks that sweep on GPUs, gloo for CPU ranks, whatever else the machine has: NCCL puts every
+    rank's barrier on a GPU, and two CPU ranks on a one-GPU machine would both claim GPU 0 (`--device cpu` under
+    torchrun on an H200 failed so)."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_ranks(device: torch.device) -> Ranks:
+    """Join the process group torchrun describes in the environment; a plain launch is one rank. `device` is the
+    one the sweep asked for (sweep.device, resolved)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Ranks()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda" and local_rank >= torch.cuda.device_count():
+        raise AuditorError(
+            f"torchrun started local rank {local_rank}, but this node has {torch.cuda.device_count()} visible "
+            "GPU(s): one rank runs per GPU, so pass --nproc-per-node at most that many, or --device cpu.")
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(hours=6))  # a long sweep waits at barriers
-    return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        # A long sweep waits at barriers.
+        dist.init_process_group(backend_for(device), timeout=datetime.timedelta(hours=6))
+    return Ranks(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def barrier(ranks: Ranks) -> None:
     if ranks.world > 1:
-        dist.barrier()
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[ranks.local_rank])  # this rank's own GPU, not GPU 0
+        else:
+            dist.barrier()
 
 
 def shutdown(ranks: Ranks) -> None:

@@ -8,7 +8,8 @@
 #    channels_last on and off: plain inference, the auditor sweep, pytorch-grad-cam and Captum.
 # Environment: PYTHON (default: the repo's .venv, else python), WORKERS (DataLoader workers, default: CPUs, at
 # most 16), IMAGES (throughput images, default 1024), E2E_IMAGES (end-to-end photos, default 2048), COCO (the
-# coco128-seg folder, default ../shared/data/coco128-seg).
+# coco128-seg folder, default ../shared/data/coco128-seg), AGREE_CONFIG (an audit config: if set, it is audited
+# with --device cpu and --device cuda first, and benchmarks/device_agreement.py compares the two runs).
 # A failing benchmark is noted in the file and the others still run. About 10 minutes on one recent GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,16 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'CUDA', torch.version.cuda)"
   echo "DataLoader workers: $WORKERS, CPUs: $CPUS"
+  if [ -n "${AGREE_CONFIG:-}" ]; then
+    echo
+    echo "## CPU float32 against CUDA bf16: $AGREE_CONFIG"
+    agree=$(mktemp -d)
+    for device in cpu cuda; do
+      "$PY" -m auditor audit --config "$AGREE_CONFIG" --device "$device" --out "$agree/$device" >/dev/null 2>&1 \
+        || echo "(the $device audit failed with exit $?)"
+    done
+    "$PY" benchmarks/device_agreement.py "$agree/cpu" "$agree/cuda" || echo "(device_agreement.py: exit $?)"
+  fi
   # The figures that decide defaults come first (a GPU lent for minutes may stop the script part way): the whole
   # command with decode_on_device off and on, then each architecture with the sweep's defaults (bf16 autocast and
   # channels_last on), then the rest. On an H200, 370 s covered five throughput runs (three failed early).

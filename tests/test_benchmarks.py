@@ -325,3 +325,18 @@ def test_route_equivalence_compares_findings_and_the_label_ranking(tmp_path):
     assert not differ["same_order"] and not differ["same_ranking"]
     assert differ["only_module"] == [("spatial_shortcut", ("coat",), "high", (0.75, 0.75, 1, 1))]
     assert differ["only_exported"] == [("spatial_shortcut", ("coat",), "high", (0.7, 0.75, 1, 1))]
+
+
+def test_device_agreement_correlations_and_top_k_by_hand():
+    from benchmarks.device_agreement import map_correlations, top_k_overlap
+
+    a = np.array([[[[0, 1], [2, 3]], [[1, 1], [1, 1]]]], dtype=np.float32)  # [1 image, 2 maps, 2 x 2]
+    b = np.array([[[[0, 2], [4, 6]], [[0, 1], [1, 0]]]], dtype=np.float32)
+    correlation = map_correlations(a, b)
+    assert correlation.shape == (1, 2)
+    assert correlation[0, 0] == pytest.approx(1.0)  # a scaled map is the same map
+    assert np.isnan(correlation[0, 1])  # a constant map has no correlation
+    assert map_correlations(a[:, :1], -a[:, :1])[0, 0] == pytest.approx(-1.0)
+    assert top_k_overlap(["x", "y", "z"], ["y", "x", "w"], 2) == 1.0  # the same two first, in another order
+    assert top_k_overlap(["x", "y", "z"], ["y", "w", "x"], 2) == 0.5
+    assert top_k_overlap(["x"], ["x", "y"], 10) == 1.0  # k is capped by the shorter list

@@ -9,6 +9,7 @@ import yaml
 
 from auditor.cli import main
 from auditor.runs import RECORD_COLUMNS, load_run
+from auditor.sweep import pick_device
 
 
 def _audit_args(data, masks, out, *extra):
@@ -44,7 +45,8 @@ def test_audit_writes_a_complete_run_directory(image_folder, tmp_path):
     assert summary["n_images"] == 12 and summary["n_skipped"] == 0
     assert summary["accuracy"] == pytest.approx(records["correct"].mean())
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["classes"] == ["cat", "dog"] and manifest["device"] == "cpu"
+    # sweep.device auto: the best device there is (on a CUDA machine, "cuda")
+    assert manifest["classes"] == ["cat", "dog"] and manifest["device"] == str(pick_device("auto"))
     assert len(manifest["fingerprints"]["model"]) == 64 and manifest["target_layer"] == "3"
     assert "torch" in manifest["versions"]
 

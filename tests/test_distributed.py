@@ -43,3 +43,38 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
     assert np.array_equal(np.asarray(two.probs), np.asarray(one.probs))
     assert two.summary["accuracy"] == one.summary["accuracy"]
     assert not (tmp_path / "two" / "shards").exists()
+
+
+def test_cpu_ranks_use_gloo_even_where_a_gpu_is_visible(monkeypatch):
+    # On a one-GPU machine, torchrun ... --device cpu picked NCCL and both ranks claimed GPU 0.
+    from auditor.distributed import backend_for
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert backend_for(torch.device("cpu")) == "gloo"
+    assert backend_for(torch.device("cuda")) == "nccl"
+
+
+def test_more_gpu_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    from auditor.distributed import Ranks, init_ranks
+    from auditor.errors import AuditorError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(AuditorError, match="local rank 1, but this node has 1 visible GPU"):
+        init_ranks(torch.device("cuda"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert init_ranks(torch.device("cuda")) == Ranks()  # a plain launch is one rank, whatever the GPUs
+
+
+def test_nccl_barrier_waits_on_the_ranks_own_gpu(monkeypatch):
+    import torch.distributed as dist
+
+    from auditor.distributed import Ranks, barrier
+
+    calls = []
+    monkeypatch.setattr(dist, "get_backend", lambda: "nccl")
+    monkeypatch.setattr(dist, "barrier", lambda **kwargs: calls.append(kwargs))
+    barrier(Ranks(rank=3, world=4, local_rank=1))
+    barrier(Ranks())  # one rank: no barrier at all
+    assert calls == [{"device_ids": [1]}]

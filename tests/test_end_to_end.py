@@ -233,7 +233,9 @@ def test_evidence_maps_from_the_sweeps_cells_equal_a_second_model_pass(tmp_path)
     out = tmp_path / "run"
     assert main(["audit", "--data.root", str(data), "--data.masks", str(masks), "--model.factory",
                  "tests.conftest:tiny_cnn", "--out", str(out), "--sweep.batch_size", "4",
-                 "--findings.enabled", "false"]) == 0
+                 "--findings.enabled", "false", "--device", "cpu"]) == 0
+    # On the CPU, as the second pass below: a CUDA sweep runs under bf16 autocast, and its maps differ from a float32
+    # pass by up to 0.014 of the peak here (an H200); benchmarks/device_agreement.py measures that on a real run.
     run = load_run(out)
     cells = np.load(out / f"{COUNTERFACTUAL_CELLS}.npy")
     assert cells.shape == (10, 2, 32, 32) and cells.dtype == np.float16  # tiny_cnn's layer keeps the input's size
