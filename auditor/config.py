@@ -182,9 +182,12 @@ class FindingsConfig:
     place_follow_ratio: float = 0.75  # with masks: peaks scattering less around the object than in the image
     # (at most this ratio) follow the object, so their place is the object's, not a fixed one
     # place evidence (auditor.causal.place_check): is a flagged place the object? Needed without masks
-    place_max_pixel_std_ratio: float = 0.2  # region pixels varying at most this much (std across the finding's
-    # images over std across other classes' images, weighted by how much the two differ) are the same thing every
-    # time: not an object (benchmark seeds 0-8: planted watermarks and patches 0.000-0.023, other places 0.25 and up)
+    place_max_pixel_std_ratio: float = 0.1  # pixels varying at most this much (std across the finding's images over
+    # std across other classes' images, weighted by how much the two differ), in the region's most distinctive
+    # window, are the same thing every time: not an object (seen benchmark runs, 48 with and without masks:
+    # planted watermarks and patches 0.000-0.033, places on clean classes 0.20 and up)
+    place_pixel_window: float = 0.25  # that window's side, as a share of the image's: a coarse feature grid makes a
+    # region far larger than a small mark, and object pixels beside the mark would water its constancy down
     transplant_min_effect: float = 0.1  # pasting the region onto other classes' images must turn at least this
     # many more of them into the class than pasting a random same-size region does, before a finding without
     # masks rises above low (planted cues: 0.2-0.6; the real LeNet's clean digits: 0.03 at most)

@@ -5,9 +5,11 @@ a fixed place. Two measurements tell them apart (made by `auditor.causal.place_c
 the images; this module only judges them):
 
   pixel_std_ratio      the region's pixels vary across the finding's images this much, relative to the same
-                       region across other classes' images, at the pixels where the two differ on average
-                       (`auditor.place_check.pixel_std_ratio`): near 0 for a watermark, a border or a tint that
-                       is the same every time, near 1 for objects, which differ from image to image
+                       pixels across other classes' images, at the pixels where the two differ on average
+                       (`auditor.place_check.pixel_std_ratio`), in the region's most distinctive window
+                       (`distinctive_window`, a quarter of the image's side): near 0 for a watermark, a border or
+                       a tint that is the same every time, near 1 for objects, which differ from image to image;
+                       region_pixel_std_ratio is the same over the whole region, for the reader
   transplant_rate      share of other classes' images predicted as the class once the region is pasted onto
                        them at the same place, against transplant_control_rate for pasting a random same-size
                        region of the same images (at its own place)
@@ -77,7 +79,8 @@ def with_place_evidence(f: Finding, figures: dict, cfg: FindingsConfig) -> Findi
         return f
     rate, control = f.metrics.get("transplant_rate"), f.metrics.get("transplant_control_rate")
     kept, kept_control = f.metrics.get("erased_rate"), f.metrics.get("erased_control_rate")
-    said = [f"the region's pixels vary {ratio:.2f}x as much across these images as across other classes' images"]
+    said = [f"the region's most distinctive pixels vary {ratio:.2f}x as much across these images as across other "
+            "classes' images"]
     if rate is not None and control is not None:
         said.append(f"pasting it onto other classes' images turns {rate:.0%} of them into this class "
                     f"(a random region of the same images: {control:.0%})")
