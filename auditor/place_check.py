@@ -91,13 +91,14 @@ def random_box_like(mask: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
 @torch.no_grad()
 def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region, target: int, device, seed: int,
                   pixels_decide_above: float | None = None, window: float = 0.25) -> dict:
-    """pixel_std_ratio, in the region's most distinctive square of `window` x the image's side
-    (`distinctive_window`), and region_pixel_std_ratio over the whole region; the transplant rates: the region of the donors (cycled) pasted onto the references at
-    the same place, against a random same-size region pasted at its own place; and the erasure rates: how many
-    donors the model still calls the class with the region erased, against the random region erased instead
-    (pasting shows the region suffices, erasing that these images need it). With pixels_decide_above, a
-    ratio above it (or unmeasured) ends there: for a finding without masks the pixels have then decided (the
-    place is likely the object) and the model's forward passes would change nothing."""
+    """pixel_std_ratio in the region's most distinctive square, `window` x the image's side (`distinctive_window`;
+    region_pixel_std and reference_pixel_std are its two parts), and region_pixel_std_ratio over the whole region;
+    the transplant rates: the region of the donors (cycled) pasted onto the references at the same place, against
+    a random same-size region pasted at its own place; and the erasure rates: how many donors the model still calls
+    the class with the region erased, against the random region erased instead (pasting shows the region suffices,
+    erasing that these images need it). With pixels_decide_above, a ratio above it (or unmeasured) ends there: for
+    a finding without masks the pixels have then decided (the place is likely the object) and the model's forward
+    passes would change nothing."""
     height, width = donors.shape[-2:]
     mask = region_mask(region, height, width)
     side = max(1, round(window * min(height, width)))

@@ -596,3 +596,49 @@ def test_rank_auc_matches_sklearn_with_ties_and_by_hand():
         score = np.round(rng.random(40), 1)  # many ties
         if 0 < positive.sum() < len(positive):
             assert rank_auc(positive, score) == pytest.approx(roc_auc_score(positive, score))
+
+
+def test_distinctive_window_by_hand():
+    from auditor.place_check import distinctive_window
+
+    # 1-channel 6 x 6 images; the region is the right half (x 3..5). Donors and references differ at (1, 4) by 2
+    # (energy 4) and at (4, 3) by 1 (energy 1); a 2 x 2 window can hold only one of them: it takes the larger.
+    references = torch.zeros(2, 1, 6, 6)
+    donors = torch.zeros(2, 1, 6, 6)
+    donors[:, 0, 1, 4] = 2.0
+    donors[:, 0, 4, 3] = 1.0
+    donors[:, 0, 1, 0] = 5.0  # outside the region: never chosen
+    region = torch.zeros(6, 6, dtype=torch.bool)
+    region[:, 3:] = True
+    window = distinctive_window(donors, references, region, side=2)
+    assert window.sum() == 4 and bool(window[1, 4]) and not window[4, 3] and not window[:, :3].any()
+    assert (window & ~region).sum() == 0
+    # A window larger than the region is the region.
+    small = torch.zeros(6, 6, dtype=torch.bool)
+    small[4:6, 4:6] = True
+    assert torch.equal(distinctive_window(donors, references, small, side=4), small)
+
+
+def test_a_small_mark_in_a_large_region_is_told_from_the_object_beside_it():
+    """A coarse grid's region (here 12 x 12 of 16 x 16 px) holds a 3 x 3 mark and most of a varied object: over the
+    whole region the object waters the mark's constancy down; in its most distinctive window the mark decides."""
+    rng = np.random.default_rng(0)
+
+    def images(n, mark):
+        out = torch.from_numpy(rng.random((n, 1, 16, 16)).astype(np.float32) * 0.2)
+        for image in out:
+            y, x = (int(v) for v in rng.integers(2, 6, size=2))
+            image[0, y : y + 9, x : x + 9] = torch.from_numpy(0.3 + 0.7 * rng.random((9, 9)).astype(np.float32))
+            if mark:
+                image[0, 13:16, 13:16] = 1.0
+        return out
+
+    donors, references = images(12, mark=True), images(32, mark=False)
+    region = [0.25, 0.25, 1.0, 1.0]
+    figures = place_figures(CornerDetector(), donors, references, region, 1, "cpu", seed=0,
+                            pixels_decide_above=CFG.place_max_pixel_std_ratio)  # fmt: skip
+    assert figures["region_pixel_std_ratio"] > CFG.place_max_pixel_std_ratio  # the object is in the region too
+    assert figures["pixel_std_ratio"] < 0.05  # the window on the mark: the same pixels every time
+    unmarked = place_figures(CornerDetector(), images(12, mark=False), references, region, 1, "cpu", seed=0,
+                             pixels_decide_above=CFG.place_max_pixel_std_ratio)  # fmt: skip
+    assert unmarked["pixel_std_ratio"] > 0.5 and "transplant_rate" not in unmarked  # objects vary: the pixels decide

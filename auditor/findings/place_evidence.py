@@ -79,8 +79,8 @@ def with_place_evidence(f: Finding, figures: dict, cfg: FindingsConfig) -> Findi
         return f
     rate, control = f.metrics.get("transplant_rate"), f.metrics.get("transplant_control_rate")
     kept, kept_control = f.metrics.get("erased_rate"), f.metrics.get("erased_control_rate")
-    said = [f"the region's most distinctive pixels vary {ratio:.2f}x as much across these images as across other "
-            "classes' images"]
+    said = [(f"the region's most distinctive pixels vary {ratio:.2f}x as much across these images as across other "
+             "classes' images")]
     if rate is not None and control is not None:
         said.append(f"pasting it onto other classes' images turns {rate:.0%} of them into this class "
                     f"(a random region of the same images: {control:.0%})")
