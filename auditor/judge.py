@@ -51,7 +51,8 @@ def causal_classes(findings, classes: list[str], every_class: bool) -> set[int]:
 def control_classes(flagged: set[int], n_classes: int, seed: int) -> set[int]:
     """A seeded choice of classes under no suspicion, as many as are flagged (at least two, while there are),
     for the causal check to measure beside the flagged ones: its baselines (what erasing objects or changing
-    backgrounds does to any class, `findings.causal_evidence.typical_background_gap`) must not come from suspects alone."""
+    backgrounds does to any class, `findings.causal_evidence.typical_background_gap`) must not come from
+    suspects alone."""
     unflagged = sorted(set(range(n_classes)) - flagged)
     if not flagged or not unflagged:
         return set()

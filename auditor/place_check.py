@@ -54,6 +54,12 @@ def pixel_std_ratio(donors: torch.Tensor, references: torch.Tensor, mask: torch.
     return d, r, d / r if r > 1e-6 else math.nan
 
 
+def _bounds(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of a bool [H, W] mask's bounding box, ends exclusive."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
 def distinctive_window(donors: torch.Tensor, references: torch.Tensor, mask: torch.Tensor, side: int) -> torch.Tensor:
     """The square of `side` pixels inside the region (the region itself where it is smaller) where the donors
     differ most from the references: the most contrast energy (donors' mean - references' mean)^2 summed over it.
@@ -62,8 +68,7 @@ def distinctive_window(donors: torch.Tensor, references: torch.Tensor, mask: tor
     watermark, and its object pixels then water the region's constancy down (timm resnet10t, Fashion-MNIST seed
     13: 0.32 over the 26 x 26 px region, 0.02 over the 16 x 16 px window on the mark). The window the class
     differs in most is where a cue sits, if there is one."""
-    ys, xs = torch.nonzero(mask, as_tuple=True)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    y0, y1, x0, x1 = _bounds(mask)
     h, w = min(side, y1 - y0), min(side, x1 - x0)
     energy = (donors.mean(dim=0) - references.mean(dim=0)).square().sum(dim=0)  # [H, W]
     # Sum over every h x w window whose top-left corner lies in the region, at once: a box filter by pooling.
@@ -76,8 +81,8 @@ def distinctive_window(donors: torch.Tensor, references: torch.Tensor, mask: tor
 
 def random_box_like(mask: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """A box of the same size as the mask's bounding box, elsewhere in the image (not overlapping it where it fits)."""
-    ys, xs = torch.nonzero(mask, as_tuple=True)
-    h, w = int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
+    y0, y1, x0, x1 = _bounds(mask)
+    h, w = y1 - y0, x1 - x0
     height, width = mask.shape
     for _ in range(100):
         y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))

@@ -49,9 +49,9 @@ def compare(a: Path, b: Path) -> dict:
     fb = [finding_key(f) for f in json.loads((b / "findings.json").read_text())["findings"]]
     la = pd.read_csv(a / "label_errors.csv", keep_default_na=False)["id"].tolist()
     lb = pd.read_csv(b / "label_errors.csv", keep_default_na=False)["id"].tolist()
-    maps_a, maps_b = np.load(a / "maps.npy", mmap_mode="r"), np.load(b / "maps.npy", mmap_mode="r")
-    correlation = map_correlations(np.asarray(maps_a), np.asarray(maps_b))
-    difference = np.abs(np.asarray(maps_a, np.float32) - np.asarray(maps_b, np.float32)).max(axis=(2, 3))
+    maps_a, maps_b = (np.load(run / "maps.npy").astype(np.float32) for run in (a, b))  # float16 on disk
+    correlation = map_correlations(maps_a, maps_b)
+    difference = np.abs(maps_a - maps_b).max(axis=(2, 3))
     return {
         "images": len(records_a),
         "accuracy": (float(records_a["correct"].mean()), float(records_b["correct"].mean())),
