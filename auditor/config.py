@@ -184,8 +184,8 @@ class FindingsConfig:
     # place evidence (auditor.causal.place_check): is a flagged place the object? Needed without masks
     place_max_pixel_std_ratio: float = 0.1  # pixels varying at most this much (std across the finding's images over
     # std across other classes' images, weighted by how much the two differ), in the region's most distinctive
-    # window, are the same thing every time: not an object (the 48 seen benchmark runs, with masks and without:
-    # 234 of 236 planted watermarks and patches 0.000-0.061, every other place 0.23 and up)
+    # window, are the same thing every time: not an object (the 48 seen benchmark runs without masks: planted
+    # watermarks and patches 0.000-0.044, every other place 0.37 and up; with masks, other places 0.23 and up)
     place_pixel_window: float = 0.25  # that window's side, as a share of the image's: a coarse feature grid makes a
     # region far larger than a small mark, and object pixels beside the mark would water its constancy down
     transplant_min_effect: float = 0.1  # pasting the region onto other classes' images must turn at least this

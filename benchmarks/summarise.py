@@ -2,8 +2,8 @@
 
 For output folders of bias_detection*.py (--out), each audited with masks and/or without:
 
-  pixel ratio    `pixel_std_ratio` of every place finding in findings.json: at a planted patch (the patch's class,
-                 a region holding its centre) and at every other place
+  pixel ratio    `pixel_std_ratio` of every place finding in findings.json, by mode: at a planted patch (the
+                 patch's class, a region holding its centre) and at every other place
   clean above    findings above low whose classes are all clean, counted by audit mode, kind and severity
   label pairs    high `suspected_label_error` pairs other than the planted flip
   least recall   each audit's least-recognised class, what model_health's dead-class check reads
@@ -11,6 +11,10 @@ For output folders of bias_detection*.py (--out), each audited with masks and/or
                  filter (cleanlab, prune_by_noise_rate) flags; every mistake is a suspect now
   batch norm     accuracy with the running statistics and with each batch's own (batch_norm.json, models with
                  batch norm), what model_health's batch-norm check reads
+  planted cues   from each run's scores.json: cues found at medium or above with a region holding them, of those
+                 the model uses, by cue and mode (label flips apart), the misses, and label-error precision at k
+  patch share    per planted patch: the median share of its class's correct predicted-class maps inside the
+                 patch, against the largest such median of another class and the patch's share of the image
 
     python benchmarks/summarise.py reports/fashion-benchmark/seed-0 reports/mnist-benchmark/seed-0 ...
 """
@@ -30,6 +34,7 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from auditor.causal import region_mask
 from auditor.findings.run import read_batch_norm
 from benchmarks.bias_detection import FAMILY as FASHION
 from benchmarks.bias_detection_mnist import FAMILY as MNIST
@@ -61,11 +66,29 @@ def flips_flagged(run: Path, run_dir: Path, family) -> tuple[int, int]:
     return int((kept & flagged).sum()), int(kept.sum())
 
 
+def patch_shares(run_dir: Path, patches: dict[str, list[float]]) -> list[tuple[str, float, float, float]]:
+    """(class, its median share in the patch, the largest other class's median there, the patch's area share) for
+    each planted patch, over correct predictions' predicted-class maps (attention = the map's positive part)."""
+    records = pd.read_parquet(run_dir / "records.parquet", columns=["row", "label", "correct"])
+    records = records[records["correct"]]
+    maps = np.clip(np.asarray(np.load(run_dir / "maps.npy", mmap_mode="r")[records["row"].to_numpy(), 0],
+                              dtype=np.float32), 0, None)  # fmt: skip
+    maps /= np.maximum(maps.sum(axis=(1, 2), keepdims=True), 1e-12)
+    out = []
+    for cls, box in patches.items():
+        inside = region_mask(box, *maps.shape[1:]).numpy()
+        medians = pd.Series(maps[:, inside].sum(axis=1)).groupby(records["label"].astype(str).to_numpy()).median()
+        out.append((cls, float(medians.get(cls, np.nan)), float(medians.drop(cls, errors="ignore").max()),
+                    float(inside.mean())))
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="output folders of bias_detection*.py (--out)")
     args = parser.parse_args(argv)
     planted_ratios, other_ratios, clean_above, label_pairs = [], [], Counter(), []
+    cues, misses, precisions, shares = Counter(), [], [], []
     print("| audit | mode | least-recognised class (recall) | flips flagged by prune_by_noise_rate | batch norm: "
           "running -> batch statistics |")
     print("|---|---|---|---|---|")
@@ -79,24 +102,49 @@ def main(argv=None) -> int:
                 if ratio is not None:
                     cls = f["classes"][0]
                     at_patch = cls in patches and f.get("region") and centre_inside(f["region"], patches[cls])
-                    (planted_ratios if at_patch else other_ratios).append(ratio)
+                    (planted_ratios if at_patch else other_ratios).append((ratio, mode))
                 if f["severity"] != "low" and all(c in clean for c in f["classes"]):
                     clean_above[mode, f["kind"], f["severity"]] += 1
                 if f["kind"] == "suspected_label_error" and f["severity"] == "high" and f["classes"] != flip:
                     label_pairs.append(f"{name} {mode}: {' -> '.join(f['classes'])}")
+            scores = json.loads((run / "scores.json").read_text())["runs"][mode]
+            for row in scores["rows"]:
+                if row["bias"] != "label noise" and row["status"] in ("found", "missed"):
+                    cues[row["bias"], mode, row["status"]] += 1
+                    if row["status"] == "missed":
+                        misses.append(f"{name} {mode}: {row['bias']} ({row['class']})")
+            precisions.append(scores["label_errors"]["precision_at_k"])
+            shares += [(name, mode, *share) for share in patch_shares(run_dir, patches)]
             records = pd.read_parquet(run_dir / "records.parquet", columns=["label", "correct"])
             recall = records.groupby("label")["correct"].mean()
             kept, of = flips_flagged(run, run_dir, family)
             bn = read_batch_norm(run_dir)
             bn = f"{bn['accuracy']:.3f} -> {bn['batch_stats_accuracy']:.3f}" if bn else "-"
             print(f"| {name} | {mode} | {recall.idxmin()} ({recall.min():.3f}) | {kept} of {of} | {bn} |")
-    print(f"\npixel_std_ratio at planted patches: {min(planted_ratios, default=np.nan):.4f}-"
-          f"{max(planted_ratios, default=np.nan):.4f} ({len(planted_ratios)} findings); every other place: "
-          f"{min(other_ratios, default=np.nan):.4f} and up ({len(other_ratios)})")
+    print()
+    for mode in ("masks", "no-masks"):  # without masks the ratio decides; with masks the masks do
+        planted = [r for r, m in planted_ratios if m == mode]
+        other = [r for r, m in other_ratios if m == mode]
+        print(f"pixel_std_ratio, {mode}: at planted patches {min(planted, default=np.nan):.4f}-"
+              f"{max(planted, default=np.nan):.4f} ({len(planted)} findings); every other place "
+              f"{min(other, default=np.nan):.4f} and up ({len(other)})")
     print("findings above low on clean classes (mode, kind, severity):")
     for key, count in sorted(clean_above.items()):
         print(f"  {key}: {count}")
     print("high label-error pairs other than the planted flip:", "; ".join(label_pairs) or "none")
+    print("planted cues found, of those the model uses (cue, mode):")
+    for bias, mode in sorted({(bias, mode) for bias, mode, _ in cues}):
+        found, missed = cues[bias, mode, "found"], cues[bias, mode, "missed"]
+        print(f"  {bias}, {mode}: {found} of {found + missed}")
+    print(f"  all: {sum(v for k, v in cues.items() if k[2] == 'found')} of {sum(cues.values())}; missed: "
+          + ("; ".join(misses) or "none"))
+    measured = [p for p in precisions if p is not None]
+    print(f"label-error precision at k: {min(measured, default=np.nan):.2f}-{max(measured, default=np.nan):.2f}, "
+          f">= 0.8 on {sum(p >= 0.8 for p in measured)} of {len(precisions)} audits")
+    print("\n| audit | mode | patch class | its median share in the patch | largest other class's | patch area |")
+    print("|---|---|---|---:|---:|---:|")
+    for name, mode, cls, own, other, area in shares:
+        print(f"| {name} | {mode} | {cls} | {own:.3f} | {other:.3f} | {area:.3f} |")
     return 0
 
 

@@ -340,3 +340,20 @@ def test_device_agreement_correlations_and_top_k_by_hand():
     assert top_k_overlap(["x", "y", "z"], ["y", "x", "w"], 2) == 1.0  # the same two first, in another order
     assert top_k_overlap(["x", "y", "z"], ["y", "w", "x"], 2) == 0.5
     assert top_k_overlap(["x"], ["x", "y"], 10) == 1.0  # k is capped by the shorter list
+
+
+def test_patch_shares_by_hand(tmp_path):
+    from benchmarks.summarise import patch_shares
+
+    # Three correct 4 x 4 maps: class "a" puts 3/4 of its attention in the top-left cell, class "b" 1/4 and 0; a
+    # wrong prediction of class "b" with all its attention there is not counted.
+    maps = np.zeros((4, 2, 4, 4), dtype=np.float16)
+    maps[0, 0, 0, 0], maps[0, 0, 3, 3] = 3, 1
+    maps[1, 0, 0, 0], maps[1, 0, 2, 2] = 1, 3
+    maps[2, 0, 1, 1] = 1
+    maps[3, 0, 0, 0] = 1
+    np.save(tmp_path / "maps.npy", maps)
+    pd.DataFrame({"row": [0, 1, 2, 3], "label": ["a", "b", "b", "b"], "correct": [True, True, True, False]}).to_parquet(
+        tmp_path / "records.parquet")
+    ((cls, own, other, area),) = patch_shares(tmp_path, {"a": [0.0, 0.0, 0.25, 0.25]})
+    assert cls == "a" and own == pytest.approx(0.75) and other == pytest.approx(0.125) and area == 0.0625
