@@ -337,7 +337,7 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float]) -> Path | No
 
 
 STAGES = ("model_load_s", "data_scan_s", "sweep_s", "merge_s", "findings_s", "batch_norm_check_s", "place_check_s",
-          "causal_check_s", "counterfactual_s", "report_s")
+          "causal_check_s", "mark_search_s", "counterfactual_s", "report_s")
 
 
 def stage_timings(timings: dict, stages: dict[str, float], total: float | None = None) -> dict:

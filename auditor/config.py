@@ -196,6 +196,14 @@ class FindingsConfig:
     # for this many more of them than erasing a random same-size region: a cue only part of a class carries is
     # needed where it is, yet too weak to turn other classes' images by itself
     place_check_images: int = 64  # other classes' images the pixels are compared with and the region pasted onto
+    # repeated_mark (auditor.mark_search): the same pixels at one place in part of a class, found without maps
+    mark_search: bool = True  # look for repeated marks in each class's images and test the model on them
+    mark_images: int = 128  # images of each class searched (a seeded sample); its references: place_check_images
+    mark_window: float = 0.125  # the window searched, as a share of the image's side (at most 64 px a side)
+    mark_tolerance: float = 0.1  # "the same pixels": root-mean-square difference within this many times the
+    # other classes' pixel std
+    mark_min_share: float = 0.1  # a mark: this share of the class's images nearly match, beyond the others' share
+    mark_max_per_class: int = 2  # non-overlapping marks tested per class, best first
     # strategy_cluster (SpRAy)
     spray_min_support: int = 20  # fewest correctly classified images of a class before clustering it
     spray_size: int = 8  # maps are pooled (block sums) to spray_size x spray_size before clustering
@@ -260,6 +268,11 @@ class FindingsConfig:
             raise ConfigError(
                 f"findings.health_batch_norm_images must be 0 (off) or more, not {self.health_batch_norm_images}."
             )
+        if self.mark_images < 2 or self.mark_max_per_class < 0:
+            raise ConfigError("findings.mark_images must be 2 or more and findings.mark_max_per_class 0 or more.")
+        if not (0 < self.mark_window <= 1 and self.mark_tolerance > 0):
+            raise ConfigError(f"findings.mark_window must be in (0, 1] (not {self.mark_window}) and "
+                              f"findings.mark_tolerance above 0 (not {self.mark_tolerance}).")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Judge a swept run with the model at hand: rules -> place evidence -> causal check -> findings.json, once.
+"""Judge a swept run with the model at hand: rules -> place evidence -> causal check -> repeated marks ->
+findings.json, once.
 
 The findings package decides from records and maps alone; this module, above it and above `auditor.causal`,
 adds what needs the model and the images, then writes findings.json and label_errors.csv once, then the
@@ -32,6 +33,7 @@ from auditor.findings.run import (
     run_context,
     write_document,
 )
+from auditor.mark_search import with_marks
 from auditor.place_check import check_places
 from auditor.runs import load_run
 from auditor.sweep import make_loader
@@ -99,6 +101,7 @@ def judge(
                                   mixed_per_class=cfg.findings.causal_mixed_images)
             write_causal(run_dir, causal)
             findings = apply_causal(findings, causal, cfg.findings)
+    findings = with_marks(findings, model, dataset, classes, device, cfg.findings)
     doc = write_document(run_dir, findings, notes, context)
     if layer is not None:
         shown = write_evidence_counterfactuals(run_dir, cfg, model, layer, dataset, doc["findings"], reshape, geometry)

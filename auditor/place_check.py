@@ -26,7 +26,7 @@ from auditor.findings.place_evidence import (
 from auditor.timing import stage
 
 
-def _images(dataset: AuditDataset, indices) -> torch.Tensor | None:
+def stacked_images(dataset: AuditDataset, indices) -> torch.Tensor | None:
     items = [dataset[i] for i in indices]
     images = [item["image"] for item in items if item["ok"]]
     if len(images) < 2 or len({tuple(image.shape) for image in images}) > 1:
@@ -138,12 +138,12 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
     return figures
 
 
-def _references(dataset: AuditDataset, target: int, cfg: FindingsConfig) -> torch.Tensor | None:
+def other_class_images(dataset: AuditDataset, target: int, cfg: FindingsConfig) -> torch.Tensor | None:
     """A seeded sample of other classes' images: the class's yardstick, whatever other findings there are."""
     others = [i for i, s in enumerate(dataset.samples) if s.label != target]
     rng = np.random.default_rng([cfg.seed, target])
     chosen = rng.choice(len(others), size=min(cfg.place_check_images, len(others)), replace=False)
-    return _images(dataset, [others[i] for i in sorted(chosen)])
+    return stacked_images(dataset, [others[i] for i in sorted(chosen)])
 
 
 def check_places(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
@@ -163,9 +163,9 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
                 out.append(f)
                 continue
             if target not in references_of:
-                references_of[target] = _references(dataset, target, cfg)
+                references_of[target] = other_class_images(dataset, target, cfg)
             references = references_of[target]
-            donors = _images(dataset, [position[s] for s in f.samples if s in position])
+            donors = stacked_images(dataset, [position[s] for s in f.samples if s in position])
             if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
                 out.append(f)
                 continue

@@ -45,7 +45,7 @@ NOISE = 16  # every pixel gets max(pixel, uniform noise below this): no image is
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 LABEL_ERROR_K = 20  # the fixed-k precision kept from the first benchmark
 USES_CUE_MIN_DROP = 0.10  # the model uses a cue when removing it costs this much accuracy on the cue's images
-PATCH_KINDS = ("spatial_shortcut", "strategy_cluster")
+PATCH_KINDS = ("spatial_shortcut", "strategy_cluster", "repeated_mark")
 BACKGROUND_KINDS = ("background_reliance", "recognised_without_object")
 MODES = {"yes": ("masks",), "no": ("no-masks",), "both": ("masks", "no-masks")}
 

@@ -2,7 +2,7 @@
 
 For output folders of bias_detection*.py (--out), each audited with masks and/or without:
 
-  pixel ratio    `pixel_std_ratio` of every place finding in findings.json, by mode: at a planted patch (the
+  pixel ratio    `pixel_std_ratio` of every place finding (spatial_shortcut, strategy_cluster) in findings.json, by mode: at a planted patch (the
                  patch's class, a region holding its centre) and at every other place
   clean above    findings above low whose classes are all clean, counted by audit mode, kind and severity
   label pairs    high `suspected_label_error` pairs other than the planted flip
@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auditor.causal import region_mask
+from auditor.findings.place_evidence import PLACE_KINDS
 from auditor.findings.run import read_batch_norm
 from benchmarks.bias_detection import FAMILY as FASHION
 from benchmarks.bias_detection_mnist import FAMILY as MNIST
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
             flip = [family.classes[family.flip.dst], family.classes[family.flip.src]]
             for f in json.loads((run_dir / "findings.json").read_text())["findings"]:
                 ratio = f["metrics"].get("pixel_std_ratio")
-                if ratio is not None:
+                if ratio is not None and f["kind"] in PLACE_KINDS:  # a repeated mark is judged by the model alone
                     cls = f["classes"][0]
                     at_patch = cls in patches and f.get("region") and centre_inside(f["region"], patches[cls])
                     (planted_ratios if at_patch else other_ratios).append((ratio, mode))

@@ -15,6 +15,7 @@ from auditor.findings import (
     causal_evidence,
     context_confusion,
     model_health,
+    repeated_mark,
     spatial_shortcut,
     strategy_cluster,
     suspected_label_error,
@@ -24,12 +25,14 @@ from auditor.findings.places import regions_overlap
 from auditor.findings.record import SEVERITIES, Finding, Kind, more_severe
 
 # Every module that declares a kind; those with a `find` are run by `find_all`, in this order. The causal
-# check's kind (recognised_without_object) is made from causal.csv instead (see run.apply_causal).
+# check's kind (recognised_without_object) is made from causal.csv instead (see run.apply_causal), and
+# repeated_mark from the images (auditor.mark_search).
 RULES = (
     model_health,
     background_reliance,
     spatial_shortcut,
     strategy_cluster,
+    repeated_mark,
     causal_evidence,
     context_confusion,
     suspected_label_error,
