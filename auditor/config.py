@@ -203,7 +203,8 @@ class FindingsConfig:
     mark_tolerance: float = 0.1  # "the same pixels": root-mean-square difference within this many times the
     # other classes' pixel std
     mark_min_share: float = 0.1  # a mark: this share of the class's images nearly match, beyond the others' share
-    mark_max_per_class: int = 2  # non-overlapping marks tested per class, best first
+    mark_max_per_class: int = 2  # marks tested per class, best first (a window overlapping a better one, or on
+    # mostly its images, is the same mark)
     # strategy_cluster (SpRAy)
     spray_min_support: int = 20  # fewest correctly classified images of a class before clustering it
     spray_size: int = 8  # maps are pooled (block sums) to spray_size x spray_size before clustering

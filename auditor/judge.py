@@ -88,7 +88,8 @@ def judge(
         check_batch_norm(run_dir, cfg, model, dataset, predictions, device)
     context = run_context(run, cfg.findings)
     findings, notes = find_all(run.records, run.maps, run.masks, run.classes, cfg.findings, context=context)
-    findings = number(check_places(findings, model, dataset, classes, device, cfg.findings))
+    references_of: dict = {}  # each class's other-class images: the place check and the mark search share them
+    findings = number(check_places(findings, model, dataset, classes, device, cfg.findings, references_of))
     if cfg.findings.causal != "off":
         wanted = causal_classes(findings, classes, cfg.findings.causal == "all" or context.maps_miss_objects)
         wanted |= control_classes(wanted, len(classes), cfg.findings.seed)
@@ -101,7 +102,7 @@ def judge(
                                   mixed_per_class=cfg.findings.causal_mixed_images)
             write_causal(run_dir, causal)
             findings = apply_causal(findings, causal, cfg.findings)
-    findings = with_marks(findings, model, dataset, classes, device, cfg.findings)
+    findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of)
     doc = write_document(run_dir, findings, notes, context)
     if layer is not None:
         shown = write_evidence_counterfactuals(run_dir, cfg, model, layer, dataset, doc["findings"], reshape, geometry)

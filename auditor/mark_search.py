@@ -41,13 +41,12 @@ MIN_CARRIERS = 5  # fewer images (the one matched counted) are no repeated mark:
 @dataclass(frozen=True)
 class Mark:
     """A window (top, left, side in pixels of the searched size) where `carriers` (indices into the class's
-    images, most alike first) share the same pixels; `share` of the class and `reference_share` of the others."""
+    images, most alike first) share the same pixels, as `reference_share` of the other classes' images do."""
 
     top: int
     left: int
     side: int
     carriers: list[int]
-    share: float
     reference_share: float
 
 
@@ -73,17 +72,16 @@ def repeated_marks(images: torch.Tensor, references: torch.Tensor, window: float
     limit = (tolerance * float(references.std())) ** 2 * ours.shape[-1]  # squared distance, whole window
     candidates = []
     for w in range(ours.shape[0]):
-        near_ours = torch.cdist(ours[w], ours[w]).square() <= limit  # [n, n]
+        distances = torch.cdist(ours[w], ours[w])  # [n, n]
+        near_ours = distances.square() <= limit
         near_theirs = torch.cdist(ours[w], theirs[w]).square() <= limit  # [n, m]
         excess = near_ours.float().mean(dim=1) - near_theirs.float().mean(dim=1)
         best = int(excess.argmax())
         if float(excess[best]) >= min_share and int(near_ours[best].sum()) >= MIN_CARRIERS:
-            order = torch.cdist(ours[w][best : best + 1], ours[w])[0].argsort()
-            carriers = [int(i) for i in order if near_ours[best, i]]
+            carriers = [int(i) for i in distances[best].argsort() if near_ours[best, i]]
             top, left = divmod(w, columns)
-            candidates.append((float(excess[best]), Mark(
-                top * stride, left * stride, side, carriers, float(near_ours[best].float().mean()),
-                float(near_theirs[best].float().mean()))))  # fmt: skip
+            mark = Mark(top * stride, left * stride, side, carriers, float(near_theirs[best].float().mean()))
+            candidates.append((float(excess[best]), mark))
     marks: list[Mark] = []
     for _, mark in sorted(candidates, key=lambda c: -c[0]):
         if len(marks) < most and not any(same_mark(mark, m, height, width) for m in marks):
@@ -110,18 +108,23 @@ def _class_sample(dataset: AuditDataset, target: int, cfg: FindingsConfig) -> li
 
 
 def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
-               cfg: FindingsConfig) -> list[Finding]:
+               cfg: FindingsConfig, references_of: dict[int, torch.Tensor | None] | None = None) -> list[Finding]:
     """The findings with a `repeated_mark` for each mark found that the model uses (medium or high), unless a
     place finding of the same class and place already tells it as strongly; a weaker one is merged into the mark's
     finding. Marks the model does not use are left out: a window of a tint repeats but pasting it changes nothing,
-    and a centred object's saturated stroke repeats too (the real LeNet's digits: a dozen such windows per audit)."""
+    and a centred object's saturated stroke repeats too (the real LeNet's digits: a dozen such windows per audit).
+    references_of: each class's other-class images as the place check read them (`check_places`), filled in here
+    for the classes it did not read."""
     if not cfg.mark_search:
         return findings
     out = list(findings)
+    references_of = {} if references_of is None else references_of
     with stage("mark_search_s"):
         for target, name in enumerate(classes):
             indices = _class_sample(dataset, target, cfg)
-            images, references = stacked_images(dataset, indices), other_class_images(dataset, target, cfg)
+            if target not in references_of:
+                references_of[target] = other_class_images(dataset, target, cfg)
+            images, references = stacked_images(dataset, indices), references_of[target]
             if images is None or references is None or images.shape[1:] != references.shape[1:]:
                 continue
             small = searched(images).shape[-2:]

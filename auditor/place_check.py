@@ -147,14 +147,15 @@ def other_class_images(dataset: AuditDataset, target: int, cfg: FindingsConfig) 
 
 
 def check_places(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
-                 cfg: FindingsConfig) -> list[Finding]:
-    """Every place finding with its pixel, transplant and erasure figures folded in (`with_place_evidence`)."""
+                 cfg: FindingsConfig, references_of: dict[int, torch.Tensor | None] | None = None) -> list[Finding]:
+    """Every place finding with its pixel, transplant and erasure figures folded in (`with_place_evidence`).
+    references_of: a dict that keeps each class's other-class images once read, for the repeated-mark search."""
     wanted = [f for f in findings if needs_place_check(f)]
     if not wanted:
         return findings
     position = positions(dataset.samples)
     index = {name: i for i, name in enumerate(classes)}
-    references_of: dict[int, torch.Tensor | None] = {}  # read once per class, however many findings it has
+    references_of = {} if references_of is None else references_of  # read once per class, whatever reads it
     out = []
     with stage("place_check_s"):
         for f in findings:

@@ -2,8 +2,9 @@
 
 For output folders of bias_detection*.py (--out), each audited with masks and/or without:
 
-  pixel ratio    `pixel_std_ratio` of every place finding (spatial_shortcut, strategy_cluster) in findings.json, by mode: at a planted patch (the
-                 patch's class, a region holding its centre) and at every other place
+  pixel ratio    `pixel_std_ratio` of every place finding (spatial_shortcut, strategy_cluster) in findings.json,
+                 by mode: at a planted patch (the patch's class, a region holding its centre) and at every other
+                 place
   clean above    findings above low whose classes are all clean, counted by audit mode, kind and severity
   label pairs    high `suspected_label_error` pairs other than the planted flip
   least recall   each audit's least-recognised class, what model_health's dead-class check reads

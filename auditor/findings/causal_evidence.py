@@ -59,9 +59,9 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
     accuracy when its objects are pasted onto other classes' backgrounds instead of its own, beyond the other
     classes' median loss (a class that needs object and background together), or loses
     cfg.causal_min_shortcut_drop of its accuracy without the region, beyond erasing a random region of the same
-    size, where the region is known not to be the object (erasing the object costs any class its accuracy); a whole-class finding (background_reliance,
-    spatial_shortcut) becomes low when every test it had shows no effect, unless it is about part of its class
-    (`part_of_the_class`)."""
+    size, where the region is known not to be the object (erasing the object costs any class its accuracy); a
+    whole-class finding (background_reliance, spatial_shortcut) becomes low when every test it had shows no
+    effect, unless it is about part of its class (`part_of_the_class`)."""
     if row is None:
         return f
     extra, confirmed, refuted, tests = {}, [], [], 0

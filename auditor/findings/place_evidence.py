@@ -60,6 +60,20 @@ def erasure_effect(f: Finding) -> float:
     return f.metrics.get("erased_control_rate", math.nan) - f.metrics.get("erased_rate", math.nan)
 
 
+def what_the_model_did(figures: dict) -> list[str]:
+    """The transplant and erasure figures that were measured, as the finding's message says them."""
+    rate, control = figures.get("transplant_rate"), figures.get("transplant_control_rate")
+    kept, kept_control = figures.get("erased_rate"), figures.get("erased_control_rate")
+    said = []
+    if rate is not None and control is not None:
+        said.append(f"pasting it onto other classes' images turns {rate:.0%} of them into this class "
+                    f"(a random region of the same images: {control:.0%})")
+    if kept is not None and kept_control is not None:
+        said.append(f"with it erased the model still names the class for {kept:.0%} of these images "
+                    f"(a random region erased: {kept_control:.0%})")
+    return said
+
+
 def off_the_object(f: Finding, cfg: FindingsConfig) -> bool:
     """Whether the place is known not to be the object: by masks, or by its pixels."""
     return masks_checked(f) or same_pixels(f, cfg)
@@ -77,16 +91,8 @@ def with_place_evidence(f: Finding, figures: dict, cfg: FindingsConfig) -> Findi
     ratio = f.metrics.get("pixel_std_ratio")
     if ratio is None:
         return f
-    rate, control = f.metrics.get("transplant_rate"), f.metrics.get("transplant_control_rate")
-    kept, kept_control = f.metrics.get("erased_rate"), f.metrics.get("erased_control_rate")
     said = [(f"the region's most distinctive pixels vary {ratio:.2f}x as much across these images as across other "
-             "classes' images")]
-    if rate is not None and control is not None:
-        said.append(f"pasting it onto other classes' images turns {rate:.0%} of them into this class "
-                    f"(a random region of the same images: {control:.0%})")
-    if kept is not None and kept_control is not None:
-        said.append(f"with it erased the model still names the class for {kept:.0%} of these images "
-                    f"(a random region erased: {kept_control:.0%})")
+             "classes' images"), *what_the_model_did(f.metrics)]
     if masks_checked(f):
         return dataclasses.replace(f, message=f"{f.message.rstrip('.')}; {' and '.join(said)}.")
     if not same_pixels(f, cfg):
