@@ -5,7 +5,8 @@ For output folders of bias_detection*.py (--out), each audited with masks and/or
   pixel ratio    `pixel_std_ratio` of every place finding (spatial_shortcut, strategy_cluster) in findings.json,
                  by mode: at a planted patch (the patch's class, a region holding its centre) and at every other
                  place
-  clean above    findings above low whose classes are all clean, counted by audit mode, kind and severity
+  above low      findings above low, counted by audit mode, kind and severity: those whose classes are all clean,
+                 and the rest (a planted class among them)
   label pairs    high `suspected_label_error` pairs other than the planted flip
   least recall   each audit's least-recognised class, what model_health's dead-class check reads
   flips flagged  of the planted flips the model predicts as their true class, how many confident learning's own
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="output folders of bias_detection*.py (--out)")
     args = parser.parse_args(argv)
-    planted_ratios, other_ratios, clean_above, label_pairs = [], [], Counter(), []
+    planted_ratios, other_ratios, above, label_pairs = [], [], Counter(), []
     cues, misses, precisions, shares = Counter(), [], [], []
     print("| audit | mode | least-recognised class (recall) | flips flagged by prune_by_noise_rate | batch norm: "
           "running -> batch statistics |")
@@ -105,8 +106,9 @@ def main(argv=None) -> int:
                     cls = f["classes"][0]
                     at_patch = cls in patches and f.get("region") and centre_inside(f["region"], patches[cls])
                     (planted_ratios if at_patch else other_ratios).append((ratio, mode))
-                if f["severity"] != "low" and all(c in clean for c in f["classes"]):
-                    clean_above[mode, f["kind"], f["severity"]] += 1
+                if f["severity"] != "low":
+                    clean_or_not = "clean" if all(c in clean for c in f["classes"]) else "planted"
+                    above[clean_or_not, mode, f["kind"], f["severity"]] += 1
                 if f["kind"] == "suspected_label_error" and f["severity"] == "high" and f["classes"] != flip:
                     label_pairs.append(f"{name} {mode}: {' -> '.join(f['classes'])}")
             scores = json.loads((run / "scores.json").read_text())["runs"][mode]
@@ -130,9 +132,11 @@ def main(argv=None) -> int:
         print(f"pixel_std_ratio, {mode}: at planted patches {min(planted, default=np.nan):.4f}-"
               f"{max(planted, default=np.nan):.4f} ({len(planted)} findings); every other place "
               f"{min(other, default=np.nan):.4f} and up ({len(other)})")
-    print("findings above low on clean classes (mode, kind, severity):")
-    for key, count in sorted(clean_above.items()):
-        print(f"  {key}: {count}")
+    for which in ("clean", "planted"):
+        print(f"findings above low on {which} classes (mode, kind, severity):")
+        for (clean_or_not, *key), count in sorted(above.items()):
+            if clean_or_not == which:
+                print(f"  {tuple(key)}: {count}")
     print("high label-error pairs other than the planted flip:", "; ".join(label_pairs) or "none")
     print("planted cues found, of those the model uses (cue, mode):")
     for bias, mode in sorted({(bias, mode) for bias, mode, _ in cues}):
