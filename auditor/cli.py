@@ -1,4 +1,5 @@
-"""`auditor audit | demo | report | diff`. Exit codes: 0 fine, 2 bad config or input, 3 findings at --fail-on."""
+"""`auditor audit | accept | demo | report | diff`. Exit codes: 0 fine, 2 bad config or input, 3 findings at
+--fail-on (less those the --baseline accepts)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from auditor.errors import AuditorError
-from auditor.findings.record import SEVERITIES
+from auditor.baseline import accepted_findings
+from auditor.errors import AuditorError, os_error_text
 
 log = logging.getLogger("auditor")
 
@@ -22,6 +23,14 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_FINDINGS = 0, 2, 3
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps({"time": self.formatTime(record), "level": record.levelname, "message": record.getMessage()})
+
+
+class _LogFile(logging.FileHandler):
+    """The run's audit.log. A line that cannot be written (a full disk) is dropped without logging's traceback:
+    the write that fails next says what happened."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
 
 
 def setup_logging(json_logs: bool = False, debug: bool = False, log_file: Path | None = None) -> None:
@@ -34,7 +43,7 @@ def setup_logging(json_logs: bool = False, debug: bool = False, log_file: Path |
     log.addHandler(stream)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file)
+        file_handler = _LogFile(log_file, errors="backslashreplace")  # any file name can be logged
         file_handler.setFormatter(_JsonFormatter())
         log.addHandler(file_handler)
 
@@ -52,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
     audit.add_argument("--out", help="the run directory (run.out_dir)")
     audit.add_argument("--fail-on", choices=("high", "medium", "low", "never"), help="exit 3 on such findings")
+    audit.add_argument("--baseline", metavar="FILE",
+                       help="accepted findings (auditor accept writes it): --fail-on counts only the others")
     audit.add_argument("--trust-checkpoint", action="store_true",
                        help="allow a pickled full-model checkpoint (unpickling runs code from the file)")
 
@@ -61,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--rename", action="append", default=[], metavar="DIGIT=NAME",
                       help="give a digit class another name, e.g. 8=eight")
+
+    accept = commands.add_parser("accept", help="accept findings of a run, so --fail-on with --baseline skips them",
+                                 description="Append findings to a baseline file, matched later by kind, classes "
+                                             "and region (not by number).")
+    accept.add_argument("run_dir")
+    accept.add_argument("ids", nargs="+", metavar="ID", help="finding ids, e.g. F003")
+    accept.add_argument("--baseline", default="accepted.json", help="the baseline file (default: accepted.json)")
+    accept.add_argument("--reason", default="", help="why they are accepted, kept in the baseline")
 
     report = commands.add_parser("report", help="re-render report.html from a run directory (no model needed)")
     report.add_argument("run_dir")
@@ -91,16 +110,24 @@ def _dotted_overrides(extra: list[str]) -> list[str]:
 
 
 def exit_code_for(run_dir: Path, fail_on: str) -> int:
-    """3 when a finding at or above `fail_on` exists in the run directory, else 0."""
+    """3 when a finding at or above `fail_on` exists in the run directory that its baseline does not accept,
+    else 0."""
     if fail_on == "never":
         return EXIT_OK
     path = Path(run_dir) / "findings.json"
     findings = json.loads(path.read_text())["findings"] if path.is_file() else []
+    from auditor.findings.record import SEVERITIES  # noqa: PLC0415 - the findings package loads the rules' libraries
+
     gate = SEVERITIES[: SEVERITIES.index(fail_on) + 1]
+    accepted = accepted_findings(run_dir)
     hits = [f for f in findings if f["severity"] in gate]
-    if hits:
-        log.warning("%d finding(s) at or above %s: exit %d", len(hits), fail_on, EXIT_FINDINGS)
+    new = [f for f in hits if f.get("id") not in accepted]
+    if new:
+        log.warning("%d finding(s) at or above %s%s: exit %d", len(new), fail_on,
+                    f" besides {len(hits) - len(new)} accepted" if len(hits) > len(new) else "", EXIT_FINDINGS)
         return EXIT_FINDINGS
+    if hits:
+        log.info("%d finding(s) at or above %s, all accepted by the baseline", len(hits), fail_on)
     return EXIT_OK
 
 
@@ -129,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"auditor: error: {error_paragraph(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:  # outside an audit's run folder (which names its own): report, diff, demo
+        if args.debug:
+            traceback.print_exc()
+        print(f"auditor: error: {os_error_text(err)}. Fix the path or its permissions, or free disk space, then run "
+              "the same command again.", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("auditor: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
@@ -145,13 +178,17 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             overrides.append(f"run.out_dir={args.out}")
         if args.fail_on:
             overrides.append(f"run.fail_on={args.fail_on}")
+        if args.baseline:
+            overrides.append(f"run.baseline={args.baseline}")
         if args.trust_checkpoint:
             overrides.append("model.trust_checkpoint=true")
         cfg = load_config(args.config, overrides)
-        setup_logging(args.log_json, args.debug, Path(cfg.run.out_dir) / "audit.log")
-        from auditor.audit import run_audit  # noqa: PLC0415
+        from auditor.pipeline import run_audit  # noqa: PLC0415
+        from auditor.outdir import claimed  # noqa: PLC0415
 
-        run_dir = run_audit(cfg)
+        with claimed(cfg.run.out_dir, cfg.data) as run_folder:  # before audit.log: the folder is ours, ours alone
+            setup_logging(args.log_json, args.debug, run_folder / "audit.log" if run_folder else None)
+            run_dir = run_audit(cfg)
         if run_dir is None:  # a rank > 0 of a torchrun launch: rank 0 writes the run directory
             return EXIT_OK
         log.info("report: %s", run_dir / "report.html")
@@ -169,6 +206,15 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
         run_dir = run_demo(Path(args.out), seed=args.seed, class_names=names)
         log.info("report: %s", run_dir / "report.html")
         return exit_code_for(run_dir, args.fail_on)
+    if args.command == "accept":
+        from auditor.baseline import accept  # noqa: PLC0415
+        from auditor.report import render_report  # noqa: PLC0415
+
+        added = accept(Path(args.run_dir), args.ids, Path(args.baseline), args.reason)
+        log.info("baseline %s: %d finding(s) added", args.baseline, len(added))
+        if (Path(args.run_dir) / "report.html").is_file():
+            render_report(Path(args.run_dir))  # the report marks them accepted
+        return EXIT_OK
     if args.command == "report":
         from auditor.report import render_report  # noqa: PLC0415
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -59,8 +61,11 @@ class DataConfig:
     std: list[float] | None = None
     interpolation: str | None = None  # resize filter: bilinear (the default), bicubic or nearest
     limit: int | None = None  # audit only the first N samples (after sorting)
+    follow_external_symlinks: bool = False  # audit symlinks under data.root that point outside it (by default
+    # they are skipped, each listed in skipped.csv: a data folder should not read files from elsewhere unasked)
 
     def __post_init__(self):
+        check_numbers(self, "data")
         if isinstance(self.resize, list) and len(self.resize) != 2:
             raise ConfigError(f"data.resize must be N (the shorter side) or [height, width], not {self.resize}.")
         sides = [*(self.resize if isinstance(self.resize, list) else [self.resize]), self.crop]
@@ -91,11 +96,19 @@ class SweepConfig:
     decode_on_device: bool = False  # decode JPEGs in the main process on the sweep's device (nvJPEG on CUDA,
     # torchvision.io.decode_jpeg) instead of in the workers; off until measured faster (benchmarks/gpu.sh)
     shard_size: int = 1024  # images per shard written to disk as the sweep goes
+    keep_images_px: int = 64  # keep the pixels the model saw, area-pooled to at most this side, as RUN_DIR/thumbs.npy
+    # (uint8; 12 KiB an RGB image at 64): the repeated-mark search reads them instead of decoding every file
+    # again (0: keep none, and the search decodes)
     seed: int = 0
     faithfulness: bool = False  # deletion check per image (auditor.faithfulness): one more forward of 2x the batch
     faithfulness_top_percent: float = 10.0  # share of pixels removed: the primary map's top ones, and random ones
 
     def __post_init__(self):
+        check_numbers(self, "sweep")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(
+                f"sweep.device must be auto, cpu, cuda, cuda:N (a GPU's index) or mps, not {self.device!r}."
+            )
         if not 0.0 < self.faithfulness_top_percent <= 100.0:
             raise ConfigError(
                 f"sweep.faithfulness_top_percent must be above 0 and at most 100, not {self.faithfulness_top_percent}."
@@ -108,6 +121,9 @@ class AttentionConfig:
 
     pointing_tolerance_px: int = 0  # a pointing hit may fall this many pixels outside the mask
     iou_threshold: float = 0.5  # a map is binarised at iou_threshold * its maximum
+
+    def __post_init__(self):
+        check_numbers(self, "attention")
 
 
 @dataclass
@@ -124,6 +140,7 @@ class ReportConfig:
     overlay_alpha: float = 0.6  # opacity of the heatmap where the map is at its maximum
 
     def __post_init__(self):
+        check_numbers(self, "report")
         for name in ("gallery_size", "top_pairs", "finding_galleries", "focus_classes", "skipped_rows"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"report.{name} must be 0 or more, not {getattr(self, name)}.")
@@ -162,7 +179,8 @@ class FindingsConfig:
     health_dead_recall: float = 0.05  # a class (of min_support images or more) recognised this rarely is dead:
     # suspect (a benchmark ResNet whose batch-norm statistics failed on the audit split named 3-4 of 10 classes
     # for almost none of their images, at 46-53 % accuracy and balanced accuracy well above chance)
-    health_batch_norm_images: int = 512  # images the batch-norm check runs again with batch statistics (0: off)
+    health_batch_norm_images: int = 256  # images the batch-norm check runs again with batch statistics (0: off),
+    # at most a tenth of the audited images (64 at least: auditor.budget.share_of_run)
     health_batch_norm_gain: float = 0.1  # accuracy gained with batch statistics at or above this: suspect (the
     # running statistics do not fit the data; that ResNet gained 0.35)
     # background_reliance
@@ -205,6 +223,13 @@ class FindingsConfig:
     mark_min_share: float = 0.1  # a mark: this share of the class's images nearly match, beyond the others' share
     mark_max_per_class: int = 2  # marks tested per class, best first (a window overlapping a better one, or on
     # mostly its images, is the same mark)
+    mark_max_classes: int = 32  # classes searched per run: those findings name first, then a seeded sample (the
+    # search reads the sweep's thumbs.npy, so a class costs milliseconds; testing a mark costs forward passes)
+    mark_max_tests: int = 8  # marks tested on the model per run: flagged classes' first, then the most repeated
+    # budget per run of the model checks after the sweep (auditor.budget): never per class
+    check_max_classes: int = 16  # classes the place check and the causal check examine per run: those findings
+    # name first, most severe first (the causal check adds as many unflagged control classes); findings beyond it
+    # without masks stay low, unchecked, and the report says what was sampled
     # strategy_cluster (SpRAy)
     spray_min_support: int = 20  # fewest correctly classified images of a class before clustering it
     spray_size: int = 8  # maps are pooled (block sums) to spray_size x spray_size before clustering
@@ -261,6 +286,7 @@ class FindingsConfig:
     # checks (a seeded sample of each); the report says when it was capped
 
     def __post_init__(self):
+        check_numbers(self, "findings")
         if self.causal_max_images < 1:
             raise ConfigError(f"findings.causal_max_images must be 1 or more, not {self.causal_max_images}.")
         if self.causal_mixed_images < 0:
@@ -283,6 +309,7 @@ class RunConfig:
     out_dir: str = "reports/run"
     resume: bool = True  # reuse finished shards of an identical earlier run
     fail_on: str = "never"  # high | medium | low | never: exit 3 when such a finding exists
+    baseline: str | None = None  # accepted findings (a file `auditor accept` writes): fail_on counts only the others
 
 
 @dataclass
@@ -308,6 +335,115 @@ _CHOICES = {
 }
 
 
+# Allowed values of the numeric settings, as intervals ("[1, inf)": 1 or more; "(0, 1]": above 0, at most 1). A
+# number not named here must be 0 or more; every number must be finite. Each section checks its own as it is built.
+_SHARES = (
+    "max_mask_area", "uniform_score", "on_object_score", "clear_object_score", "health_broken_skill",
+    "health_suspect_skill", "health_collapse_share", "health_collapse_excess", "health_max_entropy",
+    "health_max_bad_share", "health_dead_recall", "health_batch_norm_gain", "background_max_energy",
+    "background_min_gap", "region_threshold", "max_region_area", "shortcut_min_hit_rate", "shortcut_min_gap",
+    "shortcut_min_share_gap", "shortcut_high_hit_rate", "shortcut_high_gap", "place_max_on_object",
+    "transplant_min_effect", "transplant_min_gap", "erasure_min_effect", "mark_min_share", "spray_min_cluster_share",
+    "spray_max_cluster_share", "spray_majority_share", "spray_min_gap", "spray_min_focus", "spray_min_share_gap",
+    "context_max_score", "context_high_rate", "label_error_min_object_score",
+    "label_error_min_independence", "label_error_medium_rate", "label_error_high_rate", "label_error_min_p_pred",
+    "causal_min_background_accuracy", "causal_min_shortcut_drop", "causal_min_background_gap", "causal_max_refuted",
+)  # fmt: skip
+_COUNTS = ("min_support", "bootstrap", "pair_min_count", "label_error_min_count", "spray_min_support", "spray_size",
+           "spray_neighbors", "spray_max_clusters", "spray_max_images", "place_check_images")  # 1 or more
+_RANGES = {
+    "data.limit": ("[1, inf)", "the number of samples to audit; leave it unset for all"),
+    "sweep.batch_size": ("[1, inf)", "images per forward pass"),
+    "sweep.num_workers": ("[0, inf)", "DataLoader worker processes; 0 decodes in the main process"),
+    "sweep.map_size": ("[2, inf)", "the stored maps' side in cells: a map needs at least 2 x 2"),
+    "sweep.shard_size": ("[1, inf)", "images per shard file"),
+    "attention.iou_threshold": ("[0, 1]", "a share of the map's maximum"),
+    "findings.ci_level": ("(0, 1)", "a confidence level"),
+    "findings.place_pixel_window": ("(0, 1]", "a share of the image's side"),
+    "findings.place_follow_ratio": ("[-inf, inf]", ""),  # below 0: no peaks follow the object (the test is off)
+    "findings.spray_merge_iou": ("[0, inf)", "an overlap; above 1, clusters are never merged"),
+    **{f"findings.{name}": ("[0, 1]", "a share") for name in _SHARES},
+    **{f"findings.{name}": ("[1, inf)", "a count") for name in _COUNTS},
+}
+
+
+def check_numbers(settings, section: str) -> None:
+    """Refuse, in one sentence, a number of the section that is not finite or lies outside its range (_RANGES)."""
+    for item in dataclasses.fields(settings):
+        key, value = f"{section}.{item.name}", getattr(settings, item.name)
+        numbers = [v for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if any(not math.isfinite(v) for v in numbers):
+            what = "hold finite numbers" if isinstance(value, list) else "be a finite number"
+            raise ConfigError(f"{key} must {what}, not {value!r}.")
+        if isinstance(value, list) or not numbers:
+            continue
+        interval, meaning = _RANGES.get(key, ("[0, inf)", ""))
+        low, high = (float(bound) for bound in interval[1:-1].split(","))
+        above = value > low if interval[0] == "(" else value >= low
+        below = value < high if interval[-1] == ")" else value <= high
+        if not (above and below):
+            why = f" ({meaning})" if meaning else ""
+            raise ConfigError(f"{key} must be {_in_words(interval)}{why}, not {value!r}.")
+
+
+def _in_words(interval: str) -> str:
+    """"[1, inf)" -> "1 or more", "[0, 1]" -> "between 0 and 1", "(0, 1]" -> "above 0 and at most 1"."""
+    low, high = (f"{float(bound):g}" for bound in interval[1:-1].split(","))
+    if high == "inf":
+        return f"above {low}" if interval[0] == "(" else f"{low} or more"
+    if interval[0] == "[" and interval[-1] == "]":
+        return f"between {low} and {high}"
+    lower = f"above {low}" if interval[0] == "(" else f"at least {low}"
+    return f"{lower} and {'below' if interval[-1] == ')' else 'at most'} {high}"
+
+
+def check_device(name: str) -> None:
+    """Refuse a device this machine lacks when the config is loaded, not at the first forward pass."""
+    if name in ("auto", "cpu"):
+        return
+    import torch  # noqa: PLC0415 - only for a named device
+
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(name.partition(":")[2] or 0) >= count:
+            seen = f"{count} CUDA GPU(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA GPU"
+            raise ConfigError(f"sweep.device is {name!r}, but torch sees {seen} on this machine: use --device cpu, "
+                              "or leave it unset (auto) for the best device there is.")
+    elif not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError("sweep.device is 'mps', but this machine has no Apple GPU torch can use: use --device cpu, "
+                          "or leave it unset (auto) for the best device there is.")
+
+
+MAX_YAML_BYTES = 1 << 20  # a config is a page of settings; anything larger is refused before it is parsed
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases (*name): a config never needs them, and nested ones expand exponentially (a "billion
+    laughs" file grows to gigabytes in memory), so the first one is refused before anything is expanded."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"uses the YAML alias *{event.anchor} (line {event.start_mark.line + 1}); aliases are "
+                              "refused (nested ones can expand without end): write the values out instead.")
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, where: str):
+    """YAML text, safely: bounded in size, no aliases, no Python objects; any fault is a ConfigError naming `where`."""
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_YAML_BYTES // 1024} KiB: that is no config; check the path.")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader
+    except ConfigError as err:
+        raise ConfigError(f"{where} {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests its values too deeply to be a config.") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config (or start from defaults) and apply `section.key=value` overrides."""
     raw: dict = {}
@@ -315,10 +451,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist. Pass an existing YAML file to --config.")
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"Config file {path} is larger than {MAX_YAML_BYTES // 1024} KiB: that is no config; "
+                              "check the path.")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"Config file {path} is not valid YAML: {err}") from None
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"Config file {path} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
+        raw = parse_yaml(text, f"Config file {path}") or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of sections, not {type(raw).__name__}.")
     for item in overrides:
@@ -330,8 +470,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raw[section] = {}
         if not isinstance(raw[section], dict):
             raise ConfigError(f"Section {section!r} must be a mapping.")
-        raw[section][name] = yaml.safe_load(value) if value.strip() else None
-    return config_from_dict(raw)
+        raw[section][name] = parse_yaml(value, f"The value of {key.strip()}") if value.strip() else None
+    cfg = config_from_dict(raw)
+    check_device(cfg.sweep.device)
+    return cfg
 
 
 def config_from_dict(raw: dict) -> Config:

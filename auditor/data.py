@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from auditor.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
-from auditor.errors import AuditorError, first_line
+from auditor.errors import AuditorError, first_line, os_error_text
 
 log = logging.getLogger("auditor")
 
@@ -45,6 +46,7 @@ class Sample:
     label: int  # index into the class names
     mask: str | None = None  # absolute path of a mask image (nonzero = object)
     box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in pixels of the image as stored
+    skip: str = ""  # why the scan could not take this input ("<kind>: <detail>"): it goes to skipped.csv unread
 
 
 def read_class_names(cfg_classes: list[str] | None, classes_file: str | None) -> list[str] | None:
@@ -55,7 +57,15 @@ def read_class_names(cfg_classes: list[str] | None, classes_file: str | None) ->
         path = Path(classes_file)
         if not path.is_file():
             raise AuditorError(f"model.classes_file {path} does not exist.")
-        names, where = [line.strip() for line in path.read_text().splitlines() if line.strip()], str(path)
+        try:  # utf-8-sig: a byte-order mark is not part of the first name; splitlines takes CRLF too
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise AuditorError(f"model.classes_file {path} is not UTF-8 text ({err.reason} at byte {err.start}): "
+                               "save it as UTF-8, one class name per line.") from None
+        names, where = [line.strip() for line in text.splitlines() if line.strip()], str(path)
+        if not names:
+            raise AuditorError(f"model.classes_file {path} holds no class names. Write the model's class names in "
+                               "logit order, one per line, or leave model.classes_file unset to take the folder names.")
     else:
         return None
     repeated = sorted(name for name, count in Counter(names).items() if count > 1)
@@ -69,7 +79,7 @@ def build_samples(cfg: DataConfig, classes: list[str] | None) -> tuple[list[Samp
     if bool(cfg.root) == bool(cfg.manifest):
         raise AuditorError("Set exactly one of data.root (an ImageFolder tree) or data.manifest (CSV or Parquet).")
     if cfg.root:
-        samples, classes = _scan_image_folder(Path(cfg.root), classes)
+        samples, classes = _scan_image_folder(Path(cfg.root), classes, cfg.follow_external_symlinks)
         data_root = Path(cfg.root)
     else:
         samples, classes = _read_manifest(Path(cfg.manifest), classes)
@@ -81,20 +91,25 @@ def build_samples(cfg: DataConfig, classes: list[str] | None) -> tuple[list[Samp
     samples.sort(key=lambda s: s.id)
     if cfg.limit is not None:
         samples = samples[: cfg.limit]
-    if not samples:
+    if all(s.skip for s in samples):
         where = cfg.root or cfg.manifest
         layout = "root/<class>/<image>, one folder per class" if cfg.root else "rows of path,label"
+        skipped = f"; {_skip_counts(samples)}, e.g. {samples[0].id}: {samples[0].skip}" if samples else ""
         raise AuditorError(
-            f"No images found in {where}. Check the path, the layout ({layout}) and that images use one of "
-            f"{', '.join(IMAGE_EXTENSIONS)}."
+            f"No images found in {where}{skipped}. Check the path, the layout ({layout}) and that images use one "
+            f"of {', '.join(IMAGE_EXTENSIONS)}."
         )
     return samples, classes
 
 
-def _scan_image_folder(root: Path, classes: list[str] | None) -> tuple[list[Sample], list[str]]:
+def _scan_image_folder(root: Path, classes: list[str] | None,
+                       follow_external: bool = False) -> tuple[list[Sample], list[str]]:
+    """Every image under root/<class>/, and every input the scan cannot take as a Sample with its `skip` reason:
+    nothing under the root is dropped without a word."""
     if not root.is_dir():
         raise AuditorError(f"data.root {root} is not a folder. Point it at a tree root/<class>/<image>.")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    folders = [e.name for e in entries if _is_text(e.name) and _is_folder(e)]
     if classes is None:
         classes = folders
     unknown = sorted(set(folders) - set(classes))
@@ -104,19 +119,109 @@ def _scan_image_folder(root: Path, classes: list[str] | None) -> tuple[list[Samp
             "Fix model.classes / model.classes_file or remove those folders."
         )
     index = {name: i for i, name in enumerate(classes)}
-    samples, ignored = [], []
-    for folder in folders:
-        for path in sorted((root / folder).rglob("*")):
-            if not path.is_file():
-                continue
-            rel = path.relative_to(root).as_posix()
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                samples.append(Sample(id=rel, path=str(path.resolve()), label=index[folder]))
-            elif not path.name.startswith("."):
-                ignored.append(rel)
+    real_root = root.resolve()
+    found, ignored = [], []
+    for entry in entries:  # what lies beside the class folders
+        if entry.name in folders:
+            found += [(rel, path, skip, index[entry.name])
+                      for rel, path, skip in _walk(root / entry.name, entry.name, real_root, follow_external)]
+        elif _is_folder(entry):
+            found.append((_shown(entry.name), _shown(entry.path),
+                          "folder name not UTF-8: rename it to audit its images", -1))  # -1: no class, never read
+        elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+            found.append((_shown(entry.name), _shown(entry.path),
+                          "outside any class folder: an image needs root/<class>/<image>", -1))
+    samples = []
+    for rel, path, skip, label in found:
+        if skip or Path(rel).suffix.lower() in IMAGE_EXTENSIONS:
+            samples.append(Sample(id=rel, path=path, label=label, skip=skip))
+        elif not Path(rel).name.startswith("."):
+            ignored.append(rel)
     if ignored:
         log.warning("ignored %d file(s) without an image extension in %s, e.g. %s", len(ignored), root, ignored[:3])
+    if any(s.skip for s in samples):
+        log.warning("%s in %s: each is listed in skipped.csv", _skip_counts(samples), root)
     return samples, classes
+
+
+def _walk(folder: Path, rel: str, real_root: Path, follow_external: bool, seen: frozenset = frozenset()):
+    """(id, path, skip reason) of every file under `folder` ("" reasons for files the scan takes, or ignores as not
+    images). Symlinks are resolved: a dangling one, a loop and (unless `follow_external`) one out of the data root
+    are skipped with the reason; a symlinked folder inside the root is not walked twice. A name that is not UTF-8
+    is skipped, shown with \\x escapes: every file written later (CSV, Parquet, JSON, HTML) must hold the id."""
+    shown = _shown(str(folder.absolute()))
+    if folder.is_symlink():
+        target, skip = _link_target(folder, real_root, follow_external)
+        if skip or target in seen:
+            yield rel, shown, skip or "symlink loop: the folder contains itself"
+            return
+        if real_root == target or real_root in target.parents:
+            yield rel, shown, "symlink to a folder inside the data root: not followed (its images are audited there)"
+            return
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as err:
+        yield rel, shown, f"unreadable folder: {os_error_text(err)}"
+        return
+    seen = seen | {folder.resolve()}
+    for entry in entries:
+        name, path = f"{rel}/{entry.name}", Path(entry.path)
+        if entry.is_dir(follow_symlinks=False) or path.is_symlink() and _is_folder(entry):
+            if _is_text(entry.name):
+                yield from _walk(path, name, real_root, follow_external, seen)
+            else:
+                yield _shown(name), _shown(entry.path), "folder name not UTF-8: rename it to audit its images"
+        elif Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS:
+            yield _shown(name), "", ""  # not an image: named in a warning
+        elif not _is_text(entry.name):
+            yield _shown(name), _shown(entry.path), "file name not UTF-8: rename it to audit it"
+        elif path.is_symlink():
+            target, skip = _link_target(path, real_root, follow_external)
+            yield name, str(path.absolute()) if skip else str(target), skip
+        elif entry.is_file(follow_symlinks=False):
+            yield name, str(path.resolve()), ""
+        else:
+            yield name, str(path.absolute()), "not a regular file: a pipe, socket or device is never read"
+
+
+def _link_target(link: Path, real_root: Path, follow_external: bool) -> tuple[Path | None, str]:
+    """Where a symlink leads, or why it is not followed."""
+    try:
+        target = link.resolve(strict=True)
+    except FileNotFoundError:
+        return None, "broken symlink: its target does not exist"
+    except (RuntimeError, OSError):  # RuntimeError before Python 3.13, OSError (ELOOP) after
+        return None, "symlink loop: its chain of links never ends"
+    if not follow_external and real_root != target and real_root not in target.parents:
+        return target, ("symlink outside the data root: not followed (set data.follow_external_symlinks: true "
+                        "to audit it)")
+    return target, ""
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop
+        return False
+
+
+def _is_text(name: str) -> bool:
+    """Whether a file name decoded from the disk is valid UTF-8 (os.fsdecode escapes invalid bytes as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(name: str) -> str:
+    """A file name with any byte that is not UTF-8 shown as \\xNN: writable anywhere, and still recognisable."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _skip_counts(samples: list[Sample]) -> str:
+    counts = Counter(s.skip.split(":")[0] for s in samples if s.skip)
+    return f"{sum(counts.values())} input(s) skipped (" + ", ".join(f"{kind}: {n}" for kind, n in counts.items()) + ")"
 
 
 def _read_manifest(path: Path, classes: list[str] | None) -> tuple[list[Sample], list[str]]:
@@ -196,7 +301,7 @@ def _attach_mask_folder(samples: list[Sample], masks_root: Path, data_root: Path
             rel = Path(sample.path).relative_to(data_root.resolve()).with_suffix("").as_posix()
         except ValueError:
             rel = Path(sample.id).with_suffix("").as_posix()
-        attached.append(Sample(sample.id, sample.path, sample.label, found.get(rel, sample.mask), sample.box))
+        attached.append(dataclasses.replace(sample, mask=found.get(rel, sample.mask)))
     return attached
 
 
@@ -232,6 +337,12 @@ def decode_image(path: str, grayscale: bool = False, draft: tuple[int, int] | No
             opened.draft("L" if grayscale else "RGB", draft[::-1] if turned else draft)
         opened.load()
         image, orientation = _upright(opened)
+    return plain_image(image, grayscale), orientation
+
+
+def plain_image(image: Image.Image, grayscale: bool = False) -> Image.Image:
+    """Any decoded image as RGB (or L): alpha over white, 16-bit rescaled, palettes expanded. Files and the Python
+    API's in-memory pixels (auditor.api) go through it alike."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
@@ -240,7 +351,7 @@ def decode_image(path: str, grayscale: bool = False, draft: tuple[int, int] | No
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    return image.convert("L" if grayscale else "RGB"), orientation
+    return image.convert("L" if grayscale else "RGB")
 
 
 def load_image(path: str, grayscale: bool = False) -> Image.Image:
@@ -373,6 +484,8 @@ class AuditDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
+        if sample.skip:  # the scan already knows why: the file is never opened
+            return {"index": index, "ok": False, "reason": sample.skip}
         try:
             image, orientation = decode_image(sample.path, self.cfg.grayscale)
         except Exception as err:  # noqa: BLE001 - any decoder failure is a per-image fault
@@ -396,6 +509,12 @@ class AuditDataset(Dataset):
             mask, note = load_mask(sample, size, orientation)
         except Exception as err:  # noqa: BLE001 - the image is still audited, without attention metrics
             mask, note = None, file_fault("mask", err)
+        return {**self.mask_item(mask, note, size, out_shape), "label": sample.label}
+
+    def mask_item(self, mask: np.ndarray | None, note: str, size: tuple[int, int],
+                  out_shape: tuple[int, int] | None = None) -> dict:
+        """A mask (bool [H, W] on the upright image of `size` (W, H), or None) at the model input's size, with its
+        note: shared by files and the Python API's in-memory masks."""
         if mask is None and not note and self.expects_masks:
             note = "no mask"
         has_mask = mask is not None
@@ -408,7 +527,7 @@ class AuditDataset(Dataset):
             note = "empty mask"
         elif has_mask and not mask_t.any():
             note = "empty mask after crop: the object lies outside data.crop"
-        return {"mask": mask_t, "has_mask": has_mask, "label": sample.label, "note": note}
+        return {"mask": mask_t, "has_mask": has_mask, "note": note}
 
 
 class EncodedJpegs(Dataset):
@@ -425,6 +544,8 @@ class EncodedJpegs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
+        if sample.skip:
+            return self.dataset[index]
         try:
             with Image.open(sample.path) as opened:
                 if opened.format != "JPEG" or opened.mode not in ("RGB", "L"):

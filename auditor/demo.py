@@ -139,7 +139,7 @@ def run_demo(out: Path, seed: int = 0, class_names: list[str] | None = None) -> 
     `class_names` renames the digit classes (the report must show any name as text, whatever it contains).
     """
     names = class_names or [str(c) for c in range(10)]
-    from auditor.audit import run_audit  # noqa: PLC0415
+    from auditor.pipeline import run_audit  # noqa: PLC0415
 
     started = time.perf_counter()
     out = Path(out)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from auditor.budget import classes_in_budget, counting_forwards, flagged_classes, sampling_note, share_of_run
 from auditor.batch_norm_check import batch_norm_check, check_indices, write_batch_norm
 from auditor.causal import (
     causal_check,
@@ -23,9 +24,10 @@ from auditor.causal import (
     write_causal,
 )
 from auditor.config import Config
-from auditor.data import AuditDataset
+from auditor.data import AuditDataset, positions
 from auditor.evidence import write_evidence_counterfactuals
-from auditor.findings import find_all, number, scope_of
+from auditor.findings import find_all, number
+from auditor.findings.place_evidence import needs_place_check
 from auditor.findings.model_health import state as health_state
 from auditor.findings.run import (
     BATCH_NORM_FILE,
@@ -41,13 +43,18 @@ from auditor.sweep import make_loader
 log = logging.getLogger("auditor")
 
 
-def causal_classes(findings, classes: list[str], every_class: bool) -> set[int]:
-    """The classes the causal check reads: those a class finding names, or every class when asked to or when the
-    maps miss the objects everywhere (then no heatmap rule can single out a class that is recognised by its
-    background, and only erasing the objects can tell)."""
+def causal_classes(findings, classes: list[str], every_class: bool, most: int | None = None,
+                   seed: int = 0) -> list[int]:
+    """The classes the causal check reads, at most `most` (the run's budget): those a class finding names, most
+    severe first, or every class when asked to or when the maps miss the objects everywhere (then no heatmap rule
+    can single out a class that is recognised by its background, and only erasing the objects can tell), then a
+    seeded sample of those."""
+    flagged = list(range(len(classes))) if every_class else flagged_classes(findings, classes)
+    if most is None or len(flagged) <= most:
+        return flagged
     if every_class:
-        return set(range(len(classes)))
-    return {classes.index(f.classes[0]) for f in findings if scope_of(f.kind) == "class"}
+        return classes_in_budget([], len(classes), most, seed)
+    return flagged[:most]
 
 
 def control_classes(flagged: set[int], n_classes: int, seed: int) -> set[int]:
@@ -66,7 +73,8 @@ def check_batch_norm(run_dir: Path, cfg: Config, model, dataset: AuditDataset, p
                      device: torch.device) -> None:
     """batch_norm.json for model_health, from a seeded mixed-class sample of the swept images. A probe of the
     model's health: a model it cannot run that way (an error from torch) is audited without it, with a warning."""
-    sample = check_indices(len(dataset), cfg.findings.health_batch_norm_images, cfg.findings.seed)
+    sample = check_indices(len(dataset), share_of_run(cfg.findings.health_batch_norm_images, len(predictions)),
+                           cfg.findings.seed)
     loader = make_loader(dataset, [i for i in sample if i in predictions], cfg, device)
     try:
         write_batch_norm(run_dir, batch_norm_check(model, loader, predictions, device))
@@ -84,14 +92,52 @@ def judge(
         (run_dir / stale).unlink(missing_ok=True)
     run = load_run(run_dir)
     predictions = sweep_predictions(run.records, dataset.samples)
-    if cfg.findings.health_batch_norm_images > 0:
-        check_batch_norm(run_dir, cfg, model, dataset, predictions, device)
-    context = run_context(run, cfg.findings)
-    findings, notes = find_all(run.records, run.maps, run.masks, run.classes, cfg.findings, context=context)
+    with counting_forwards(model):
+        if cfg.findings.health_batch_norm_images > 0:
+            check_batch_norm(run_dir, cfg, model, dataset, predictions, device)
+        context = run_context(run, cfg.findings)
+        findings, notes = find_all(run.records, run.maps, run.masks, run.classes, cfg.findings, context=context)
+        if health_state(findings) == "broken":
+            notes.append("The model is broken (see its model_health finding), so every other finding is capped at "
+                         "low: the place check, the causal check, the repeated-mark search and the counterfactual "
+                         "maps were skipped, since nothing they found could rise above low.")
+            log.info("model broken: checks after the rules skipped")
+            doc = write_document(run_dir, findings, notes, context)
+            return _verdict(doc)
+        findings = model_checks(run, findings, notes, model, dataset, classes, device, cfg, predictions, context)
+    doc = write_document(run_dir, findings, notes, context)
+    if layer is not None:
+        shown = write_evidence_counterfactuals(run_dir, cfg, model, layer, dataset, doc["findings"], reshape, geometry)
+        if shown:
+            log.info("counterfactual maps for %d evidence images", shown)
+    return _verdict(doc)
+
+
+def _verdict(doc: dict) -> dict:
+    counts = {severity: 0 for severity in ("high", "medium", "low")}
+    for finding in doc["findings"]:
+        counts[finding["severity"]] += 1
+    log.info("findings: %d high, %d medium, %d low", counts["high"], counts["medium"], counts["low"])
+    return {"counts": counts, "model_health": health_state(doc["findings"])}
+
+
+def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, classes: list[str], device,
+                 cfg: Config, predictions: dict[int, int], context) -> list:
+    """The rules' findings checked on the model, within the run's budget (`auditor.budget`): place evidence, the
+    causal check, then the repeated-mark search. Notes say what each check sampled."""
     references_of: dict = {}  # each class's other-class images: the place check and the mark search share them
-    findings = number(check_places(findings, model, dataset, classes, device, cfg.findings, references_of))
+    findings = number(check_places(findings, model, dataset, classes, device, cfg.findings, references_of,
+                                   predictions))
+    place_classes = {f.classes[0] for f in findings if needs_place_check(f)}
+    note = sampling_note("Place check", min(len(place_classes), cfg.findings.check_max_classes), len(place_classes),
+                         "check_max_classes")
+    notes.extend(n for n in [note] if n)
     if cfg.findings.causal != "off":
-        wanted = causal_classes(findings, classes, cfg.findings.causal == "all" or context.maps_miss_objects)
+        every_class = cfg.findings.causal == "all" or context.maps_miss_objects
+        wanted = set(causal_classes(findings, classes, every_class, cfg.findings.check_max_classes, cfg.findings.seed))
+        suspects = len(causal_classes(findings, classes, every_class))
+        note = sampling_note("Causal check", len(wanted), suspects, "check_max_classes")
+        notes.extend(n for n in [note] if n)
         wanted |= control_classes(wanted, len(classes), cfg.findings.seed)
         indices = causal_indices(dataset.samples, wanted, cfg.findings.causal_max_images, cfg.findings.seed)
         if indices:
@@ -100,16 +146,16 @@ def judge(
             causal = causal_check(model, loader, classes, regions_from_findings(findings, classes), device,
                                   predictions=predictions, seed=cfg.findings.seed,
                                   mixed_per_class=cfg.findings.causal_mixed_images)
-            write_causal(run_dir, causal)
+            write_causal(run.path, causal)
             findings = apply_causal(findings, causal, cfg.findings)
-    findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of)
-    doc = write_document(run_dir, findings, notes, context)
-    if layer is not None:
-        shown = write_evidence_counterfactuals(run_dir, cfg, model, layer, dataset, doc["findings"], reshape, geometry)
-        if shown:
-            log.info("counterfactual maps for %d evidence images", shown)
-    counts = {severity: 0 for severity in ("high", "medium", "low")}
-    for finding in doc["findings"]:
-        counts[finding["severity"]] += 1
-    log.info("findings: %d high, %d medium, %d low", counts["high"], counts["medium"], counts["low"])
-    return {"counts": counts, "model_health": health_state(doc["findings"])}
+    rows = thumb_rows(run, dataset)
+    return with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,
+                      thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions)
+
+
+def thumb_rows(run, dataset: AuditDataset) -> dict[int, int]:
+    """Dataset index -> the records row of its thumb in thumbs.npy (empty where the run kept none)."""
+    if run.thumbs is None:
+        return {}
+    position = positions(dataset.samples)
+    return {position[str(i)]: int(r) for i, r in zip(run.records["id"], run.records["row"]) if str(i) in position}

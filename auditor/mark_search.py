@@ -30,8 +30,10 @@ from auditor.findings.places import describe_place, regions_overlap
 from auditor.findings.record import SEVERITIES
 from auditor.findings.registry import merge
 from auditor.findings.repeated_mark import mark_finding
-from auditor.place_check import other_class_images, place_figures, stacked_images
-from auditor.timing import stage
+from auditor.budget import classes_in_budget, flagged_classes, sampling_note
+from auditor.place_check import References, other_class_images, place_figures, reference_indices, stacked_images
+from auditor.threads import one_thread
+from auditor.timing import count, stage
 
 SEARCH_SIDE = 64  # images are pooled to at most this many pixels a side for the search
 MIN_SIDE = 4  # a smaller window holds so few pixels that unrelated images match by chance
@@ -48,6 +50,7 @@ class Mark:
     side: int
     carriers: list[int]
     reference_share: float
+    excess: float = 0.0  # share of the class's images that match, beyond the references' share
 
 
 def searched(images: torch.Tensor) -> torch.Tensor:
@@ -70,18 +73,22 @@ def repeated_marks(images: torch.Tensor, references: torch.Tensor, window: float
     theirs = F.unfold(references, side, stride=stride).permute(2, 0, 1)
     columns = (width - side) // stride + 1
     limit = (tolerance * float(references.std())) ** 2 * ours.shape[-1]  # squared distance, whole window
+    # Every window at once: one batched distance call, not one per window (thousands of tiny calls, each a
+    # parallel region, cost more in thread wake-ups than in arithmetic).
+    distances = torch.cdist(ours, ours)  # [windows, n, n]
+    near_ours = distances.square() <= limit
+    near_theirs = torch.cdist(ours, theirs).square() <= limit  # [windows, n, m]
+    excess = near_ours.float().mean(dim=2) - near_theirs.float().mean(dim=2)  # [windows, n]
+    best = excess.argmax(dim=1)
     candidates = []
     for w in range(ours.shape[0]):
-        distances = torch.cdist(ours[w], ours[w])  # [n, n]
-        near_ours = distances.square() <= limit
-        near_theirs = torch.cdist(ours[w], theirs[w]).square() <= limit  # [n, m]
-        excess = near_ours.float().mean(dim=1) - near_theirs.float().mean(dim=1)
-        best = int(excess.argmax())
-        if float(excess[best]) >= min_share and int(near_ours[best].sum()) >= MIN_CARRIERS:
-            carriers = [int(i) for i in distances[best].argsort() if near_ours[best, i]]
+        b = int(best[w])
+        if float(excess[w, b]) >= min_share and int(near_ours[w, b].sum()) >= MIN_CARRIERS:
+            carriers = [int(i) for i in distances[w, b].argsort() if near_ours[w, b, i]]
             top, left = divmod(w, columns)
-            mark = Mark(top * stride, left * stride, side, carriers, float(near_theirs[best].float().mean()))
-            candidates.append((float(excess[best]), mark))
+            mark = Mark(top * stride, left * stride, side, carriers, float(near_theirs[w, b].float().mean()),
+                        float(excess[w, b]))
+            candidates.append((float(excess[w, b]), mark))
     marks: list[Mark] = []
     for _, mark in sorted(candidates, key=lambda c: -c[0]):
         if len(marks) < most and not any(same_mark(mark, m, height, width) for m in marks):
@@ -101,47 +108,102 @@ def box(mark: Mark, height: int, width: int) -> list[float]:
     return [mark.left / width, mark.top / height, (mark.left + mark.side) / width, (mark.top + mark.side) / height]
 
 
-def _class_sample(dataset: AuditDataset, target: int, cfg: FindingsConfig) -> list[int]:
-    ours = [i for i, s in enumerate(dataset.samples) if s.label == target]
+def _class_sample(labels: np.ndarray, target: int, cfg: FindingsConfig) -> list[int]:
+    ours = np.flatnonzero(labels == target)
     rng = np.random.default_rng([cfg.seed, target, 1])
-    return sorted(rng.choice(ours, size=min(cfg.mark_images, len(ours)), replace=False).tolist()) if ours else []
+    return sorted(rng.choice(ours, size=min(cfg.mark_images, len(ours)), replace=False).tolist()) if len(ours) else []
+
+
+class Pixels:
+    """The images the search compares, as model-input tensors: from the sweep's thumbs.npy (no file decoded) when
+    the run kept them, else decoded from the files."""
+
+    def __init__(self, dataset: AuditDataset, thumbs: np.ndarray | None, rows: dict[int, int]):
+        self.dataset, self.thumbs, self.rows = dataset, thumbs, rows
+        if thumbs is not None:
+            channels = thumbs.shape[1]
+            self.mean = torch.tensor(dataset.cfg.mean[:channels]).view(1, -1, 1, 1)
+            self.std = torch.tensor(dataset.cfg.std[:channels]).view(1, -1, 1, 1)
+
+    def usable(self, indices: list[int]) -> list[int]:
+        """The indices the search can read (with thumbs: those the sweep audited)."""
+        return indices if self.thumbs is None else [i for i in indices if i in self.rows]
+
+    def read(self, indices: list[int]) -> torch.Tensor | None:
+        if self.thumbs is None:
+            return stacked_images(self.dataset, indices)
+        if len(indices) < 2:
+            return None
+        count(thumbs_read=len(indices))
+        pixels = torch.from_numpy(np.asarray(self.thumbs[[self.rows[i] for i in indices]])).float() / 255
+        return (pixels - self.mean) / self.std
 
 
 def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
-               cfg: FindingsConfig, references_of: dict[int, torch.Tensor | None] | None = None) -> list[Finding]:
+               cfg: FindingsConfig, references_of: dict[int, References] | None = None,
+               thumbs: np.ndarray | None = None, rows: dict[int, int] | None = None,
+               notes: list[str] | None = None, predictions: dict[int, int] | None = None) -> list[Finding]:
     """The findings with a `repeated_mark` for each mark found that the model uses (medium or high), unless a
     place finding of the same class and place already tells it as strongly; a weaker one is merged into the mark's
     finding. Marks the model does not use are left out: a window of a tint repeats but pasting it changes nothing,
     and a centred object's saturated stroke repeats too (the real LeNet's digits: a dozen such windows per audit).
-    references_of: each class's other-class images as the place check read them (`check_places`), filled in here
-    for the classes it did not read."""
+
+    Budgets per run: the search reads `mark_max_classes` classes (flagged first, then a seeded sample), from the
+    sweep's thumbs (dataset index -> records row in `rows`) where there are any, and the model tests at most
+    `mark_max_tests` marks, those of flagged classes first, then the most repeated. references_of: each class's
+    other-class images as the place check read them (`check_places`); other classes' are read one class at a
+    time, so memory stays flat in the number of classes. predictions: the sweep's, by dataset index, which spare
+    running the model on the references again. A note on what was sampled goes to `notes`."""
     if not cfg.mark_search:
         return findings
-    out = list(findings)
     references_of = {} if references_of is None else references_of
+    pixels = Pixels(dataset, thumbs, rows or {})
+    labels = np.array([s.label for s in dataset.samples])
+    flagged = flagged_classes(findings, classes)
+    searched_classes = classes_in_budget(flagged, len(classes), cfg.mark_max_classes, cfg.seed)
     with stage("mark_search_s"):
-        for target, name in enumerate(classes):
-            indices = _class_sample(dataset, target, cfg)
-            if target not in references_of:
-                references_of[target] = other_class_images(dataset, target, cfg)
-            images, references = stacked_images(dataset, indices), references_of[target]
-            if images is None or references is None or images.shape[1:] != references.shape[1:]:
+        candidates = []  # (class, its sample's dataset indices, mark, searched size)
+        with one_thread():
+            for target in searched_classes:
+                indices = pixels.usable(_class_sample(labels, target, cfg))
+                images = pixels.read(indices)
+                references = pixels.read(pixels.usable(reference_indices(labels, target, cfg)))
+                if images is None or references is None or images.shape[1:] != references.shape[1:]:
+                    continue
+                small = searched(images).shape[-2:]
+                for mark in repeated_marks(images, references, cfg.mark_window, cfg.mark_tolerance,
+                                           cfg.mark_min_share, cfg.mark_max_per_class):
+                    candidates.append((target, indices, mark, small))
+        rank = {c: i for i, c in enumerate(flagged)}
+        by_priority = sorted(range(len(candidates)),
+                             key=lambda k: (rank.get(candidates[k][0], len(rank)), -candidates[k][2].excess))
+        tested = sorted(by_priority[: cfg.mark_max_tests])  # in class order, as the search found them
+        out = list(findings)
+        current: tuple[int, References] = (-1, (None, None))  # one class's references held at a time
+        for target, indices, mark, small in (candidates[k] for k in tested):
+            if current[0] != target:
+                current = (target, references_of[target] if target in references_of
+                           else other_class_images(dataset, target, cfg, labels, predictions))
+            donors, (references, called) = stacked_images(dataset, [indices[i] for i in mark.carriers]), current[1]
+            if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
                 continue
-            small = searched(images).shape[-2:]
-            for mark in repeated_marks(images, references, cfg.mark_window, cfg.mark_tolerance, cfg.mark_min_share,
-                                       cfg.mark_max_per_class):
-                region = box(mark, *small)
-                donors = images[mark.carriers]
-                figures = place_figures(model, donors, references, region, target, device, cfg.seed,
-                                        window=cfg.place_pixel_window)
-                found = mark_finding(
-                    name, region, describe_place((mark.top, mark.top + mark.side, mark.left, mark.left + mark.side),
-                                                 min(small)),
-                    [dataset.samples[indices[i]].id for i in mark.carriers[:12]], len(mark.carriers), len(indices),
-                    mark.reference_share, figures, cfg,
-                )  # fmt: skip
-                if found.severity != "low":  # a mark the model does not use says nothing about the model
-                    out = _fold(out, found)
+            region = box(mark, *small)
+            figures = place_figures(model, donors, references, region, target, device, cfg.seed,
+                                    window=cfg.place_pixel_window, reference_predictions=called)
+            found = mark_finding(
+                classes[target], region,
+                describe_place((mark.top, mark.top + mark.side, mark.left, mark.left + mark.side), min(small)),
+                [dataset.samples[indices[i]].id for i in mark.carriers[:12]], len(mark.carriers), len(indices),
+                mark.reference_share, figures, cfg,
+            )  # fmt: skip
+            if found.severity != "low":  # a mark the model does not use says nothing about the model
+                out = _fold(out, found)
+    if notes is not None:
+        note = sampling_note("Repeated-mark search", len(searched_classes), len(classes), "mark_max_classes")
+        notes.extend(n for n in [note] if n)
+        if len(candidates) > len(tested):
+            notes.append(f"Repeated-mark search: {len(tested)} of {len(candidates)} marks found were tested on the "
+                         "model (those of flagged classes first, then the most repeated; findings.mark_max_tests).")
     return out
 
 

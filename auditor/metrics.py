@@ -2,8 +2,9 @@
 report's and the diff's per-class tables aggregate them from it.
 
 Adding a metric is one `Metric` in METRICS (its formula, if new, in auditor.attention with a hand-sized golden
-test) and its row in README's metrics table. Importing this module does not load torch, so the report and the
-diff read run directories without it: a metric's function imports auditor.attention when the sweep calls it.
+test) and its row in the metrics table of docs/how-it-works.md. Importing this module does not load torch, so the
+report and the diff read run directories without it: a metric's function imports auditor.attention when the sweep
+calls it.
 """
 
 from __future__ import annotations

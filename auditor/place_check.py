@@ -8,11 +8,13 @@ most) and on a fixed, seeded sample of other classes' images, so it costs a few 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 
+from auditor.budget import classes_in_budget
 from auditor.causal import erase, region_mask
 from auditor.config import FindingsConfig
 from auditor.data import AuditDataset, positions
@@ -23,10 +25,12 @@ from auditor.findings.place_evidence import (
     with_place_evidence,
     worth_reporting,
 )
-from auditor.timing import stage
+from auditor.timing import count, stage
 
 
 def stacked_images(dataset: AuditDataset, indices) -> torch.Tensor | None:
+    """The images decoded from their files (counted as read), stacked; None for fewer than two or mixed sizes."""
+    count(images_read=len(indices))
     items = [dataset[i] for i in indices]
     images = [item["image"] for item in items if item["ok"]]
     if len(images) < 2 or len({tuple(image.shape) for image in images}) > 1:
@@ -95,7 +99,8 @@ def random_box_like(mask: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
 
 @torch.no_grad()
 def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region, target: int, device, seed: int,
-                  pixels_decide_above: float | None = None, window: float = 0.25) -> dict:
+                  pixels_decide_above: float | None = None, window: float = 0.25,
+                  reference_predictions: torch.Tensor | None = None) -> dict:
     """pixel_std_ratio in the region's most distinctive square, `window` x the image's side (`distinctive_window`;
     region_pixel_std and reference_pixel_std are its two parts), and region_pixel_std_ratio over the whole region;
     the transplant rates: the region of the donors (cycled) pasted onto the references at the same place, against
@@ -103,7 +108,8 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
     the class with the region erased, against the random region erased instead (pasting shows the region suffices,
     erasing that these images need it). With pixels_decide_above, a ratio above it (or unmeasured) ends there: for
     a finding without masks the pixels have then decided (the place is likely the object) and the model's forward
-    passes would change nothing."""
+    passes would change nothing. reference_predictions: the sweep's predicted class of each reference, which
+    spares running the model on them again."""
     height, width = donors.shape[-2:]
     mask = region_mask(region, height, width)
     side = max(1, round(window * min(height, width)))
@@ -122,7 +128,8 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
             erased_rate=float((predict(erase(donors, mask)) == target).float().mean()),
             erased_control_rate=float((predict(erase(donors, control)) == target).float().mean()),
         )
-        recipients = references[predict(references) != target]
+        called = predict(references) if reference_predictions is None else reference_predictions
+        recipients = references[called != target]
         if len(recipients) == 0:
             return figures
         paired = donors[torch.arange(len(recipients)) % len(donors)]
@@ -138,23 +145,44 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
     return figures
 
 
-def other_class_images(dataset: AuditDataset, target: int, cfg: FindingsConfig) -> torch.Tensor | None:
-    """A seeded sample of other classes' images: the class's yardstick, whatever other findings there are."""
-    others = [i for i, s in enumerate(dataset.samples) if s.label != target]
+def reference_indices(labels: np.ndarray, target: int, cfg: FindingsConfig) -> list[int]:
+    """Dataset indices of a seeded sample of other classes' images (`labels`: every sample's class index)."""
+    others = np.flatnonzero(labels != target)
     rng = np.random.default_rng([cfg.seed, target])
     chosen = rng.choice(len(others), size=min(cfg.place_check_images, len(others)), replace=False)
-    return stacked_images(dataset, [others[i] for i in sorted(chosen)])
+    return [int(others[i]) for i in sorted(chosen)]
+
+
+References = tuple[torch.Tensor | None, torch.Tensor | None]  # other classes' images, the sweep's predictions
+
+
+def other_class_images(dataset: AuditDataset, target: int, cfg: FindingsConfig, labels: np.ndarray | None = None,
+                       predictions: dict[int, int] | None = None) -> References:
+    """A seeded sample of other classes' images, decoded: the class's yardstick, whatever other findings there are;
+    with `predictions` (dataset index -> the sweep's predicted class), only images the sweep audited, and their
+    predictions beside them."""
+    labels = np.array([s.label for s in dataset.samples]) if labels is None else labels
+    indices = reference_indices(labels, target, cfg)
+    if predictions is None:
+        return stacked_images(dataset, indices), None
+    indices = [i for i in indices if i in predictions]
+    return stacked_images(dataset, indices), torch.tensor([predictions[i] for i in indices], dtype=torch.long)
 
 
 def check_places(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
-                 cfg: FindingsConfig, references_of: dict[int, torch.Tensor | None] | None = None) -> list[Finding]:
-    """Every place finding with its pixel, transplant and erasure figures folded in (`with_place_evidence`).
-    references_of: a dict that keeps each class's other-class images once read, for the repeated-mark search."""
+                 cfg: FindingsConfig, references_of: dict[int, References] | None = None,
+                 predictions: dict[int, int] | None = None) -> list[Finding]:
+    """Every place finding with its pixel, transplant and erasure figures folded in (`with_place_evidence`), for
+    the findings of at most `check_max_classes` classes (most severe first); the others, where masks did not
+    check them, are kept at low. references_of: a dict that keeps each class's other-class images once read, for
+    the repeated-mark search; predictions: the sweep's, by dataset index (`other_class_images`)."""
     wanted = [f for f in findings if needs_place_check(f)]
     if not wanted:
         return findings
     position = positions(dataset.samples)
     index = {name: i for i, name in enumerate(classes)}
+    checked = set(classes_in_budget([index[f.classes[0]] for f in wanted if f.classes[0] in index], len(classes),
+                                    cfg.check_max_classes, cfg.seed, fill=False))
     references_of = {} if references_of is None else references_of  # read once per class, whatever reads it
     out = []
     with stage("place_check_s"):
@@ -163,16 +191,19 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
             if not needs_place_check(f) or target is None:
                 out.append(f)
                 continue
+            if target not in checked:  # over the run's budget: without masks, nothing but the maps speaks for it
+                out.append(f if masks_checked(f) else dataclasses.replace(f, severity="low"))
+                continue
             if target not in references_of:
-                references_of[target] = other_class_images(dataset, target, cfg)
-            references = references_of[target]
+                references_of[target] = other_class_images(dataset, target, cfg, predictions=predictions)
+            references, called = references_of[target]
             donors = stacked_images(dataset, [position[s] for s in f.samples if s in position])
             if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
                 out.append(f)
                 continue
             decide = None if masks_checked(f) else cfg.place_max_pixel_std_ratio
             figures = place_figures(model, donors, references, f.region, target, device, cfg.seed, decide,
-                                    cfg.place_pixel_window)
+                                    cfg.place_pixel_window, called)
             judged = with_place_evidence(f, figures, cfg)
             if worth_reporting(judged, cfg):
                 out.append(judged)

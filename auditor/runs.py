@@ -10,6 +10,8 @@ Layout of RUN_DIR:
                        each scaled to 1, from the sweep's gradients; auditor.evidence draws counterfactual.npz from it
   masks.npy            float16 [N, S, S]: share of each cell covered by the object mask (zeros where no mask)
   probs.npy            float16 [N, C]: the full softmax probability vector of every image (row = records.row)
+  thumbs.npy           uint8 [N, C, s, s]: the pixels the model saw, area-pooled to sweep.keep_images_px, so the
+                       checks after the sweep (the repeated-mark search) need not decode every file again
   skipped.csv          id, path, reason: inputs that could not be audited
   confusion.csv        K x K counts, index = true class, columns = predicted class
   per_class.csv        class, support, precision, recall, f1 and attention means per class
@@ -21,15 +23,25 @@ Layout of RUN_DIR:
   causal.csv           the causal check: accuracy with the object / the flagged region erased (auditor.causal)
   counterfactual.npz   ids [M] and float16 maps [M, 2, S, S]: counterfactual Grad-CAM of the findings'
                        evidence images (auditor.evidence)
+  batch_norm.json      the model-health check with batch statistics (auditor.batch_norm_check)
+  accepted_findings.json  which findings run.baseline accepts (auditor.baseline)
   report.html          the self-contained report
+  diff/                `auditor diff`'s diff.html and diff.json, by default into the later run
+  shown_images/        the Python API's in-memory images that the report shows, as PNG (auditor.api)
   shards/              per-shard records and maps written atomically during the sweep (resume)
+  audit.log            the run's log lines (JSON)
+  .auditor-run.json    the marker that this folder is a run folder; .auditor-run.lock, the one-writer lock
+
+auditor.outdir.OUTPUTS lists these names: the audit writes, replaces and deletes nothing else (see there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +55,7 @@ from auditor.errors import AuditorError
 from auditor.metrics import MAP_KINDS, record_columns  # noqa: F401 - MAP_KINDS re-exported for the sweep
 
 # Per-image arrays the sweep writes beside the records: streamed shard by shard into float16 <name>.npy files.
-ARRAY_FIELDS = ("maps", "masks", "probs")
+ARRAY_FIELDS = ("maps", "masks", "probs", "thumbs")
 RECORD_COLUMNS = (
     "row", "id", "path", "label", "label_idx", "pred", "pred_idx",
     "p_true", "p_pred", "margin", "loss", "correct", "has_mask", *record_columns(),
@@ -63,9 +75,12 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
             yield tmp
             tmp.flush()
             os.fsync(tmp.fileno())
-        except BaseException:
-            tmp.close()
+        except BaseException as err:
+            with contextlib.suppress(OSError):  # a full disk fails the close's flush too: remove the file anyway
+                tmp.close()
             os.unlink(tmp.name)
+            if isinstance(err, OSError) and err.errno and not err.filename:  # say which file could not be written
+                raise OSError(err.errno, err.strerror, str(path)) from err
             raise
     os.replace(tmp.name, path)
 
@@ -132,6 +147,7 @@ class Run:
     manifest: dict
     skipped: pd.DataFrame
     probs: np.ndarray | None = None  # float16 [N, C] softmax per image; None for run dirs written before probs.npy
+    thumbs: np.ndarray | None = None  # uint8 [N, C, s, s] model-input pixels; None where sweep.keep_images_px was 0
 
     @property
     def config(self) -> Config:
@@ -186,10 +202,24 @@ def load_run(run_dir: str | Path) -> Run:
         manifest=manifest,
         skipped=skipped,
         probs=np.load(probs_path, mmap_mode="r") if probs_path.is_file() else None,
+        thumbs=np.load(run_dir / "thumbs.npy", mmap_mode="r") if (run_dir / "thumbs.npy").is_file() else None,
     )
 
 
 SHARD_DIR = "shards"
+SHARD_STAMP = "fingerprint.json"  # the run key the shards were computed under: present before any shard is written
+# The only names a ShardWriter writes into SHARD_DIR, and so the only ones it deletes (with their atomic_file
+# temporaries): a file of another name there, or a shard name without the stamp, is not the audit's.
+_SHARD_NAME = re.compile(r"\d{9}-\d{9}\.npz")
+_SHARD_TEMPORARY = re.compile(r"\.tmp-(\d{9}-\d{9}\.npz|fingerprint\.json)\..+")
+
+
+def shard_paths(run_dir: Path) -> list[Path]:
+    """The finished shards of RUN_DIR in index order (none where shards/ has no stamp of ours)."""
+    folder = Path(run_dir) / SHARD_DIR
+    if not (folder / SHARD_STAMP).is_file():
+        return []
+    return sorted(path for path in folder.iterdir() if _SHARD_NAME.fullmatch(path.name))
 
 
 class ShardWriter:
@@ -202,18 +232,35 @@ class ShardWriter:
     def __init__(self, run_dir: Path, fingerprint: str, resume: bool = True):
         self.dir = Path(run_dir) / SHARD_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.glob(".tmp-*"):  # half-written by a killed run
-            stale.unlink()
-        stamp = self.dir / "fingerprint.json"
-        previous = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
+        self.stamp = self.dir / SHARD_STAMP
+        if not self.stamp.is_file() and any(_SHARD_NAME.fullmatch(p.name) for p in self.dir.iterdir()):
+            raise AuditorError(
+                f"{self.dir} holds shard files that no {SHARD_STAMP} says an audit wrote: the audit will not replace "
+                "or delete them. Move them away, or choose another --out."
+            )
+        self._remove_temporaries()  # half-written by a killed run
+        previous = json.loads(self.stamp.read_text()).get("fingerprint") if self.stamp.is_file() else None
         if previous != fingerprint or not resume:
-            for old in self.dir.glob("*.npz"):
+            for old in self.shards():
                 old.unlink()
-            write_json(stamp, {"fingerprint": fingerprint})
+            write_json(self.stamp, {"fingerprint": fingerprint})
         self.pending: list[dict] = []
 
     def shards(self) -> list[Path]:
-        return sorted(self.dir.glob("[0-9]*-[0-9]*.npz"))
+        return shard_paths(self.dir.parent)
+
+    def remove(self) -> None:
+        """Delete the merged shards: ours only. The folder goes too unless something else is left in it."""
+        for path in [*self.shards(), self.stamp]:
+            path.unlink(missing_ok=True)
+        self._remove_temporaries()
+        with contextlib.suppress(OSError):  # not empty: someone else's files stay, and so does the folder
+            self.dir.rmdir()
+
+    def _remove_temporaries(self) -> None:
+        for path in self.dir.iterdir():
+            if _SHARD_TEMPORARY.fullmatch(path.name):
+                path.unlink(missing_ok=True)
 
     def done_until(self, first: int = 0) -> int:
         """The first sample index not covered by a contiguous run of finished shards from `first`."""
@@ -256,18 +303,33 @@ def _concat_by_key(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([part[key] for part in parts if key in part]) for key in keys}
 
 
+def reserve_blocks(path: Path) -> None:
+    """Allocate a memory-mapped file's disk blocks up front: a full disk is then an OSError here, not a SIGBUS
+    that kills the process at the first write into the map."""
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise OSError(err.errno, err.strerror, str(path)) from None
+        # other errors: a filesystem without fallocate; the writes will allocate
+
+
 def merge_shard_arrays(paths: list[Path], run_dir: Path, rows: int) -> list[str]:
-    """Stream every shard's ARRAY_FIELDS (maps, masks, probs) into memory-mapped float16 .npy files: memory stays
-    bounded by one shard."""
-    shapes = {}
+    """Stream every shard's ARRAY_FIELDS (maps, masks, probs, thumbs) into memory-mapped .npy files of the shards'
+    dtype (float16; uint8 for thumbs): memory stays bounded by one shard."""
+    shapes, dtypes = {}, {}
     for path in paths:
         with np.load(path) as shard:
-            shapes.update({key: shard[key].shape[1:] for key in shard.files if key.startswith(ARRAY_FIELDS)})
+            for key in shard.files:
+                if key.startswith(ARRAY_FIELDS):
+                    shapes[key], dtypes[key] = shard[key].shape[1:], shard[key].dtype
     names = list(shapes)
     outputs = {}
     for key in names:
         tmp = run_dir / f".{key}.npy.tmp"
-        outputs[key] = (tmp, np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, *shapes[key])))
+        outputs[key] = (tmp, np.lib.format.open_memmap(tmp, mode="w+", dtype=dtypes[key], shape=(rows, *shapes[key])))
+        reserve_blocks(tmp)
     offset = 0
     for path in paths:
         with np.load(path) as shard:

@@ -23,6 +23,7 @@ from auditor.geometry import MapGeometry, upsample
 from auditor import metrics
 from auditor.metrics import MAP_KINDS, MapView
 from auditor.runs import ARRAY_FIELDS, ShardWriter
+from auditor.timing import count
 
 log = logging.getLogger("auditor")
 
@@ -57,7 +58,39 @@ def make_loader(dataset: AuditDataset, indices: Sequence[int], cfg: Config, devi
     loader = DataLoader(Subset(source, list(indices)), batch_size=cfg.sweep.batch_size, shuffle=False,
                         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
                         persistent_workers=device.type == "cuda" and workers > 0)
-    return _DecodedOnDevice(loader, dataset, device) if cfg.sweep.decode_on_device else loader
+    return _Counted(_DecodedOnDevice(loader, dataset, device) if cfg.sweep.decode_on_device else loader)
+
+
+class _Counted:
+    """A loader whose batches count, as they arrive, the images read from files into the stage that reads them
+    (`auditor.timing.count`): DataLoader workers decode in other processes, so the count is taken here."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str):  # the loader's settings (pin_memory, num_workers, ...) read through
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        for batch in self.loader:
+            count(images_read=len(batch["index"]) + len(batch["failed"]))
+            yield batch
+
+
+def thumbnails(images: torch.Tensor, mean, std, side: int) -> torch.Tensor:
+    """Model inputs [B, C, H, W] -> the pixels the model saw, uint8 [B, C, s, s] (area-pooled to `side`, never
+    enlarged): what the checks after the sweep read instead of decoding every file again (RUN_DIR/thumbs.npy)."""
+    channels = images.shape[1]
+    scale = torch.tensor(std[:channels], device=images.device).view(1, -1, 1, 1)
+    shift = torch.tensor(mean[:channels], device=images.device).view(1, -1, 1, 1)
+    pixels = images.float() * scale + shift
+    height, width = images.shape[-2:]
+    if max(height, width) > side:
+        pixels = F.interpolate(pixels, size=(min(side, height), min(side, width)), mode="area")
+    return (pixels * 255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 class _DecodedOnDevice:
@@ -237,6 +270,9 @@ def run_sweep(
                     lambda part: audit_batch(model, layer, part, methods, cfg, reshape, geometry), batch, chunk
                 )
                 result.update(fields)
+                if cfg.sweep.keep_images_px > 0:
+                    result["thumbs"] = thumbnails(batch["image"], dataset.cfg.mean, dataset.cfg.std,
+                                                  cfg.sweep.keep_images_px).cpu().numpy()
             result["failed_index"] = np.array([i for i, _ in batch["failed"]], dtype=np.int64)
             result["failed_reason"] = np.array([r for _, r in batch["failed"]], dtype=str)
             writer.add(result)

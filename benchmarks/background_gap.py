@@ -27,7 +27,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from auditor.audit import prepare
+from auditor.pipeline import prepare
 from auditor.causal import causal_check, causal_indices
 from auditor.config import load_config
 from auditor.sweep import make_loader

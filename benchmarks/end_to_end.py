@@ -16,8 +16,10 @@ issue 13, the per-stage breakdown, and last the ratio of the whole command to pl
     python benchmarks/end_to_end.py --images 128         # quicker, while iterating
     python benchmarks/end_to_end.py --device cuda --arch resnet50 --batch 128 --workers 8
 
-The model has random weights (nothing is downloaded); a random model's findings are arbitrary, but every stage
-still runs on the images it would run on for a trained one.
+The model has random convolutions (nothing is downloaded) and, by default, its head fitted to the photos
+(`benchmarks.scale.fit_head`: a few seconds), so it is healthy and every check after the sweep runs as it would
+for a trained model; with --random-head the model is broken and the audit skips the checks that could only
+find low findings (measure both).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.scale import fit_head  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 COCO = REPO.parent / "shared" / "data" / "coco128-seg"
 
@@ -48,11 +55,15 @@ STAGES = {
     "data_scan_s": "data scan (find images, fingerprint)",
     "sweep_s": "sweep (decode, forward, maps, metrics, shards)",
     "merge_s": "merge (records, maps, tables, summary)",
-    "findings_s": "findings",
+    "findings_s": "findings (the rules)",
+    "batch_norm_check_s": "batch-norm check",
+    "place_check_s": "place check",
     "causal_check_s": "causal check",
+    "mark_search_s": "repeated-mark search",
     "counterfactual_s": "counterfactual evidence",
     "report_s": "report",
 }
+AFTER_SWEEP = [key for key in STAGES if list(STAGES).index(key) > list(STAGES).index("sweep_s")]
 
 
 def child_environment() -> dict[str, str]:
@@ -81,6 +92,20 @@ def build_image_folder(coco: Path, out: Path, images: int, masks: bool = False) 
     return data, (mask_root if masks else None), classes
 
 
+def photos_as_tensors(root: Path, args) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every photo of the folder as the plain loop's model input, and its label."""
+    dataset = torchvision.datasets.ImageFolder(str(root), transform=plain_transform(args))
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(images), torch.tensor(labels)
+
+
+def plain_transform(args) -> transforms.Compose:
+    return transforms.Compose([
+        transforms.Resize(args.resize), transforms.CenterCrop(args.crop), transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])  # fmt: skip
+
+
 def warm_cache(root: Path) -> None:
     """Read every file once, so neither contender pays for a cold page cache."""
     for path in root.rglob("*"):
@@ -92,11 +117,7 @@ def plain_inference(model, root: Path, args, device: torch.device, channels_last
     """Seconds for the usual torchvision loop over the folder: decode, transform, forward (on CUDA with bf16
     autocast). `channels_last` is the same loop with model and images in that memory format, as the sweep runs."""
     started = time.perf_counter()
-    transform = transforms.Compose([
-        transforms.Resize(args.resize), transforms.CenterCrop(args.crop), transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])  # fmt: skip
-    dataset = torchvision.datasets.ImageFolder(str(root), transform=transform)
+    dataset = torchvision.datasets.ImageFolder(str(root), transform=plain_transform(args))
     loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -149,6 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra audit config")
     parser.add_argument("--coco", default=str(COCO), help="the coco128-seg folder")
     parser.add_argument("--keep", help="keep the data and the run directory in this folder")
+    parser.add_argument("--random-head", action="store_true", help="keep the head random (a broken model)")
+    parser.add_argument("--markdown", action="store_true", help="also write the tables into README.md's speed section "
+                        "and benchmarks/README.md")
     args = parser.parse_args(argv)
     if not Path(args.coco, "images").is_dir():
         sys.exit(f"end_to_end: {args.coco} holds no coco128-seg images (see --coco).")
@@ -160,6 +184,9 @@ def main(argv: list[str] | None = None) -> dict:
         root, masks, classes = build_image_folder(Path(args.coco), work / "folder", args.images, args.masks)
         torch.manual_seed(0)
         model = torchvision.models.get_model(args.arch, weights=None, num_classes=len(classes))
+        if not args.random_head:
+            model, accuracy = fit_head(model, *photos_as_tensors(root, args), epochs=100)
+            print(f"head fitted to the photos: accuracy {accuracy:.2f}")
         checkpoint = work / f"{args.arch}.pt"
         torch.save(model.state_dict(), checkpoint)
         model = model.eval().to(device)
@@ -182,35 +209,56 @@ def main(argv: list[str] | None = None) -> dict:
                 manifest = json.loads((out / "manifest.json").read_text())
                 findings = json.loads((out / "findings.json").read_text())["findings"] if (
                     out / "findings.json").is_file() else []
+                health = json.loads((out / "summary.json").read_text()).get("model_health")
 
     timings = dict(manifest["timings"])
     timings["startup_s"] = command_s - timings.get("total_s", command_s)
     n = args.images
     plain_rate, sweep_rate, command_rate = n / plain_s, n / timings["sweep_s"], n / command_s
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text)
+        lines.extend(text.split("\n"))
+
     cpu = torch.cuda.get_device_name(device) if device.type == "cuda" else manifest.get("device_name")
-    print(f"\nmachine: {cpu} ({device.type}), {os.cpu_count()} CPUs, torch {torch.__version__}, "
+    say(f"\nmachine: {cpu} ({device.type}), {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; load average at the end {os.getloadavg()[0]:.1f}")
-    print(f"data: {n} coco128-seg photos as an ImageFolder of {len(classes)} classes{' with masks' if masks else ''};"
-          f" model {args.arch} (random weights); resize {args.resize}, crop {args.crop}, batch {args.batch}, "
+    say(f"data: {n} coco128-seg photos as an ImageFolder of {len(classes)} classes{' with masks' if masks else ''};"
+          f" model {args.arch} ({'random weights' if args.random_head else 'random convolutions, head fitted'});"
+        f" resize {args.resize}, crop {args.crop}, batch {args.batch}, "
           f"{args.workers} workers; best of {args.repeat}; {len(findings)} findings\n")
-    print("| | images/s | x plain inference |")
-    print("|---|---:|---:|")
-    print(f"| plain inference (decode, transform, forward) | {plain_rate:.1f} | 1.00 |")
-    print(f"| plain inference, channels_last (as the sweep runs the model) | {n / plain_cl_s:.1f} | "
+    say("| | images/s | x plain inference |")
+    say("|---|---:|---:|")
+    say(f"| plain inference (decode, transform, forward) | {plain_rate:.1f} | 1.00 |")
+    say(f"| plain inference, channels_last (as the sweep runs the model) | {n / plain_cl_s:.1f} | "
           f"{n / plain_cl_s / plain_rate:.2f} |")
-    print(f"| `auditor` sweep alone (`manifest.json` timings) | {sweep_rate:.1f} | {sweep_rate / plain_rate:.2f} |")
-    print(f"| `auditor audit`, whole command | {command_rate:.1f} | **{command_rate / plain_rate:.2f}** |")
-    print("\n| stage | seconds | share of the command |")
-    print("|---|---:|---:|")
+    say(f"| `auditor` sweep alone (`manifest.json` timings) | {sweep_rate:.1f} | {sweep_rate / plain_rate:.2f} |")
+    say(f"| `auditor audit`, whole command | {command_rate:.1f} | **{command_rate / plain_rate:.2f}** |")
+    say("\n| stage | seconds | share of the command |")
+    say("|---|---:|---:|")
     for key, label in STAGES.items():
         if key in timings:
-            print(f"| {label} | {timings[key]:.2f} | {timings[key] / command_s:.0%} |")
-    after = sum(timings.get(k, 0.0) for k in ("merge_s", "findings_s", "causal_check_s", "counterfactual_s",
-                                              "report_s"))
-    print(f"| whole command | {command_s:.2f} | 100% |")
-    print(f"\nafter the sweep: {after:.2f} s, {after / timings['sweep_s']:.0%} of the sweep; plain inference "
-          f"{plain_s:.2f} s")
-    print(f"whole command / plain inference: {command_rate / plain_rate:.2f}x")
+            say(f"| {label} | {timings[key]:.2f} | {timings[key] / command_s:.0%} |")
+    after = sum(timings.get(k, 0.0) for k in AFTER_SWEEP)
+    say(f"| whole command | {command_s:.2f} | 100% |")
+    work = manifest.get("work", {})
+    if work:
+        say("\n| stage | images decoded | images run through the model |")
+        say("|---|---:|---:|")
+        for name, counts in work.items():
+            say(f"| {name} | {counts.get('images_read', 0)} | {counts.get('forward_images', 0)} |")
+    say(f"\nmodel health: {health}; after the sweep: {after:.2f} s, {after / timings['sweep_s']:.0%} of the sweep; "
+          f"plain inference {plain_s:.2f} s")
+    say(f"whole command / plain inference: {command_rate / plain_rate:.2f}x")
+    if args.markdown:
+        from benchmarks.markdown_sections import replace_section  # noqa: PLC0415
+
+        command = f"`python benchmarks/end_to_end.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
+        text = "\n".join([command, *lines]).replace("--markdown", "").strip()
+        name = f"end-to-end-{'random' if args.random_head else 'fitted'}"
+        replace_section(REPO / "benchmarks" / "README.md", name, text)
+        replace_section(REPO / "README.md", f"speed-{name}", text)
     return {"plain_s": plain_s, "plain_channels_last_s": plain_cl_s, "command_s": command_s, "timings": timings}
 
 

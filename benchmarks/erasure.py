@@ -32,7 +32,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from auditor.audit import prepare  # noqa: E402
+from auditor.pipeline import prepare  # noqa: E402
 from auditor.causal import (  # noqa: E402
     background_only,
     causal_indices,

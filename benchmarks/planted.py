@@ -392,7 +392,7 @@ def score(family: Family, findings: list[dict], uses: dict[str, dict], with_mask
 
 def audit(config: dict, out: Path) -> tuple[Path, list[dict], dict]:
     """Write config.yaml into `out`, run the real audit on it; returns the run directory, findings and summary."""
-    from auditor.audit import run_audit  # noqa: PLC0415
+    from auditor.pipeline import run_audit  # noqa: PLC0415
     from auditor.config import load_config  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Figures across planted-bias benchmark runs that no single run's table prints (README, "Measured detection rate").
+"""Figures across planted-bias benchmark runs that no single run's table prints (benchmarks/README.md, "Measured
+detection rate").
 
 For output folders of bias_detection*.py (--out), each audited with masks and/or without:
 

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.sweep.batch_size, cfg.sweep.num_workers, cfg.sweep.device = args.batch, args.workers, str(device)
         cfg.sweep.amp, cfg.sweep.channels_last = amp, channels_last
         channels_last = uses_channels_last(device, cfg)
-        if channels_last:  # as auditor.audit prepares the model
+        if channels_last:  # as auditor.pipeline prepares the model
             model = model.to(memory_format=torch.channels_last)
         samples, _ = build_samples(cfg.data, None)
         dataset = AuditDataset(samples, cfg.data)

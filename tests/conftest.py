@@ -20,6 +20,25 @@ def tiny_cnn(num_classes: int = 2) -> nn.Module:
     )  # fmt: skip
 
 
+def brightness_cnn(num_classes: int = 2) -> nn.Module:
+    """A healthy model for make_image_folder's images (a dog's square is brighter than a cat's): a 1x1 convolution
+    into a brightness and a darkness channel, averaged, and a head that calls the brighter images "dog" (both
+    classes' maps have something to show). A broken model has every check after the rules skipped, so tests of
+    those checks need this one."""
+    conv, head = nn.Conv2d(3, 2, 1), nn.Linear(2, num_classes)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0].fill_(1 / 3)  # brightness, shifted positive: normalised pixels are above -3
+        conv.weight[1].fill_(-1 / 3)  # darkness: 6 - brightness
+        conv.bias.fill_(3.0)
+        head.weight.zero_()
+        head.bias.zero_()
+        midpoint = 2.05  # cat images average about 1.92 brightness, dog images about 2.27
+        head.weight[0, 1], head.bias[0] = 20.0, -20.0 * (6 - midpoint)
+        head.weight[1, 0], head.bias[1] = 20.0, -20.0 * midpoint
+    return nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+
+
 def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=32, seed=0) -> tuple[Path, Path]:
     """root/data/<class>/<i>.png with a bright square object, and root/masks mirroring it."""
     rng = np.random.default_rng(seed)

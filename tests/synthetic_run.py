@@ -16,6 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from auditor.config import Config, DataConfig, ModelConfig
+from auditor.findings import SEVERITIES
 from auditor.runs import RECORD_COLUMNS, save_npy_atomic, save_parquet_atomic, write_json
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -142,7 +143,7 @@ def write_synthetic_run(
     pd.DataFrame(confusion, index=classes, columns=classes).to_csv(run_dir / "confusion.csv")
     support, predicted, hits = confusion.sum(1), confusion.sum(0), np.diag(confusion)
     precision, recall = hits / np.maximum(predicted, 1), hits / np.maximum(support, 1)
-    pd.DataFrame(
+    per_class = pd.DataFrame(
         {
             "class": classes,
             "support": support,
@@ -150,7 +151,8 @@ def write_synthetic_run(
             "recall": recall,
             "f1": 2 * precision * recall / np.maximum(precision + recall, 1e-12),
         }
-    ).to_csv(run_dir / "per_class.csv", index=False)
+    )
+    per_class.to_csv(run_dir / "per_class.csv", index=False)
     pairs = [
         {
             "true": classes[i],
@@ -159,11 +161,11 @@ def write_synthetic_run(
             "rate": confusion[i, j] / support[i],
             "ids": frame["id"][(labels == i) & (preds == j)].head(20).tolist(),
         }
-        for i in range(k)
-        for j in range(k)
-        if i != j and confusion[i, j] > 0
+        for i, j in zip(*np.nonzero(confusion), strict=True)
+        if i != j
     ]
-    write_json(run_dir / "confused_pairs.json", sorted(pairs, key=lambda p: (-p["count"], -p["rate"])))
+    pairs = sorted(pairs, key=lambda p: (-p["count"], -p["rate"]))
+    write_json(run_dir / "confused_pairs.json", pairs)
 
     skipped = pd.DataFrame(
         {
@@ -179,7 +181,10 @@ def write_synthetic_run(
             "n_images": n,
             "n_skipped": len(skipped),
             "accuracy": float(correct.mean()),
+            "n_classes": k,
             "skipped_reasons": skipped["reason"].value_counts().to_dict(),
+            "per_class": {str(row.pop("class")): row for row in per_class.to_dict("records")},  # as pipeline.py writes
+            "top_confused_pairs": [{key: v for key, v in p.items() if key != "ids"} for p in pairs[:10]],
         },
     )
     config = Config(
@@ -302,3 +307,35 @@ def _write_causal(run_dir, classes, labels, correct, shortcut) -> None:
             }
         )
     pd.DataFrame(rows).to_csv(run_dir / "causal.csv", index=False)
+
+
+def write_many_class_run(run_dir: str | Path, n_classes: int = 1000, per_class: int = 2, n_low: int = 625) -> Path:
+    """A run at the user's scale: N_CLASSES classes (one hostile), the three findings above, one run-wide
+    model_health finding and N_LOW low findings on distinct classes, as a 1,000-class audit raises them."""
+    classes = [f"class{i:04d}" for i in range(n_classes - 1)] + [HOSTILE]
+    run_dir = write_synthetic_run(
+        run_dir, n_images=per_class * n_classes, distinct_images=n_classes, classes=classes, with_causal=False
+    )
+    doc = json.loads((run_dir / "findings.json").read_text())
+    health = {
+        "kind": "model_health", "severity": "medium", "classes": [classes[5]], "pair": None, "region": None,
+        "samples": [], "metrics": {"skill": 0.2, "dead_classes": 40, "top_pred": 5},
+        "message": "The model looks suspect: it names 40 of its classes for almost none of their images.",
+    }  # fmt: skip
+    lows = [
+        {
+            "kind": "background_reliance",
+            "severity": "low",
+            "classes": [classes[c]],
+            "pair": None,
+            "region": None,
+            "samples": [f"img{c + n_classes * s:05d}" for s in range(per_class)],
+            "metrics": {"object_score": 0.3},
+            "message": f"Class {classes[c]!r} is recognised partly outside its object.",
+        }
+        for c in range(10, 10 + n_low)
+    ]
+    findings = sorted([health, *doc["findings"], *lows], key=lambda f: SEVERITIES.index(f["severity"]))
+    doc["findings"] = [{**f, "id": f"F{i:03d}"} for i, f in enumerate(findings, start=1)]
+    write_json(run_dir / "findings.json", doc)
+    return run_dir

@@ -257,8 +257,9 @@ def test_the_causal_check_reads_the_flagged_classes_or_every_class_when_the_maps
     pair = Finding(kind="context_confusion", severity="medium", classes=["marked", "plain"],
                    pair={"true": "marked", "pred": "plain"}, message="Context.")  # fmt: skip
     names = ["marked", "plain", "other"]
-    assert causal_classes([shortcut, pair], names, every_class=False) == {1}  # pair findings name no class
-    assert causal_classes([shortcut, pair], names, every_class=True) == {0, 1, 2}
+    assert causal_classes([shortcut, pair], names, every_class=False) == [1]  # pair findings name no class
+    assert causal_classes([shortcut, pair], names, every_class=True) == [0, 1, 2]
+    assert len(causal_classes([shortcut, pair], names, every_class=True, most=2)) == 2  # the run's budget
 
 
 class NeedsBothModel(torch.nn.Module):

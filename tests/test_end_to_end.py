@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from auditor import timing
-from auditor.audit import STAGES
+from auditor.pipeline import STAGES
 from auditor.causal import causal_indices
 from auditor.cli import main
 from auditor.config import Config, DataConfig, load_config
@@ -60,7 +60,7 @@ def test_manifest_times_every_stage_and_the_report_states_the_causal_cap(tmp_pat
     data, masks = make_image_folder(tmp_path, per_class=6)
     out = tmp_path / "run"
     code = main(["audit", "--data.root", str(data), "--data.masks", str(masks), "--model.factory",
-                 "tests.conftest:tiny_cnn", "--out", str(out), "--sweep.batch_size", "5",
+                 "tests.conftest:brightness_cnn", "--out", str(out), "--sweep.batch_size", "5",
                  "--findings.causal", "all", "--findings.causal_max_images", "4"])
     assert code == 0
     timings = json.loads((out / "manifest.json").read_text())["timings"]
@@ -281,7 +281,7 @@ def test_causal_check_takes_the_sweeps_predictions_and_runs_the_model_on_erased_
 
 
 def test_probes_run_on_one_thread_and_give_the_threads_back():
-    from auditor.audit import one_thread
+    from auditor.pipeline import one_thread
 
     threads = torch.get_num_threads()
     with one_thread():

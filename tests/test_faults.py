@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from auditor import attention
-from auditor.audit import check_spatial
+from auditor.pipeline import check_spatial
 from auditor.cams import GradCAM, preserved_model_state
 from auditor.cli import main
 from auditor.config import DataConfig, ModelConfig, load_config

@@ -20,7 +20,7 @@ from auditor.errors import ConfigError
 from auditor.report import images as im
 from auditor.report import render_report, tables
 from auditor.report.html import next_steps
-from tests.synthetic_run import CLASSES, CORNER, HOSTILE, SHORTCUT_CLASS, write_synthetic_run
+from tests.synthetic_run import CLASSES, CORNER, HOSTILE, SHORTCUT_CLASS, write_many_class_run, write_synthetic_run
 
 SECTIONS = [
     "verdict",
@@ -212,6 +212,34 @@ def test_report_of_100k_images_stays_under_15_mb(tmp_path):
     size = render_report(run_dir).stat().st_size
     print(f"100,000-image report: {size:,} bytes ({size / 1e6:.2f} MB)")
     assert size < 15e6
+
+
+def test_report_of_1000_classes_keeps_long_lists_short(tmp_path):
+    """At 1,000 classes with 626 low findings: no raw per-class dump in the metadata, the low findings in one
+    collapsed group, the per-class table most at issue first, and the run-wide finding without a class map."""
+    run_dir = write_many_class_run(tmp_path / "run")
+    html = render_report(run_dir).read_text()
+    assert len(html) - len(get_plotlyjs()) < 3e6  # 2.2 MB measured; plotly.js is the other 4.8 MB
+    metadata = html[html.index('<section id="metadata"') :]
+    cells = re.findall(r"<td>(.*?)</td>", metadata, re.S)
+    assert max(len(c) for c in cells if "<details>" not in c) < 200
+    assert "per-class figures for 1,000 classes: see the per-class table and per_class.csv" in metadata
+    assert '"class0500"' not in metadata  # summary.json's per_class is not in the page
+
+    findings = json.loads((run_dir / "findings.json").read_text())["findings"]
+    lows = sum(f["severity"] == "low" for f in findings)
+    group = html[html.index('<details class="finding-group" id="low-findings"') : html.index('<section id="confusion"')]
+    assert group.count('<article class="card finding low"') == lows == 626
+    assert html.count('<article class="card finding') - lows == 3  # high and medium stay in view
+    assert 'id="finding-search"' in html and 'value="low" checked' in html
+
+    health = html[html.index("<h3>Model health</h3>") : html.index("</article>", html.index("<h3>Model health</h3>"))]
+    assert 'class="chip"' not in health and "inline-maps" not in health  # run-wide: no class, no class map
+    table = html[html.index('id="per-class-table"') : html.index("</table>", html.index('id="per-class-table"'))]
+    rows = re.findall(r"<tr>\s*<td>([^<]*)</td>", table)
+    assert len(rows) == 1000 and rows[0] == "class0003"  # the high finding's class first
+    assert rows[1:3] == ["class0000", "class0002"] and "class0005" not in rows[:30]  # not model_health's class
+    assert 'data-page="50"' in html
 
 
 # ------------------------------------------------------------------------------------------- pure helpers

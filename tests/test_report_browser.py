@@ -10,7 +10,7 @@ import pytest
 
 from auditor.report import render_report
 from tests.conftest import HOSTILE_NAME
-from tests.synthetic_run import CLASSES, HOSTILE, write_synthetic_run
+from tests.synthetic_run import CLASSES, HOSTILE, write_many_class_run, write_synthetic_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -159,3 +159,69 @@ def test_print_stylesheet_hides_navigation(browser_page):
     assert page.evaluate("getComputedStyle(document.querySelector('nav.toc')).display") == "none"
     page.emulate_media(media="screen")
     assert page.evaluate("getComputedStyle(document.querySelector('nav.toc')).display") != "none"
+
+
+# ------------------------------------------------------------------ the report at the user's scale: 1,000 classes
+
+
+@pytest.fixture(scope="module")
+def wide_page(browser, tmp_path_factory):
+    """The 1,000-class report (626 low findings) opened once, and the errors it logged."""
+    path = render_report(write_many_class_run(tmp_path_factory.mktemp("wide") / "run"))
+    errors = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(path.as_uri(), wait_until="load")
+    page.wait_for_selector("#fig-confusion .main-svg", timeout=30_000)
+    yield page, errors
+    page.close()
+
+
+def visible_findings(page) -> list[str]:
+    return page.evaluate(
+        "Array.from(document.querySelectorAll('article.finding')).filter(c => c.checkVisibility()).map(c => c.id)"
+    )
+
+
+def test_1000_class_report_loads_short(wide_page, tmp_path):
+    page, errors = wide_page
+    assert errors == []
+    # 13,187 px measured (289,960 px before lists were collapsed and paged)
+    assert page.evaluate("document.documentElement.scrollHeight") < 30_000
+    assert len(visible_findings(page)) == 3  # the high and medium ones; the 626 low ones are collapsed
+    assert page.locator("#per-class-table tbody tr:visible").count() == 50
+    page.screenshot(path=str(tmp_path / "report-1000-classes.png"), full_page=True)
+
+
+def test_1000_class_report_filters_findings_by_severity_and_search(wide_page):
+    page, errors = wide_page
+    page.locator("#low-findings > summary").click()
+    assert len(visible_findings(page)) == 3 + 50  # the low group lists a page at a time
+    page.uncheck('#finding-filter input[value="low"]')
+    assert page.locator("#low-findings").is_hidden() and len(visible_findings(page)) == 3
+    page.check('#finding-filter input[value="low"]')
+    page.fill("#finding-search", "class0042")
+    shown = visible_findings(page)
+    assert len(shown) == 1 and page.locator(f"#{shown[0]} .chip").all_text_contents() == ["class0042"]
+    assert "1 of 629 findings match" in page.locator("#finding-status").text_content()
+    page.fill("#finding-search", "model_health")  # a kind, as findings.json spells it
+    assert [page.locator(f"#{i} h3").text_content() for i in visible_findings(page)] == ["Model health"]
+    page.fill("#finding-search", "")
+    assert errors == []
+
+
+def test_1000_class_table_filters_and_links_to_a_collapsed_finding(wide_page):
+    page, errors = wide_page
+    page.fill("#class-search", "class0600")
+    rows = page.locator("#per-class-table tbody tr:visible")
+    assert rows.count() == 1 and rows.locator("td").first.text_content() == "class0600"
+    badge = rows.locator("a.badge.low")
+    target = badge.get_attribute("href")
+    page.evaluate("document.getElementById('low-findings').open = false")
+    badge.click()  # its card is in the collapsed group, past the first page: the link opens both
+    page.wait_for_function(f"document.querySelector('{target}').checkVisibility()", timeout=5_000)
+    assert in_viewport(page, target)
+    page.fill("#class-search", "")
+    assert page.locator("#per-class-table tbody tr:visible").count() == 50
+    assert errors == []

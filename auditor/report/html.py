@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from auditor import __version__
 from auditor.config import Config, DataConfig, ReportConfig, config_from_dict
+from auditor.baseline import accepted_findings
 from auditor.findings import KINDS, model_health_state
 from auditor.report import figures, images, tables
 from auditor.runs import Run, _json_default, clean_floats, load_run, write_atomic
@@ -30,6 +31,10 @@ from auditor.runs import Run, _json_default, clean_floats, load_run, write_atomi
 log = logging.getLogger("auditor")
 TEMPLATES = Path(__file__).parent / "templates"
 SAMPLE_IDS_LISTED = 50  # sample ids named in a finding card's "images to review" list
+PAGE_ROWS = 50  # a longer list (per-class rows, low findings) shows this many at a time, most at issue first
+LOW_GROUP_OVER = 20  # more low findings than this are collapsed into one group, so the serious ones stay in view
+METADATA_CELL_CHARS = 120  # a longer metadata value is summarised, its text behind a <details>
+METADATA_DETAIL_CHARS = 4000  # and cut there (the run directory holds it whole)
 
 
 def render_report(run_dir: str | Path, config: ReportConfig | None = None) -> Path:
@@ -198,17 +203,14 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
         fig_json[fig_id] = pio.to_json(fig, validate=False)
         return fig_id
 
-    # Classes the findings name, then the most confused: the ones that get figures when there are many.
-    finding_classes = [c for f in findings for c in (f.get("classes") or []) if c in class_index]
-    errors = confusion.sum(axis=0) + confusion.sum(axis=1) - 2 * np.diag(confusion)
-    ranked = [class_index[c] for c in dict.fromkeys(finding_classes)] + list(np.argsort(-errors, kind="stable"))
-    focus = sorted(list(dict.fromkeys(int(i) for i in ranked))[: max(1, cfg.focus_classes)])
+    at_issue = tables.classes_at_issue(findings, confusion, classes)  # the per-class table's order
+    focus = sorted(at_issue[: max(1, cfg.focus_classes)])  # the classes that get figures when there are many
 
     mean_maps, mean_masks = tables.class_means(records, run.maps, run.masks, k)
     regions_by_class: dict[str, list] = {}
     for finding in findings:
         box = tables.region_box(finding.get("region"))
-        for name in finding.get("classes") or []:
+        for name in tables.finding_classes(finding):
             if box is not None:
                 regions_by_class.setdefault(str(name), []).append(box)
     class_map_uris: dict[tuple, str] = {}
@@ -226,6 +228,9 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
     finding_cards = _finding_cards(
         findings, class_index, records, gallery, cfg, causal, class_map, pair_cards, add_figure
     )
+    accepted = accepted_findings(run.path)  # by the run's baseline (auditor.baseline)
+    for card in finding_cards:
+        card["accepted"] = accepted.get(card["id"])
     class_findings: dict[str, list[dict]] = {}
     for card in finding_cards:
         for name in card["classes"]:
@@ -277,7 +282,9 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
         "classes": classes,
         "matrix_limited": len(focus) < k,
         "n_focus": len(focus),
-        "per_class": _per_class_rows(per_class, class_findings),
+        "per_class": _per_class_rows(per_class.loc[at_issue], class_findings),
+        "page_rows": PAGE_ROWS,
+        "low_group": _low_group(finding_cards),
         "class_columns": tables.per_class_columns(),
         "has_causal": causal is not None and len(causal) > 0,
         "causal": _causal_rows(causal) if causal is not None else [],
@@ -387,7 +394,7 @@ def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_m
     pair_anchors = {(c["true"], c["pred"]): c["anchor"] for c in pair_cards}
     cards = []
     for n, finding in enumerate(findings):
-        classes = [str(c) for c in finding.get("classes") or []]
+        classes = tables.finding_classes(finding)
         pair = tables.pair_of(finding)
         samples = finding.get("samples") or []
         with_gallery = n < cfg.finding_galleries
@@ -496,6 +503,12 @@ def _causal_cap(run: Run, causal: pd.DataFrame | None) -> str:
     return text + (": a seeded sample of each class." if checked < available else ".")
 
 
+def _low_group(cards: list[dict]) -> dict | None:
+    """Where the low findings start and how many there are, when there are enough to collapse (they come last)."""
+    lows = [n for n, card in enumerate(cards) if card["severity"] == "low"]
+    return {"start": lows[0], "count": len(lows)} if len(lows) > LOW_GROUP_OVER else None
+
+
 def _per_class_rows(per_class: pd.DataFrame, class_findings: dict[str, list[dict]]) -> list[dict]:
     rows = []
     for record in per_class.to_dict("records"):
@@ -521,12 +534,28 @@ def _skipped(run: Run, summary: dict, cfg: ReportConfig) -> dict:
 def _metadata(run: Run, config: dict) -> dict:
     manifest = run.manifest
     return {
-        "fingerprints": sorted((manifest.get("fingerprints") or {}).items()),
-        "versions": sorted((manifest.get("versions") or {}).items()),
-        "timings": [(key, fmt_metric(value)) for key, value in (manifest.get("timings") or {}).items()],
-        "config": [(key, json.dumps(value, default=str)) for key, value in tables.flatten(config)],
-        "summary": [
-            (key, fmt_metric(value) if not isinstance(value, dict) else json.dumps(value, default=str))
-            for key, value in run.summary.items()
-        ],
+        "fingerprints": _meta_rows(sorted((manifest.get("fingerprints") or {}).items()), "manifest.json"),
+        "versions": _meta_rows(sorted((manifest.get("versions") or {}).items()), "manifest.json"),
+        "timings": _meta_rows((manifest.get("timings") or {}).items(), "manifest.json"),
+        "config": _meta_rows(tables.flatten(config), "manifest.json", json.dumps),
+        "summary": _meta_rows(run.summary.items(), "summary.json"),
     }
+
+
+def _meta_rows(items, source: str, show=fmt_metric) -> list[dict]:
+    """Key-value rows that stay one line each: a long value (summary.json's per_class at 1,000 classes is
+    120,000 px tall in one cell) is summarised, its text collapsed behind a <details> and cut."""
+    rows = []
+    for key, value in items:
+        text = json.dumps(value, default=str) if isinstance(value, (dict, list)) else show(value)
+        if len(text) <= METADATA_CELL_CHARS:
+            rows.append({"key": key, "value": text, "detail": ""})
+        elif key == "per_class" and isinstance(value, dict):  # the per-class table shows it, sortable
+            summary = f"per-class figures for {len(value):,} classes: see the per-class table and per_class.csv"
+            rows.append({"key": key, "value": summary, "detail": ""})
+        else:
+            size = f"{len(value):,} entries" if isinstance(value, (dict, list)) else f"{len(text):,} characters"
+            cut = len(text) > METADATA_DETAIL_CHARS
+            detail = text[:METADATA_DETAIL_CHARS] + (f"… (cut here: {source} holds it whole)" if cut else "")
+            rows.append({"key": key, "value": size, "detail": detail})
+    return rows

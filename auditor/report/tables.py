@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from auditor.findings import scope_of
 from auditor.findings.record import SEVERITIES
 from auditor.metrics import ClassColumn, class_columns
 
@@ -123,6 +124,21 @@ def sorted_findings(findings: list[dict]) -> list[dict]:
 
 def severity_counts(findings: list[dict]) -> dict[str, int]:
     return {name: sum(f["severity"] == name for f in findings) for name in SEVERITIES}
+
+
+def finding_classes(finding: dict) -> list[str]:
+    """The classes a finding is about; none for a run-wide one: model_health names the class a collapsed model
+    answers, but the problem is the model's, so it gets no class map, no per-class badge and no focus."""
+    return [] if scope_of(str(finding.get("kind"))) == "run" else [str(c) for c in finding.get("classes") or []]
+
+
+def classes_at_issue(findings: list[dict], confusion: np.ndarray, classes: list[str]) -> list[int]:
+    """Every class index, most at issue first: the classes the findings name (most severe first), then by
+    errors (images of the class predicted otherwise plus images predicted as it wrongly), most first."""
+    index = {name: i for i, name in enumerate(classes)}
+    named = [index[c] for f in sorted_findings(findings) for c in finding_classes(f) if c in index]
+    errors = confusion.sum(axis=0) + confusion.sum(axis=1) - 2 * np.diag(confusion)
+    return list(dict.fromkeys([*named, *(int(i) for i in np.argsort(-errors, kind="stable"))]))
 
 
 def pair_of(finding: dict) -> tuple[str, str] | None:

@@ -1,16 +1,16 @@
-"""`auditor audit` end to end: config -> model, data -> sweep -> run directory -> findings -> report."""
+"""The pipeline `auditor audit` and `auditor.audit` run: config -> model, data -> sweep -> run directory -> findings
+-> report."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import platform
-import shutil
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -21,33 +21,34 @@ import torch
 
 from auditor import __version__, faithfulness
 from auditor.architectures import layer_reshape
+from auditor.baseline import mark_accepted
 from auditor.cams import captured_activation, get_method, preserved_model_state
 from auditor.config import Config
-from auditor.confusion import confused_pairs, confusion_frame, per_class_frame
 from auditor.data import AuditDataset, Sample, build_samples, read_class_names, with_model_preprocessing
 from auditor.distributed import Ranks, barrier, init_ranks, shutdown
 from auditor.errors import AuditorError
-from auditor.judge import judge
 from auditor.geometry import measure_geometry
-from auditor.models import find_target_layer, hookable, model_fingerprint, open_model
+from auditor.outdir import claimed
+from auditor.models import LoadedModel, find_target_layer, hookable, model_fingerprint, open_model
 from auditor.runs import (
-    SHARD_DIR,
     ShardWriter,
     clean_floats,
     merge_shard_arrays,
     read_shards,
     save_parquet_atomic,
+    shard_paths,
     write_atomic,
     write_json,
 )
 from auditor.sweep import metric_prefix, pick_device, run_sweep, uses_channels_last
-from auditor.timing import recording, stage
+from auditor.threads import fit_threads, one_thread
+from auditor.timing import recording, stage, work_counts
 
 log = logging.getLogger("auditor")
 
 # Settings that change how a run is carried out, not what it computes: a resumed run may differ in them.
-_EXECUTION_ONLY = {("run", "out_dir"), ("run", "resume"), ("run", "fail_on"), ("sweep", "num_workers"),
-                   ("sweep", "device"), ("report", None)}
+_EXECUTION_ONLY = {("run", "out_dir"), ("run", "resume"), ("run", "fail_on"), ("run", "baseline"),
+                   ("sweep", "num_workers"), ("sweep", "device"), ("report", None)}
 
 
 def data_fingerprint(samples: list[Sample]) -> str:
@@ -126,29 +127,25 @@ def check_spatial(model, layer_name: str, layer, example: torch.Tensor, reshape)
     )
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Run the block on one CPU thread. The probes are single-image forwards: a parallel region per op saves little
-    on one image, and on a busy machine every region waits for its other threads to be scheduled (on this
-    project's shared 2-core CPU, prepare took 2 to 11 s with 2 threads, 0.9 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def prepare(cfg: Config, loaded: LoadedModel | None = None, images: Callable | None = None):
+    """Load classes, samples, model, target layer (and how to read it as [B, C, H, W]); check that they fit.
 
-
-def prepare(cfg: Config):
-    """Load classes, samples, model, target layer (and how to read it as [B, C, H, W]); check that they fit."""
+    The Python API (auditor.api) hands in what it holds in memory: `loaded`, a model, and `images(data_cfg,
+    classes)`, which wraps a torch Dataset as an AuditDataset with `samples` and `classes`. Everything from here on
+    is the same for both.
+    """
     # The model first: its class names and preprocessing fill what the config leaves unset.
     with stage("model_load_s"), one_thread():
-        loaded = open_model(cfg.model)
+        loaded = loaded or open_model(cfg.model)
     with stage("data_scan_s"):
         cfg.data = with_model_preprocessing(cfg.data, loaded.preprocessing)
         classes = read_class_names(cfg.model.classes, cfg.model.classes_file) or loaded.classes
-        samples, classes = build_samples(cfg.data, classes)
-        dataset = AuditDataset(samples, cfg.data)
+        if images is None:
+            samples, classes = build_samples(cfg.data, classes)
+            dataset = AuditDataset(samples, cfg.data)
+        else:
+            dataset = images(cfg.data, classes)
+            samples, classes = dataset.samples, dataset.classes
     with stage("model_load_s"), one_thread():  # and the probes: output, target layer, geometry
         example = first_example(dataset)
         model = hookable(loaded, example)
@@ -160,6 +157,15 @@ def prepare(cfg: Config):
                     f"The model fails on an input of shape {tuple(example.shape)}: {str(err).splitlines()[0]}. "
                     "Check data.resize, data.crop and data.grayscale against what the model was trained on."
                 ) from None
+        if classes is None and logits.ndim == 2:  # an in-memory dataset without names: the logits' indices
+            classes = dataset.classes = [str(i) for i in range(logits.shape[1])]
+        beyond = sorted({s.label for s in samples if s.label >= len(classes)})
+        if beyond:
+            raise AuditorError(
+                f"The data has the labels {beyond[:10]}, beyond the {len(classes)} classes of the model "
+                f"({classes[:5]}{' ...' if len(classes) > 5 else ''}): labels are class indices 0 to "
+                f"{len(classes) - 1}, in the order of the model's outputs."
+            )
         if logits.ndim != 2 or logits.shape[1] != len(classes):
             raise AuditorError(
                 f"The model outputs {tuple(logits.shape[1:])} scores per image but the data has {len(classes)} classes "
@@ -176,7 +182,7 @@ def prepare(cfg: Config):
 
 def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str]) -> pd.DataFrame:
     """Merge the shards into records.parquet, maps.npy, masks.npy and skipped.csv."""
-    paths = sorted((run_dir / SHARD_DIR).glob("[0-9]*-[0-9]*.npz"))
+    paths = shard_paths(run_dir)
     columns, rows = read_shards(paths)
     skipped = pd.DataFrame({
         "id": [samples[i].id for i in columns.get("failed_index", [])],
@@ -210,6 +216,8 @@ def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str]) -> pd
 
 def write_tables(run_dir: Path, records: pd.DataFrame, classes: list[str]) -> dict:
     """confusion.csv, per_class.csv and confused_pairs.json; returns what the summary needs of them."""
+    from auditor.confusion import confused_pairs, confusion_frame, per_class_frame  # noqa: PLC0415 - after the sweep
+
     confusion = confusion_frame(records, classes)
     write_atomic(run_dir / "confusion.csv", confusion.to_csv())
     per_class = per_class_frame(records, classes)
@@ -254,22 +262,25 @@ def build_summary(records: pd.DataFrame, skipped: pd.DataFrame, classes: list[st
     })
 
 
-def run_audit(cfg: Config) -> Path | None:
-    """Audit the configured model on the configured data; returns the run directory (None on ranks > 0)."""
+def run_audit(cfg: Config, loaded: LoadedModel | None = None, images: Callable | None = None) -> Path | None:
+    """Audit the configured model on the configured data; returns the run directory (None on ranks > 0).
+    `loaded` and `images` stand in for the config's model and data (see prepare)."""
+    fit_threads()  # as many CPU threads as this process may really use (affinity, cgroup quota)
     ranks = init_ranks(pick_device(cfg.sweep.device))
     try:
-        with recording() as stages:
-            return _run_audit(cfg, ranks, stages)
+        with recording() as stages, claimed(cfg.run.out_dir, cfg.data):  # ours only, one writer (auditor.outdir)
+            return _run_audit(cfg, ranks, stages, loaded, images)
     finally:
         shutdown(ranks)
 
 
-def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float]) -> Path | None:
+def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float], loaded: LoadedModel | None = None,
+               images: Callable | None = None) -> Path | None:
     """`stages` collects each stage's seconds as the run goes (auditor.timing); manifest.json records them."""
     run_dir = Path(cfg.run.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    classes, samples, dataset, model, layer_name, layer, geometry, reshape = prepare(cfg)
+    classes, samples, dataset, model, layer_name, layer, geometry, reshape = prepare(cfg, loaded, images)
     device = ranks.device(pick_device(cfg.sweep.device))
     with stage("model_load_s"):
         model.to(device)
@@ -320,9 +331,10 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float]) -> Path | No
         write_json(run_dir / "manifest.json", clean_floats(manifest))
         summary = build_summary(records, skipped, classes, tables, timings)
         write_json(run_dir / "summary.json", summary)
-        shutil.rmtree(run_dir / SHARD_DIR, ignore_errors=True)
     with stage("findings_s"):  # the causal check and the counterfactual maps inside time themselves
         if cfg.findings.enabled:
+            from auditor.judge import judge  # noqa: PLC0415 - the rules' libraries load after the sweep, not before it
+
             verdict = judge(run_dir, cfg, model, dataset, classes, device, layer, reshape, geometry)
             summary["findings"], summary["model_health"] = verdict["counts"], verdict["model_health"]
             write_json(run_dir / "summary.json", summary)
@@ -330,8 +342,12 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float]) -> Path | No
              summary["n_skipped"], stats["images_per_s"] or 0.0)
     manifest["timings"] = stage_timings(timings, stages)
     write_json(run_dir / "manifest.json", clean_floats(manifest))  # the report shows the timings so far
+    if hasattr(dataset, "write_shown_images"):  # in-memory images (auditor.api) have no file for the thumbnails
+        dataset.write_shown_images(run_dir, cfg.report)
     finish_run(run_dir, cfg)
+    writer.remove()  # only now: a run stopped in the findings or the report resumes from its shards
     manifest["timings"] = stage_timings(timings, stages, total=time.perf_counter() - started)
+    manifest["work"] = work_counts()  # images each stage decoded and ran through the model (auditor.budget)
     write_json(run_dir / "manifest.json", clean_floats(manifest))
     return run_dir
 
@@ -350,8 +366,10 @@ def stage_timings(timings: dict, stages: dict[str, float], total: float | None =
 
 
 def finish_run(run_dir: Path, cfg: Config) -> None:
-    """Everything after the sweep, from the run directory alone: findings, then the report."""
+    """Everything after the sweep, from the run directory alone: which findings run.baseline accepts, then the
+    report."""
     from auditor.report import render_report  # noqa: PLC0415 - the report package is optional at import time
 
+    mark_accepted(run_dir, cfg.run.baseline)
     with stage("report_s"):
         render_report(run_dir)

@@ -1,0 +1,102 @@
+"""What the model checks after the sweep may spend: a budget per run, never per class.
+
+The sweep reads every image once. The checks after it (batch-norm, place evidence, causal, repeated marks,
+counterfactual evidence) re-run the model on some images; each one caps the classes it examines per run
+(`FindingsConfig.check_max_classes`, `mark_max_classes`, ...) and chooses them here: the classes its findings
+name first, most severe first, then a seeded sample of the rest. So a 1,000-class audit costs about what a
+50-class one does after the sweep, and the report says which classes were sampled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from auditor.findings import scope_of
+from auditor.timing import count
+
+
+def flagged_classes(findings, classes: Sequence[str]) -> list[int]:
+    """The classes class-level findings name, in the findings' order (most severe first), each once."""
+    index = {name: i for i, name in enumerate(classes)}
+    out: dict[int, None] = {}
+    for f in findings:
+        if scope_of(f.kind) == "class" and f.classes and f.classes[0] in index:
+            out.setdefault(index[f.classes[0]])
+    return list(out)
+
+
+def classes_in_budget(first: Sequence[int], n_classes: int, most: int, seed: int, fill: bool = True) -> list[int]:
+    """At most `most` class indices: `first` in its order, then (with `fill`) a seeded sample of the others."""
+    chosen = list(dict.fromkeys(int(c) for c in first))[:most]
+    if fill and len(chosen) < most:
+        rest = np.setdiff1d(np.arange(n_classes), chosen)
+        picked = np.random.default_rng([seed, 7]).choice(rest, size=min(most - len(chosen), len(rest)), replace=False)
+        chosen += sorted(int(c) for c in picked)
+    return chosen
+
+
+RUN_SHARE, SHARE_FLOOR = 10, 64  # a check may run a tenth of the audited images, but never fewer than 64
+
+
+def share_of_run(cap: int, audited: int) -> int:
+    """A check's image count: its cap, and at most a tenth of the run's audited images (64 at least), so that on a
+    small run it costs a small share of the sweep (each image it runs costs about what the sweep's forward did)."""
+    return min(cap, max(SHARE_FLOOR, audited // RUN_SHARE))
+
+
+def sampling_note(check: str, examined: int, n_classes: int, setting: str) -> str | None:
+    """A note for findings.json (the report shows it) when a check examined fewer classes than the run has."""
+    if examined >= n_classes:
+        return None
+    return (f"{check}: {examined} of {n_classes} classes examined (the classes findings name first, most severe "
+            f"first, then a seeded sample of the others; findings.{setting} sets the budget per run).")
+
+
+@contextlib.contextmanager
+def counting_forwards(model: torch.nn.Module) -> Iterator[None]:
+    """Count every image the model runs on inside the block into the stage that runs it (manifest.json's
+    `work`), whichever check calls it."""
+
+    def hook(_module, args):
+        if args and isinstance(args[0], torch.Tensor):
+            count(forward_images=args[0].shape[0])
+
+    try:
+        handle = model.register_forward_pre_hook(hook)
+    except (AttributeError, RuntimeError):  # a module that takes no Python hooks is audited uncounted
+        handle = None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def declared_budgets(findings, report) -> dict[str, dict[str, int]]:
+    """What each check after the sweep may spend per run, by its settings alone (never by the number of classes):
+    images decoded from files (`images_read`), thumbs read (`thumbs_read`) and images run through the model
+    (`forward_images`). manifest.json's `work` holds what the run spent; tests hold the two against each other.
+
+    A place or mark test reads its donors (at most `max_samples` or `mark_images`) and the class's
+    `place_check_images` references, and runs each at most three times (as they are, erased or pasted, and the
+    random control); a class has at most PLACE_FINDINGS_PER_CLASS place findings."""
+    refs, bn = findings.place_check_images, findings.health_batch_norm_images
+    place = findings.check_max_classes * (refs + PLACE_FINDINGS_PER_CLASS * findings.max_samples)
+    marks = findings.mark_max_tests * (findings.mark_images + refs)
+    causal = findings.causal_max_images
+    shown = report.finding_galleries * report.gallery_size
+    return {
+        "batch_norm_check": {"images_read": bn, "forward_images": bn},
+        "place_check": {"images_read": place, "forward_images": 3 * place},
+        "causal_check": {"images_read": causal, "forward_images": 5 * causal},  # erased, region, control, mixed x2
+        "mark_search": {"images_read": marks, "forward_images": 3 * marks,
+                        "thumbs_read": findings.mark_max_classes * (findings.mark_images + refs)},
+        "counterfactual": {"images_read": shown, "forward_images": shown},
+    }
+
+
+PLACE_FINDINGS_PER_CLASS = 8  # spatial_shortcut, background_reliance and up to spray_max_clusters (6) clusters
