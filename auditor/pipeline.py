@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -98,6 +101,27 @@ def _map_shape(model, layer, example: torch.Tensor, reshape) -> tuple[int, ...]:
         model(example)
     output = store["activation"]
     return tuple((reshape(output) if reshape else output).shape)
+
+
+# What the stages after the sweep import (the rules' scipy and scikit-learn, cleanlab, plotly): seconds of imports
+# that neither start-up before the first batch nor the stages after the sweep should wait for.
+AFTER_SWEEP_MODULES = ("auditor.judge", "auditor.confusion", "auditor.report", "cleanlab.filter", "cleanlab.rank",
+                       "cleanlab.count")
+
+
+def preload(modules) -> threading.Thread:
+    """Import `modules` on a background thread while the sweep runs: its batches spend their time in torch, which
+    releases the GIL. An import the thread has not finished waits for it (Python's per-module import locks); one
+    that fails here fails again, with its message, where the module is used."""
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=load, name="auditor-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def check_spatial(model, layer_name: str, layer, example: torch.Tensor, reshape) -> None:
@@ -302,6 +326,8 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float], loaded: Load
     barrier(ranks)  # rank 0 has cleared stale shards and stamped the run key
     if not ranks.is_main:
         writer = ShardWriter(run_dir, run_key, resume=True)
+    if ranks.is_main and cfg.sweep.num_workers == 0:  # never a thread mid-import while DataLoader workers fork
+        preload(AFTER_SWEEP_MODULES)
     stats = run_sweep(model, layer, dataset, methods, cfg, writer, device, reshape, geometry, indices=block)
     barrier(ranks)  # every rank's shards are on disk
     if not ranks.is_main:

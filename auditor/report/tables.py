@@ -169,10 +169,14 @@ def class_means(records: pd.DataFrame, maps: np.ndarray, masks: np.ndarray, k: i
     rows, labels = rows[order], labels[order]
     for start in range(0, len(rows), CHUNK_ROWS):
         chunk_rows, chunk_labels = rows[start : start + CHUNK_ROWS], labels[start : start + CHUNK_ROWS]
-        one_hot = (chunk_labels[None, :] == np.arange(k)[:, None]).astype(np.float32)  # [k, chunk]: sums by class
         chunk_maps = np.nan_to_num(np.asarray(maps[chunk_rows, 1], dtype=np.float32)).reshape(len(chunk_rows), -1)
-        map_sums += one_hot @ chunk_maps
-        mask_sums += one_hot @ np.asarray(masks[chunk_rows], dtype=np.float32).reshape(len(chunk_rows), -1)
+        chunk_masks = np.asarray(masks[chunk_rows], dtype=np.float32).reshape(len(chunk_rows), -1)
+        # Sums by class over runs of equal labels, not a [k, chunk] one-hot product: flat in the number of classes.
+        by_label = np.argsort(chunk_labels, kind="stable")
+        sorted_labels = chunk_labels[by_label]
+        starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+        map_sums[sorted_labels[starts]] += np.add.reduceat(chunk_maps[by_label], starts, axis=0)
+        mask_sums[sorted_labels[starts]] += np.add.reduceat(chunk_masks[by_label], starts, axis=0)
     counts = np.maximum(np.bincount(labels, minlength=k)[:k], 1).reshape(k, 1, 1)
     return map_sums.reshape(k, size, size) / counts, mask_sums.reshape(k, size, size) / counts
 
