@@ -38,7 +38,7 @@ from auditor.findings.run import (
 from auditor.mark_search import with_marks
 from auditor.place_check import check_places
 from auditor.runs import load_run
-from auditor.sweep import make_loader
+from auditor.sweep import channels_last_inputs, make_loader, uses_channels_last
 
 log = logging.getLogger("auditor")
 
@@ -92,7 +92,7 @@ def judge(
         (run_dir / stale).unlink(missing_ok=True)
     run = load_run(run_dir)
     predictions = sweep_predictions(run.records, dataset.samples)
-    with counting_forwards(model):
+    with counting_forwards(model), channels_last_inputs(model, uses_channels_last(device, cfg)):
         if cfg.findings.health_batch_norm_images > 0:
             check_batch_norm(run_dir, cfg, model, dataset, predictions, device)
         context = run_context(run, cfg.findings)

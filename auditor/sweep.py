@@ -4,9 +4,10 @@ and one copy to the host.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +48,27 @@ def uses_channels_last(device: torch.device, cfg: Config) -> bool:
     """sweep.channels_last applies on CUDA (cuDNN) and on the CPU (oneDNN): both run convolutions faster in it
     (resnet18 on this project's CPU: about 1.3x)."""
     return cfg.sweep.channels_last and device.type in ("cuda", "cpu")
+
+
+@contextlib.contextmanager
+def channels_last_inputs(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Inside the block, every 4-D input reaches the model in channels_last, as the sweep's batches do: a
+    channels_last model fed contiguous images reorders them in every convolution (resnet18 at 48 px on the CPU:
+    0.40 s a batch of 64 against 0.28 s)."""
+    if not enabled:
+        yield
+        return
+
+    def hook(_module, args):
+        if args and isinstance(args[0], torch.Tensor) and args[0].ndim == 4:
+            return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+        return None
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def make_loader(dataset: AuditDataset, indices: Sequence[int], cfg: Config, device: torch.device) -> DataLoader:

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(0)
         model = torchvision.models.get_model(args.arch, weights=None, num_classes=len(classes))
         if not args.random_head:
-            model, accuracy = fit_head(model, *photos_as_tensors(root, args), epochs=100)
+            model, accuracy = fit_head(model, *photos_as_tensors(root, args), epochs=100, device=device)
             print(f"head fitted to the photos: accuracy {accuracy:.2f}")
         checkpoint = work / f"{args.arch}.pt"
         torch.save(model.state_dict(), checkpoint)

@@ -4,7 +4,8 @@
 # 1. benchmarks/end_to_end.py: the whole `auditor audit` command against plain bf16 inference on real photos,
 #    with the JPEGs decoded by the CPU workers and then on the GPU (sweep.decode_on_device), so the table says
 #    whether that setting pays on this machine.
-# 2. benchmarks/throughput.py: resnet50 and vit_b_16 at 224 px, batch 128, each with bf16 autocast and
+# 2. benchmarks/scale.py: everything after the sweep against the sweep, at 100 and 1,000 classes of 224 px photos.
+# 3. benchmarks/throughput.py: resnet50 and vit_b_16 at 224 px, batch 128, each with bf16 autocast and
 #    channels_last on and off: plain inference, the auditor sweep, pytorch-grad-cam and Captum.
 # Environment: PYTHON (default: the repo's .venv, else python), WORKERS (DataLoader workers, default: CPUs, at
 # most 16), IMAGES (throughput images, default 1024), E2E_IMAGES (end-to-end photos, default 2048), COCO (the
@@ -49,6 +50,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
       --images "$E2E_IMAGES" --repeat 2 ${COCO:+--coco "$COCO"} --set "sweep.decode_on_device=$decode" \
       || echo "(end_to_end.py failed with exit $?)"
   done
+  echo
+  echo "## scale: 100 and 1,000 classes x 8 images of 224 px, resnet18 (head fitted), the sweep's defaults"
+  "$PY" benchmarks/scale.py --classes 100 1000 --size 224 || echo "(scale.py failed with exit $?)"
   for combination in "resnet50 on on" "vit_b_16 on on" "resnet50 off on" "vit_b_16 off on" \
                      "resnet50 on off" "resnet50 off off" "vit_b_16 on off" "vit_b_16 off off"; do
     read -r arch amp cl <<<"$combination"

@@ -77,22 +77,24 @@ def write_folder(root: Path, images: np.ndarray, labels: np.ndarray, jpeg: bool)
         Image.fromarray(image).save(folder / (f"{i:06d}.jpg" if jpeg else f"{i:06d}.png"), quality=90)
 
 
-def train(images: np.ndarray, labels: np.ndarray, classes: int, epochs: int, seed: int = 0) -> tuple[nn.Module, float]:
+def train(images: np.ndarray, labels: np.ndarray, classes: int, epochs: int, seed: int = 0,
+          device: str = "cpu") -> tuple[nn.Module, float]:
     """`scale_model` with its head fitted to the images it will be audited on (the audit measures the model, not
     generalisation). Returns it and its accuracy there."""
     torch.manual_seed(seed)
     x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
-    return fit_head(scale_model(classes), x, torch.from_numpy(labels), epochs)
+    return fit_head(scale_model(classes), x, torch.from_numpy(labels), epochs, device)
 
 
-def fit_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> tuple[nn.Module, float]:
+def fit_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
+             device: str | torch.device = "cpu") -> tuple[nn.Module, float]:
     """A torchvision ResNet (`fc` head) with its head alone fitted to (x, y): the features once, in eval mode, then
     a standardised linear fit folded back into `fc`. A healthy model in seconds, at a real model's cost per image.
     Returns the model and its accuracy on x."""
-    model = model.eval()
+    model = model.eval().to(device)
     body = nn.Sequential(*list(model.children())[:-1], nn.Flatten())
     with torch.no_grad():
-        features = torch.cat([body(part) for part in x.split(64)])
+        features = torch.cat([body(part.to(device)).float().cpu() for part in x.split(64)])
     mu, sigma = features.mean(0), features.std(0).clamp_min(1e-6)
     standard = (features - mu) / sigma
     head = nn.Linear(features.shape[1], model.fc.out_features)
@@ -105,8 +107,8 @@ def fit_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) ->
     with torch.no_grad():  # logits = W (f - mu) / sigma + b
         model.fc.weight.copy_(head.weight / sigma)
         model.fc.bias.copy_(head.bias - (head.weight / sigma) @ mu)
-        accuracy = float(torch.cat([model(part).argmax(1) for part in x.split(64)]).eq(y).float().mean())
-    return model, accuracy
+        accuracy = float(torch.cat([model(part.to(device)).argmax(1).cpu() for part in x.split(64)]).eq(y).float().mean())
+    return model.cpu(), accuracy
 
 
 def audit(root: Path, checkpoint: Path, classes: int, out: Path, extra: list[str],
@@ -137,7 +139,8 @@ def one_scale(classes: int, args, work: Path) -> dict:
     images, labels = make_images(classes, args.per_class, args.size, args.seed)
     root = work / f"c{classes}" / "data"
     write_folder(root, images, labels, jpeg=args.size >= 128)
-    model, accuracy = train(images, labels, classes, args.epochs, args.seed)
+    model, accuracy = train(images, labels, classes, args.epochs, args.seed,
+                            "cuda" if torch.cuda.is_available() else "cpu")
     checkpoint = work / f"c{classes}" / "model.pt"
     torch.save(model.state_dict(), checkpoint)
     out = work / f"c{classes}" / "run"
