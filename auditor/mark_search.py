@@ -80,11 +80,17 @@ def repeated_marks(images: torch.Tensor, references: torch.Tensor, window: float
     near_theirs = torch.cdist(ours, theirs).square() <= limit  # [windows, n, m]
     excess = near_ours.float().mean(dim=2) - near_theirs.float().mean(dim=2)  # [windows, n]
     best = excess.argmax(dim=1)
+    # Images that match over the whole image, not a window, are copies of one image (near-duplicates): every window
+    # of theirs repeats, and testing those "marks" on the model would say nothing about a mark.
+    flat = images.flatten(1)
+    copies = torch.cdist(flat, flat).square() <= (tolerance * float(references.std())) ** 2 * flat.shape[1]
     candidates = []
     for w in range(ours.shape[0]):
         b = int(best[w])
         if float(excess[w, b]) >= min_share and int(near_ours[w, b].sum()) >= MIN_CARRIERS:
             carriers = [int(i) for i in distances[w, b].argsort() if near_ours[w, b, i]]
+            if float(copies[b, carriers].float().mean()) >= 0.5:
+                continue
             top, left = divmod(w, columns)
             mark = Mark(top * stride, left * stride, side, carriers, float(near_theirs[w, b].float().mean()),
                         float(excess[w, b]))

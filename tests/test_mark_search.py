@@ -43,6 +43,21 @@ def test_a_background_every_class_shares_is_no_mark_and_a_tint_is_one():
     assert len(repeated_marks(tinted, references, window=0.25, tolerance=0.1, min_share=0.1, most=2)) == 1
 
 
+def test_copies_of_one_image_are_no_mark_but_the_same_mark_on_different_images_is():
+    """Six copies of one photo match in every window; they are near-duplicates (another finding's business), and a
+    mark test on them would say nothing about a mark. Six different images carrying one mark still give it."""
+    rng = np.random.default_rng(3)
+    images = objects(30, rng, centred=False, watermark=False)
+    references = objects(64, rng, centred=False, watermark=False)
+    copied = images.clone()
+    copied[:6] = copied[0]
+    assert repeated_marks(copied, references, window=0.25, tolerance=0.1, min_share=0.1, most=2) == []
+    marked = images.clone()
+    marked[:6, :, :4, -4:] = 1.0
+    (mark,) = repeated_marks(marked, references, window=0.25, tolerance=0.1, min_share=0.1, most=2)
+    assert sorted(mark.carriers) == list(range(6))
+
+
 def figures(pasted=0.0, pasted_control=0.0, kept=1.0, kept_control=1.0):
     return {"pixel_std_ratio": 0.0, "transplant_rate": pasted, "transplant_control_rate": pasted_control,
             "erased_rate": kept, "erased_control_rate": kept_control}
