@@ -1,7 +1,8 @@
 """What the model checks after the sweep may spend: a budget per run, never per class.
 
 The sweep reads every image once. The checks after it (batch-norm, place evidence, causal, repeated marks,
-counterfactual evidence) re-run the model on some images; each one caps the classes it examines per run
+image properties, counterfactual evidence) re-run the model on some images; each one caps the classes it examines
+per run
 (`FindingsConfig.check_max_classes`, `mark_max_classes`, ...) and chooses them here: the classes its findings
 name first, most severe first, then a seeded sample of the rest. So a 1,000-class audit costs about what a
 50-class one does after the sweep, and the report says which classes were sampled.
@@ -15,7 +16,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from auditor.config import AttentionConfig
 from auditor.findings import scope_of
+from auditor.findings.property_shortcut import PIXEL_PROPERTIES
 from auditor.timing import count
 
 
@@ -76,10 +79,12 @@ def counting_forwards(model: torch.nn.Module) -> Iterator[None]:
             handle.remove()
 
 
-def declared_budgets(findings, report) -> dict[str, dict[str, int]]:
+def declared_budgets(findings, report, attention=None) -> dict[str, dict[str, int]]:
     """What each check after the sweep may spend per run, by its settings alone (never by the number of classes):
-    images decoded from files (`images_read`), thumbs read (`thumbs_read`) and images run through the model
-    (`forward_images`). manifest.json's `work` holds what the run spent; tests hold the two against each other.
+    images decoded from files (`images_read`), thumbs read (`thumbs_read`), images run through the model
+    (`forward_images`), feature rows searched for near-duplicates (`feature_rows`) and stored maps searched for
+    localisation (`maps_searched`). manifest.json's `work` holds what the run spent; tests hold the two against
+    each other.
 
     A place or mark test reads its donors (at most `max_samples` or `mark_images`) and the class's
     `place_check_images` references, and runs each at most three times (as they are, erased or pasted, and the
@@ -89,13 +94,20 @@ def declared_budgets(findings, report) -> dict[str, dict[str, int]]:
     marks = findings.mark_max_tests * (findings.mark_images + refs)
     causal = findings.causal_max_images
     shown = report.finding_galleries * report.gallery_size
+    edited = findings.check_max_classes * 2 * findings.property_images  # the class's images and as many others'
     return {
         "batch_norm_check": {"images_read": bn, "forward_images": bn},
         "place_check": {"images_read": place, "forward_images": 3 * place},
         "causal_check": {"images_read": causal, "forward_images": 5 * causal},  # erased, region, control, mixed x2
         "mark_search": {"images_read": marks, "forward_images": 3 * marks,
                         "thumbs_read": findings.mark_max_classes * (findings.mark_images + refs)},
+        # each image as it is, then per pixel property the class departs on, edited and the control edit
+        "property_check": {"images_read": edited, "forward_images": (1 + 2 * len(PIXEL_PROPERTIES)) * edited},
         "counterfactual": {"images_read": shown, "forward_images": shown},
+        # the near-duplicate search reads features.npy, no image: each searched row costs one row x N product
+        "duplicates": {"feature_rows": findings.duplicate_max_queries},
+        # MaxBoxAccV2 and PxAP (auditor.localisation) read stored maps, no image: 100 labellings per sampled map
+        "localisation": {"maps_searched": (attention or AttentionConfig()).localisation_max_images},
     }
 
 

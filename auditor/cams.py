@@ -170,11 +170,13 @@ def class_maps(
     labels: torch.Tensor,
     methods: Sequence[CamMethod],
     reshape: ReshapeFn | None = None,
+    pooled: dict | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits [B, K] and, per method, raw maps [2, B, h, w] for the predicted (0) and the true (1) class.
 
     One forward serves every method and both classes. The backward runs only if some method needs gradients.
-    The caller holds `preserved_model_state(model)`; images need no grad.
+    The caller holds `preserved_model_state(model)`; images need no grad. A `pooled` dict receives "features":
+    the activations' spatial mean [B, C] (fp32), from the same forward, for the near-duplicate search.
     """
     needs_gradients = any(method.needs_gradients for method in methods)
     with captured_activation(layer) as store, torch.set_grad_enabled(needs_gradients):
@@ -191,6 +193,8 @@ def class_maps(
         gradients = _class_gradients(logits, leaf, targets, reshape) if needs_gradients else None
     # Under mixed precision the forward ran in bf16/fp16; the map arithmetic is always fp32.
     activations, logits = activations.detach().float(), logits.detach().float()
+    if pooled is not None:
+        pooled["features"] = activations.mean(dim=(2, 3))
     gradients = [g.float() for g in gradients] if gradients is not None else None
     head = None
     if not all(method.needs_gradients for method in methods):

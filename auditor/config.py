@@ -99,6 +99,8 @@ class SweepConfig:
     keep_images_px: int = 64  # keep the pixels the model saw, area-pooled to at most this side, as RUN_DIR/thumbs.npy
     # (uint8; 12 KiB an RGB image at 64): the repeated-mark search reads them instead of decoding every file
     # again (0: keep none, and the search decodes)
+    keep_features: bool = True  # keep each image's pooled target-layer features as RUN_DIR/features.npy (float16,
+    # at most 256 per image): the near-duplicate search (auditor.duplicates) reads them
     seed: int = 0
     faithfulness: bool = False  # deletion check per image (auditor.faithfulness): one more forward of 2x the batch
     faithfulness_top_percent: float = 10.0  # share of pixels removed: the primary map's top ones, and random ones
@@ -121,6 +123,8 @@ class AttentionConfig:
 
     pointing_tolerance_px: int = 0  # a pointing hit may fall this many pixels outside the mask
     iou_threshold: float = 0.5  # a map is binarised at iou_threshold * its maximum
+    cam_box_threshold: float = 0.2  # CAM box: largest component of {map > cam_box_threshold * max} (the CAM paper)
+    localisation_max_images: int = 2000  # MaxBoxAccV2 and PxAP per run: a seeded sample of this many images
 
     def __post_init__(self):
         check_numbers(self, "attention")
@@ -226,6 +230,10 @@ class FindingsConfig:
     mark_max_classes: int = 32  # classes searched per run: those findings name first, then a seeded sample (the
     # search reads the sweep's thumbs.npy, so a class costs milliseconds; testing a mark costs forward passes)
     mark_max_tests: int = 8  # marks tested on the model per run: flagged classes' first, then the most repeated
+    # property_shortcut (auditor.properties): a class departing from the others in a global image property
+    property_min_effect: float = 1.0  # the effect's interval (class mean minus the others', in standard deviations
+    # of the whole run) must lie this far from 0 (a large effect); 0 switches the rule off
+    property_images: int = 64  # images of the class, and as many of other classes, the model check edits per class
     # budget per run of the model checks after the sweep (auditor.budget): never per class
     check_max_classes: int = 16  # classes the place check and the causal check examine per run: those findings
     # name first, most severe first (the causal check adds as many unflagged control classes); findings beyond it
@@ -275,6 +283,20 @@ class FindingsConfig:
     label_error_min_p_pred: float = 0.5  # ... and only suspects whose predicted class has at least this
     # probability count toward those rates: a wrong label makes the model sure of the other class, more than of all
     # the rest together, while the threshold of a hard class (mean self-confidence of shirts, 0.4) is not sure
+    # near-duplicates with different labels (findings.duplicate_conflict, auditor.duplicates)
+    duplicate_min_similarity: float = 0.999  # cosine of two images' pooled features (centred on the run's mean)
+    # at or above which they are near-duplicates. Measured (benchmarks/duplicates.py): exact copies 1.0; distinct
+    # images' nearest other-label image up to 0.993 on the MNIST LeNet's 16 channels (0.94 on a resnet18's 512),
+    # so 0.999 keeps precision >= 0.9 on both; JPEG re-encodes mostly pass, crops and brightness changes mostly
+    # not. On a wide layer 0.95 finds most of them too.
+    duplicate_min_dims: int = 16  # features of fewer dims (target-layer channels) are not searched: distinct
+    # images come as close as copies (the smallest measured that works: the MNIST LeNet's 16)
+    duplicate_neighbours: int = 5  # most similar other-label images kept per searched image
+    duplicate_max_queries: int = 20000  # images searched from, per run (all of them up to this; beyond it those
+    # with the lowest p_true): keeps the search linear in N (every image is still a neighbour)
+    duplicate_max_pairs: int = 50  # pairs listed in the finding (all of them are in label_errors.csv)
+    duplicate_medium_count: int = 3  # conflicting pairs (or one pixel-identical copy) for medium severity
+    duplicate_high_rate: float = 0.01  # share of the run's images in conflicting pairs for high severity
     # causal check (auditor.causal)
     causal_min_background_accuracy: float = 0.3  # object-erased accuracy above the baseline by this: high severity
     causal_min_shortcut_drop: float = 0.5  # accuracy lost by erasing the flagged region that makes it high
@@ -350,14 +372,19 @@ _SHARES = (
     "causal_min_background_accuracy", "causal_min_shortcut_drop", "causal_min_background_gap", "causal_max_refuted",
 )  # fmt: skip
 _COUNTS = ("min_support", "bootstrap", "pair_min_count", "label_error_min_count", "spray_min_support", "spray_size",
-           "spray_neighbors", "spray_max_clusters", "spray_max_images", "place_check_images")  # 1 or more
+           "spray_neighbors", "spray_max_clusters", "spray_max_images", "place_check_images",
+           "property_images")  # 1 or more
 _RANGES = {
     "data.limit": ("[1, inf)", "the number of samples to audit; leave it unset for all"),
     "sweep.batch_size": ("[1, inf)", "images per forward pass"),
     "sweep.num_workers": ("[0, inf)", "DataLoader worker processes; 0 decodes in the main process"),
     "sweep.map_size": ("[2, inf)", "the stored maps' side in cells: a map needs at least 2 x 2"),
     "sweep.shard_size": ("[1, inf)", "images per shard file"),
+    "findings.duplicate_min_similarity": ("[-1, 1]", "a cosine similarity"),
+    "findings.duplicate_neighbours": ("[1, inf)", "other-label images kept per searched image"),
+    "findings.duplicate_high_rate": ("[0, 1]", "a share of the run's images"),
     "attention.iou_threshold": ("[0, 1]", "a share of the map's maximum"),
+    "attention.cam_box_threshold": ("[0, 1)", "a share of the map's maximum"),
     "findings.ci_level": ("(0, 1)", "a confidence level"),
     "findings.place_pixel_window": ("(0, 1]", "a share of the image's side"),
     "findings.place_follow_ratio": ("[-inf, inf]", ""),  # below 0: no peaks follow the object (the test is off)

@@ -527,7 +527,8 @@ class AuditDataset(Dataset):
             note = "empty mask"
         elif has_mask and not mask_t.any():
             note = "empty mask after crop: the object lies outside data.crop"
-        return {"mask": mask_t, "has_mask": has_mask, "note": note}
+        # size: the decoded upright image's (width, height), for the size and aspect properties (auditor.properties)
+        return {"mask": mask_t, "has_mask": has_mask, "note": note, "size": tuple(int(v) for v in size)}
 
 
 class EncodedJpegs(Dataset):
@@ -607,7 +608,7 @@ def decode_on_device(batch: dict, dataset: AuditDataset, device: torch.device) -
             f"Images of different sizes in one batch ({sorted(shapes)[:3]}): set data.resize and data.crop "
             "so that every image reaches the model at one size."
         )
-    out = {key: batch[key][keep] for key in ("mask", "has_mask", "label", "index")}
+    out = {key: batch[key][keep] for key in ("mask", "has_mask", "label", "index", "size") if key in batch}
     out["note"] = [batch["note"][i] for i in keep]
     out["image"] = torch.stack([images[i].to(device) for i in keep]) if keep else torch.empty(0, device=device)
     out["failed"] = failed
@@ -652,6 +653,7 @@ def collate(items: list[dict]) -> dict:
         "has_mask": torch.tensor([item["has_mask"] for item in good], dtype=torch.bool),
         "label": torch.tensor([item["label"] for item in good], dtype=torch.long),
         "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
+        "size": torch.tensor([item.get("size", (0, 0)) for item in good], dtype=torch.long).reshape(-1, 2),
         "note": [item["note"] for item in good],
         "failed": failed,
     }

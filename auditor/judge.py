@@ -1,5 +1,5 @@
 """Judge a swept run with the model at hand: rules -> place evidence -> causal check -> repeated marks ->
-findings.json, once.
+image properties -> findings.json, once.
 
 The findings package decides from records and maps alone; this module, above it and above `auditor.causal`,
 adds what needs the model and the images, then writes findings.json and label_errors.csv once, then the
@@ -37,6 +37,7 @@ from auditor.findings.run import (
 )
 from auditor.mark_search import with_marks
 from auditor.place_check import check_places
+from auditor.properties import property_check
 from auditor.runs import load_run
 from auditor.sweep import channels_last_inputs, make_loader, uses_channels_last
 
@@ -124,7 +125,7 @@ def _verdict(doc: dict) -> dict:
 def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, classes: list[str], device,
                  cfg: Config, predictions: dict[int, int], context) -> list:
     """The rules' findings checked on the model, within the run's budget (`auditor.budget`): place evidence, the
-    causal check, then the repeated-mark search. Notes say what each check sampled."""
+    causal check, the repeated-mark search, then the image-property check. Notes say what each check sampled."""
     references_of: dict = {}  # each class's other-class images: the place check and the mark search share them
     findings = number(check_places(findings, model, dataset, classes, device, cfg.findings, references_of,
                                    predictions))
@@ -149,8 +150,9 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
             write_causal(run.path, causal)
             findings = apply_causal(findings, causal, cfg.findings)
     rows = thumb_rows(run, dataset)
-    return with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,
-                      thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions)
+    findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,
+                          thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions)
+    return property_check(findings, model, dataset, classes, device, cfg, make_loader, notes)
 
 
 def thumb_rows(run, dataset: AuditDataset) -> dict[int, int]:

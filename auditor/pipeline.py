@@ -204,8 +204,10 @@ def prepare(cfg: Config, loaded: LoadedModel | None = None, images: Callable | N
     return classes, samples, dataset, model, layer_name, layer, geometry, reshape
 
 
-def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str]) -> pd.DataFrame:
-    """Merge the shards into records.parquet, maps.npy, masks.npy and skipped.csv."""
+def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str],
+                 cam_box_threshold: float | None = None) -> pd.DataFrame:
+    """Merge the shards into records.parquet, maps.npy, masks.npy and skipped.csv; with `cam_box_threshold`, the
+    records get each predicted-class map's CAM box (auditor.localisation), read back from maps.npy in chunks."""
     paths = shard_paths(run_dir)
     columns, rows = read_shards(paths)
     skipped = pd.DataFrame({
@@ -233,13 +235,20 @@ def finalize_run(run_dir: Path, samples: list[Sample], classes: list[str]) -> pd
         records[name] = values
     # NaN or infinite logits make no prediction (p_pred is NaN): never counted as correct.
     records.insert(7, "correct", (records["label_idx"] == records["pred_idx"]) & np.isfinite(records["p_pred"]))
-    save_parquet_atomic(run_dir / "records.parquet", records)
     merge_shard_arrays(paths, run_dir, rows)
+    if cam_box_threshold is not None:
+        from auditor.localisation import cam_box_frame  # noqa: PLC0415 - scipy after the sweep
+
+        records = pd.concat([records, cam_box_frame(np.load(run_dir / "maps.npy", mmap_mode="r"), cam_box_threshold)],
+                            axis=1)
+    save_parquet_atomic(run_dir / "records.parquet", records)
     return records
 
 
-def write_tables(run_dir: Path, records: pd.DataFrame, classes: list[str]) -> dict:
-    """confusion.csv, per_class.csv and confused_pairs.json; returns what the summary needs of them."""
+def write_tables(run_dir: Path, records: pd.DataFrame, classes: list[str],
+                 localisation: pd.DataFrame | None = None) -> dict:
+    """confusion.csv, per_class.csv (with the localisation metrics' columns, when given) and confused_pairs.json;
+    returns what the summary needs of them."""
     from auditor.confusion import confused_pairs, confusion_frame, per_class_frame  # noqa: PLC0415 - after the sweep
 
     confusion = confusion_frame(records, classes)
@@ -247,6 +256,8 @@ def write_tables(run_dir: Path, records: pd.DataFrame, classes: list[str]) -> di
     per_class = per_class_frame(records, classes)
     if set(faithfulness.FAITHFULNESS_COLUMNS) <= set(records.columns):
         per_class = pd.concat([per_class, faithfulness.class_means(records, classes)], axis=1)
+    if localisation is not None:
+        per_class = pd.concat([per_class, localisation], axis=1)
     write_atomic(run_dir / "per_class.csv", per_class.to_csv(index=False))
     pairs = confused_pairs(records, classes)
     write_json(run_dir / "confused_pairs.json", pairs)
@@ -334,9 +345,13 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float], loaded: Load
         return None
     swept = time.perf_counter()
     with stage("merge_s"):
-        records = finalize_run(run_dir, samples, classes)
+        records = finalize_run(run_dir, samples, classes, cfg.attention.cam_box_threshold)
         skipped = pd.read_csv(run_dir / "skipped.csv", dtype=str, keep_default_na=False)
-        tables = write_tables(run_dir, records, classes)
+        with stage("localisation_s"):
+            from auditor.localisation import localise_run  # noqa: PLC0415 - scipy after the sweep
+
+            localisation = localise_run(run_dir, records, classes, cfg.attention, cfg.sweep.seed)
+        tables = write_tables(run_dir, records, classes, localisation["per_class"])
         timings = {"prepare_s": prepared - started, "sweep_s": swept - prepared, "images_per_s": stats["images_per_s"]}
         manifest = {
             "config": cfg.to_dict(),
@@ -356,6 +371,7 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float], loaded: Load
         }
         write_json(run_dir / "manifest.json", clean_floats(manifest))
         summary = build_summary(records, skipped, classes, tables, timings)
+        summary["localisation"] = clean_floats(localisation["summary"])
         write_json(run_dir / "summary.json", summary)
     with stage("findings_s"):  # the causal check and the counterfactual maps inside time themselves
         if cfg.findings.enabled:
@@ -379,7 +395,8 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float], loaded: Load
 
 
 STAGES = ("model_load_s", "data_scan_s", "sweep_s", "merge_s", "findings_s", "batch_norm_check_s", "place_check_s",
-          "causal_check_s", "mark_search_s", "counterfactual_s", "report_s")
+          "causal_check_s", "mark_search_s", "property_check_s", "localisation_s", "counterfactual_s", "duplicates_s",
+          "report_s")
 
 
 def stage_timings(timings: dict, stages: dict[str, float], total: float | None = None) -> dict:

@@ -1,7 +1,9 @@
 """The run directory: the snapshot every stage after the sweep reads, so reports re-render without the model.
 
 Layout of RUN_DIR:
-  records.parquet      one row per audited image (columns: RECORD_COLUMNS, plus per-method extras)
+  records.parquet      one row per audited image (columns: RECORD_COLUMNS, plus per-method extras and the
+                       predicted-class map's CAM box cam_box_x0 .. cam_box_y1, auditor.localisation; the image
+                       properties prop_<name>, from the thumbs and the decoded size, auditor.properties)
   maps.npy             float16 [N, 2, S, S]: [:, 0] predicted-class map, [:, 1] true-class map of the primary
                        CAM method, each divided by its own maximum (raw maximum in records.{pred,true}_cam_max);
                        row i belongs to the record whose `row` == i
@@ -12,9 +14,12 @@ Layout of RUN_DIR:
   probs.npy            float16 [N, C]: the full softmax probability vector of every image (row = records.row)
   thumbs.npy           uint8 [N, C, s, s]: the pixels the model saw, area-pooled to sweep.keep_images_px, so the
                        checks after the sweep (the repeated-mark search) need not decode every file again
+  features.npy         float16 [N, D]: the target layer's activations averaged over its cells, L2-normalised (D = C,
+                       or a fixed seeded random projection to 256 dims above that): the near-duplicate search
+                       (auditor.duplicates); absent where sweep.keep_features is false
   skipped.csv          id, path, reason: inputs that could not be audited
   confusion.csv        K x K counts, index = true class, columns = predicted class
-  per_class.csv        class, support, precision, recall, f1 and attention means per class
+  per_class.csv        class, support, precision, recall, f1, attention means and localisation metrics per class
   confused_pairs.json  [{true, pred, count, rate, ids}] ranked by count, then rate
   summary.json         headline figures for people and dashboards
   manifest.json        config, package versions, device, fingerprints of model and data, timings
@@ -55,7 +60,7 @@ from auditor.errors import AuditorError
 from auditor.metrics import MAP_KINDS, record_columns  # noqa: F401 - MAP_KINDS re-exported for the sweep
 
 # Per-image arrays the sweep writes beside the records: streamed shard by shard into float16 <name>.npy files.
-ARRAY_FIELDS = ("maps", "masks", "probs", "thumbs")
+ARRAY_FIELDS = ("maps", "masks", "probs", "thumbs", "features")
 RECORD_COLUMNS = (
     "row", "id", "path", "label", "label_idx", "pred", "pred_idx",
     "p_true", "p_pred", "margin", "loss", "correct", "has_mask", *record_columns(),
@@ -148,6 +153,7 @@ class Run:
     skipped: pd.DataFrame
     probs: np.ndarray | None = None  # float16 [N, C] softmax per image; None for run dirs written before probs.npy
     thumbs: np.ndarray | None = None  # uint8 [N, C, s, s] model-input pixels; None where sweep.keep_images_px was 0
+    features: np.ndarray | None = None  # float16 [N, D] pooled target-layer features; None where not kept
 
     @property
     def config(self) -> Config:
@@ -203,6 +209,7 @@ def load_run(run_dir: str | Path) -> Run:
         skipped=skipped,
         probs=np.load(probs_path, mmap_mode="r") if probs_path.is_file() else None,
         thumbs=np.load(run_dir / "thumbs.npy", mmap_mode="r") if (run_dir / "thumbs.npy").is_file() else None,
+        features=np.load(run_dir / "features.npy", mmap_mode="r") if (run_dir / "features.npy").is_file() else None,
     )
 
 
@@ -316,8 +323,8 @@ def reserve_blocks(path: Path) -> None:
 
 
 def merge_shard_arrays(paths: list[Path], run_dir: Path, rows: int) -> list[str]:
-    """Stream every shard's ARRAY_FIELDS (maps, masks, probs, thumbs) into memory-mapped .npy files of the shards'
-    dtype (float16; uint8 for thumbs): memory stays bounded by one shard."""
+    """Stream every shard's ARRAY_FIELDS (maps, masks, probs, thumbs, features) into memory-mapped .npy files of
+    the shards' dtype (float16; uint8 for thumbs): memory stays bounded by one shard."""
     shapes, dtypes = {}, {}
     for path in paths:
         with np.load(path) as shard:

@@ -19,7 +19,9 @@ from tqdm import tqdm
 from auditor.cams import CamMethod, ReshapeFn, class_maps, get_method, preserved_model_state
 from auditor.config import Config
 from auditor.data import AuditDataset, EncodedJpegs, collate, decode_on_device
+from auditor.duplicates import image_features
 from auditor.faithfulness import deletion_drops
+from auditor.properties import file_properties, thumb_properties
 from auditor.geometry import MapGeometry, upsample
 from auditor import metrics
 from auditor.metrics import MAP_KINDS, MapView
@@ -31,6 +33,7 @@ log = logging.getLogger("auditor")
 # Counterfactual Grad-CAM at the target layer's resolution, [N, 2, h, w] float16 (predicted, true class), each
 # scaled to 1: a map-like array field, so it goes through the shards into RUN_DIR/maps_counterfactual_cells.npy.
 COUNTERFACTUAL_CELLS = "maps_counterfactual_cells"
+PROPERTY_SIDE = 64  # the side image properties are measured at where the run keeps no thumbs
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -154,8 +157,9 @@ def audit_batch(
     # let auditor.evidence draw the findings' counterfactual maps without running the model again.
     cells = any(m.needs_gradients for m in methods) and all(m.name != "counterfactual" for m in methods)
     computed = [*methods, get_method("counterfactual")] if cells else methods
+    pooled = {} if cfg.sweep.keep_features else None
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.sweep.amp):
-        logits, maps = class_maps(model, layer, images, labels, computed, reshape)
+        logits, maps = class_maps(model, layer, images, labels, computed, reshape, pooled=pooled)
     logits = logits.float()
     probs = logits.softmax(dim=1)
     p_pred, pred = probs.max(dim=1)
@@ -169,6 +173,8 @@ def audit_batch(
         "margin": p_true - others.max(dim=1).values,  # confident learning's margin: < 0 when wrong
         "loss": F.cross_entropy(logits, labels, reduction="none"),
     }
+    if pooled is not None:
+        fields["features"] = image_features(pooled["features"])  # [B, D]: the near-duplicate search's (features.npy)
     for metric in (m for m in metrics.METRICS if not m.per_map):
         fields[metric.name] = metric.function(MapView(None, None, masks, has_mask, cfg.attention))
     height, width = images.shape[-2:]
@@ -292,9 +298,13 @@ def run_sweep(
                     lambda part: audit_batch(model, layer, part, methods, cfg, reshape, geometry), batch, chunk
                 )
                 result.update(fields)
+                thumbs = thumbnails(batch["image"], dataset.cfg.mean, dataset.cfg.std,
+                                    cfg.sweep.keep_images_px or PROPERTY_SIDE).cpu().numpy()
                 if cfg.sweep.keep_images_px > 0:
-                    result["thumbs"] = thumbnails(batch["image"], dataset.cfg.mean, dataset.cfg.std,
-                                                  cfg.sweep.keep_images_px).cpu().numpy()
+                    result["thumbs"] = thumbs
+                result.update(thumb_properties(thumbs))  # prop_<name> records columns, from the pixels kept
+                if "size" in batch:
+                    result.update(file_properties(batch["size"]))
             result["failed_index"] = np.array([i for i, _ in batch["failed"]], dtype=np.int64)
             result["failed_reason"] = np.array([r for _, r in batch["failed"]], dtype=str)
             writer.add(result)

@@ -61,6 +61,7 @@ STAGES = {
     "causal_check_s": "causal check",
     "mark_search_s": "repeated-mark search",
     "counterfactual_s": "counterfactual evidence",
+    "duplicates_s": "near-duplicate search",
     "report_s": "report",
 }
 AFTER_SWEEP = [key for key in STAGES if list(STAGES).index(key) > list(STAGES).index("sweep_s")]

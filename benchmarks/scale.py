@@ -31,6 +31,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = 0.5, 0.25
 

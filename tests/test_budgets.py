@@ -41,13 +41,16 @@ def colour_model(num_classes: int = CLASSES) -> nn.Module:
 
 
 def write_classes(root) -> None:
-    """root/cNNN/i.png: each class its colour with pixel noise; even classes a white corner mark on 4 of 6 images."""
+    """root/cNNN/i.png: each class its colour with pixel noise and a small object of a random colour at a random
+    place (so no two images are copies); even classes a white corner mark on 4 of 6 images."""
     rng = np.random.default_rng(1)
     for c, colour in enumerate(class_colours()):
         folder = root / f"c{c:03d}"
         folder.mkdir(parents=True)
         for i in range(PER_CLASS):
             image = (colour + rng.integers(-4, 5, (SIDE, SIDE, 3))).clip(0, 255).astype(np.uint8)
+            top, left = rng.integers(MARK, SIDE - 3, 2)
+            image[top : top + 3, left : left + 3] = rng.integers(0, 256, 3)
             if c % 2 == 0 and i < 4:
                 image[:MARK, :MARK] = 255
             Image.fromarray(image).save(folder / f"{i}.png")

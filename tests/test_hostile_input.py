@@ -338,7 +338,7 @@ def _fill_disk_before(monkeypatch, disk: Path, module, name: str) -> None:
     original = getattr(module, name)
 
     def filled(*args, **kwargs):
-        with open(disk / "filler", "wb") as handle:
+        with open(disk / "filler", "wb", buffering=0) as handle:  # unbuffered: closing has nothing left to flush
             try:
                 while True:
                     handle.write(b"\x00" * (1 << 16))

@@ -70,9 +70,12 @@ def others_at(summaries: dict, c: int, box, size: int) -> tuple[float, float]:
 class Context:
     """One run's inputs to the rules and what several rules share, each computed on first use."""
 
-    def __init__(self, records, maps, masks, classes, cfg: FindingsConfig, probs=None, batch_norm=None):
+    def __init__(self, records, maps, masks, classes, cfg: FindingsConfig, probs=None, batch_norm=None,
+                 features=None, thumbs=None):
         self.records, self.maps, self.masks, self.classes, self.cfg = records, maps, masks, list(classes), cfg
         self.probs = probs  # float [N, C] softmax per image (probs.npy), None for older run directories
+        self.features = features  # float16 [N, D] pooled features (features.npy), None where not kept
+        self.thumbs = thumbs  # uint8 [N, C, s, s] (thumbs.npy), None where not kept: tells exact copies
         self.batch_norm = batch_norm  # auditor.batch_norm_check's figures (batch_norm.json), None if not checked
         self._cache: dict = {}
 

@@ -14,7 +14,9 @@ from auditor.findings import (
     background_reliance,
     causal_evidence,
     context_confusion,
+    duplicate_conflict,
     model_health,
+    property_shortcut,
     repeated_mark,
     spatial_shortcut,
     strategy_cluster,
@@ -26,7 +28,8 @@ from auditor.findings.record import SEVERITIES, Finding, Kind, more_severe
 
 # Every module that declares a kind; those with a `find` are run by `find_all`, in this order. The causal
 # check's kind (recognised_without_object) is made from causal.csv instead (see run.apply_causal), and
-# repeated_mark from the images (auditor.mark_search).
+# repeated_mark from the images (auditor.mark_search); property_shortcut is found here, then tested on the model
+# by auditor.properties.
 RULES = (
     model_health,
     background_reliance,
@@ -36,6 +39,8 @@ RULES = (
     causal_evidence,
     context_confusion,
     suspected_label_error,
+    duplicate_conflict,
+    property_shortcut,
 )
 KINDS: dict[str, Kind] = {module.KIND.name: module.KIND for module in RULES}
 

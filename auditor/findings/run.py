@@ -18,6 +18,7 @@ from auditor.findings.causal_evidence import (
     with_causal,
 )
 from auditor.findings.context import Context
+from auditor.findings.duplicate_conflict import with_duplicates
 from auditor.findings.model_health import cap_findings
 from auditor.findings.record import SCHEMA_VERSION, Finding, validate_findings
 from auditor.findings.registry import find_all, number, scope_of
@@ -29,7 +30,7 @@ BATCH_NORM_FILE = "batch_norm.json"  # auditor.batch_norm_check's figures, which
 
 def run_context(run, cfg: FindingsConfig) -> Context:
     return Context(run.records, run.maps, run.masks, run.classes, cfg, probs=run.probs,
-                   batch_norm=read_batch_norm(run.path))
+                   batch_norm=read_batch_norm(run.path), features=run.features, thumbs=run.thumbs)
 
 
 def read_batch_norm(run_dir: Path) -> dict | None:
@@ -63,7 +64,7 @@ def write_document(run_dir: Path, findings: list[Finding], notes: list[str], con
     if problems:
         raise ValueError(f"refusing to write an invalid findings.json: {'; '.join(problems)}")
     write_json(Path(run_dir) / "findings.json", doc)
-    table = label_error_table(suspects_of(context), doc["findings"])
+    table = with_duplicates(label_error_table(suspects_of(context), doc["findings"]), context, doc["findings"])
     write_atomic(Path(run_dir) / "label_errors.csv", table.to_csv(index=False))
     return doc
 

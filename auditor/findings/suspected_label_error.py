@@ -32,7 +32,7 @@ KIND = Kind(
 
 LABEL_ERROR_COLUMNS = (
     "rank", "id", "path", "label", "pred", "p_pred", "p_true", "threshold", "object_score", "label_object_score",
-    "suspicion", "finding",
+    "suspicion", "finding", "reason",
 )  # fmt: skip
 
 
@@ -237,12 +237,14 @@ def _label_evidence(group: pd.DataFrame) -> str:
 
 def label_error_table(suspects: pd.DataFrame, findings: list[dict]) -> pd.DataFrame:
     """label_errors.csv: every suspect in the one global order, most likely label error first (rank 1), with
-    the id of its pair's finding (empty for pairs too small to be reported)."""
+    the id of its pair's finding (empty for pairs too small to be reported) and why it is listed ("predicted
+    <pred>"; findings.duplicate_conflict adds near-duplicates)."""
     pair_finding = {
         (f["pair"]["true"], f["pair"]["pred"]): f["id"] for f in findings if f["kind"] == KIND.name
     }
     finding = [pair_finding.get((t, p), "") for t, p in zip(suspects["label"], suspects["pred"])]
-    table = suspects.assign(finding=finding, rank=np.arange(1, len(suspects) + 1))
+    table = suspects.assign(finding=finding, rank=np.arange(1, len(suspects) + 1),
+                            reason=[f"predicted {pred}" for pred in suspects["pred"]])
     return table.loc[:, list(LABEL_ERROR_COLUMNS)].round(
         {"p_pred": 6, "p_true": 6, "threshold": 6, "object_score": 6, "label_object_score": 6, "suspicion": 6}
     )

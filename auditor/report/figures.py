@@ -219,3 +219,23 @@ def causal_figure(names: list[str], rows: list[dict]) -> go.Figure:
         yaxis=_axis("accuracy", range=[0, 1.02], tickformat=".0%"),
     )
     return go.Figure(data=traces, layout=layout)
+
+
+def property_figure(name: str, class_name: str, ours: np.ndarray, rest: np.ndarray, bins: int = 30) -> go.Figure:
+    """A property_shortcut finding's property: histogram of the class's images against the other classes', as
+    shares of each group (one scale for both, so a shifted class shows as a shifted bump)."""
+    ours, rest = (np.asarray(v, dtype=np.float64) for v in (ours, rest))
+    ours, rest = ours[np.isfinite(ours)], rest[np.isfinite(rest)]
+    both = np.concatenate([ours, rest])
+    low, high = (float(both.min()), float(both.max())) if len(both) else (0.0, 1.0)
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    traces = []
+    for values, group, color in ((rest, "other classes", "#9aa5b1"), (ours, class_name, ORANGE)):
+        counts, _ = np.histogram(values, bins=edges)
+        traces.append(go.Bar(x=np.round(centers, 5).tolist(), y=np.round(counts / max(1, counts.sum()), 5).tolist(),
+                             customdata=counts.tolist(), name=f"{label(group)} ({len(values):,})", marker_color=color,
+                             opacity=0.7, width=float(edges[1] - edges[0]),
+                             hovertemplate=name + " %{x:.3g}<br>%{y:.1%} (%{customdata})<extra></extra>"))
+    layout = _layout(height=280, barmode="overlay", xaxis=_axis(name), yaxis=_axis("share of images", tickformat=".0%"))
+    return go.Figure(data=traces, layout=layout)

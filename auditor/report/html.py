@@ -25,6 +25,8 @@ from auditor import __version__
 from auditor.config import Config, DataConfig, ReportConfig, config_from_dict
 from auditor.baseline import accepted_findings
 from auditor.findings import KINDS, model_health_state
+from auditor.localisation import BOX_COLUMNS as CAM_BOX_COLUMNS
+from auditor.findings.property_shortcut import PROPERTIES
 from auditor.report import figures, images, tables
 from auditor.runs import Run, _json_default, clean_floats, load_run, write_atomic
 
@@ -162,6 +164,7 @@ class _Gallery:
             uris = images.triptych(
                 image, maps[0], maps[1], mask, self.cfg.thumb_px, self.cfg.jpeg_quality, self.cfg.overlay_alpha,
                 against_map=None if against is None else np.asarray(against[1], dtype=np.float32),
+                cam_box=tuple(float(record[c]) for c in CAM_BOX_COLUMNS) if CAM_BOX_COLUMNS[0] in record else None,
             )
             self._cache[position] = {
                 "id": str(record["id"]),
@@ -299,12 +302,20 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
         "matrix_rows": [{"name": classes[i], "values": [int(confusion[i, j]) for j in focus]} for i in focus],
         "has_findings_file": (run.path / "findings.json").is_file(),
         "has_against": gallery.has_counterfactuals,
+        "localisation": _localisation(summary.get("localisation")),
         "colorbar": images.jpeg_data_uri(images.colormap(np.tile(np.linspace(0, 1, 120), (10, 1))), 90),
         "version": __version__,
         "cfg": cfg,
         "page_data": page_data,
         "plotly_js": plotly_js(),
     }
+
+
+def _localisation(summary: dict | None) -> dict | None:
+    """summary.json's `localisation` for the attention section, None where no image had a ground-truth box."""
+    if not summary or not summary.get("n_images"):
+        return None
+    return {**summary, "by_delta": sorted((summary.get("max_box_acc") or {}).items())}
 
 
 def _findings_notes(run_dir: Path) -> list[str]:
@@ -398,6 +409,7 @@ def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_m
         pair = tables.pair_of(finding)
         samples = finding.get("samples") or []
         with_gallery = n < cfg.finding_galleries
+        side_by_side = finding.get("kind") == "duplicate_conflict"  # samples are pairs: a, b, a, b, ...
         positions = gallery.positions_of_ids(samples) if with_gallery else []
         if with_gallery and not positions and pair and pair[0] in class_index and pair[1] in class_index:
             positions = _pair_positions(records, class_index[pair[0]], class_index[pair[1]])
@@ -421,7 +433,8 @@ def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_m
             "pair_anchor": pair_anchors.get(pair) if pair else None,
             "has_region": box is not None,
             "metrics": [(str(key), fmt_metric(value)) for key, value in (finding.get("metrics") or {}).items()],
-            "gallery": gallery.items(positions) if with_gallery else [],
+            "gallery": gallery.items(positions) if with_gallery and not side_by_side else [],
+            "pairs": _side_by_side(samples, gallery) if with_gallery and side_by_side else [],
             "class_maps": [{"name": c, "uri": class_map(class_index[c], boxes)} for c in known[:2]]
             if with_gallery
             else [],
@@ -439,12 +452,37 @@ def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_m
             "n_samples": len(samples),
             "next_steps": next_steps(finding, classes, pair),
         }
+        card["property_figure"] = _property_figure(finding, records, n, add_figure) if with_gallery else None
         if with_gallery and len(causal_rows) > 0:
             card["causal_figure"] = add_figure(
                 f"fig-causal-{n + 1}", figures.causal_figure([r["class"] for r in causal_rows], causal_rows)
             )
         cards.append(card)
     return cards
+
+
+def _property_figure(finding: dict, records: pd.DataFrame, n: int, add_figure) -> str | None:
+    """A property_shortcut finding's histogram (class against the rest), from the records' prop_ column."""
+    at = (finding.get("metrics") or {}).get("property")
+    if finding.get("kind") != "property_shortcut" or at is None or not 0 <= int(at) < len(PROPERTIES):
+        return None
+    name, classes = PROPERTIES[int(at)], tables.finding_classes(finding)
+    if f"prop_{name}" not in records or not classes:
+        return None
+    ours = (records["label"].astype(str) == classes[0]).to_numpy()
+    values = records[f"prop_{name}"].to_numpy(dtype=float)
+    return add_figure(f"fig-property-{n + 1}", figures.property_figure(name, classes[0], values[ours], values[~ours]))
+
+
+def _side_by_side(samples: list, gallery: _Gallery) -> list[tuple[dict, dict]]:
+    """A duplicate_conflict finding's pairs (its samples two by two), each as two gallery items, up to
+    report.gallery_size pairs: both images with their labels, to judge at a glance which label is right."""
+    pairs = []
+    for a, b in zip(samples[0::2], samples[1::2]):
+        found = gallery.positions_of_ids([a, b])
+        if len(found) == 2:
+            pairs.append((gallery.item(found[0]), gallery.item(found[1])))
+    return pairs[: max(0, gallery.cfg.gallery_size)]
 
 
 def fmt_metric(value) -> str:

@@ -142,10 +142,12 @@ def triptych(
     quality: int,
     alpha: float = 0.6,
     against_map: np.ndarray | None = None,
+    cam_box: tuple[float, float, float, float] | None = None,
 ) -> dict[str, str]:
     """The thumbnails of one gallery item: image, predicted-class overlay, true-class overlay and, given a
     counterfactual map of the true class, what argues against it; each with the object mask outlined, as
-    JPEG data URIs."""
+    JPEG data URIs. `cam_box` (fractions of the image: the predicted-class map's CAM box, auditor.localisation)
+    is drawn on the predicted-class overlay, so the reader sees it beside the mask outline."""
     base = gray_image(side, side) if image is None else fit_image(image, side)
     height, width = base.shape[:2]
     panels = {
@@ -155,6 +157,8 @@ def triptych(
     }
     if against_map is not None:
         panels["against"] = overlay(base, resize_map(against_map, height, width), alpha)
+    if cam_box is not None and np.all(np.isfinite(cam_box)):
+        panels["pred"] = draw_region(panels["pred"], cam_box, width_px=1)
     return {name: jpeg_data_uri(draw_mask_outline(panel, mask), quality) for name, panel in panels.items()}
 
 
