@@ -295,8 +295,9 @@ class FindingsConfig:
     duplicate_max_queries: int = 20000  # images searched from, per run (all of them up to this; beyond it those
     # with the lowest p_true): keeps the search linear in N (every image is still a neighbour)
     duplicate_max_pairs: int = 50  # pairs listed in the finding (all of them are in label_errors.csv)
-    duplicate_medium_count: int = 3  # conflicting pairs (or one pixel-identical copy) for medium severity
-    duplicate_high_rate: float = 0.01  # share of the run's images in conflicting pairs for high severity
+    duplicate_medium_count: int = 3  # pixel-identical copies under two labels, holding duplicate_high_rate of the run, for
+    # high severity (one copy is medium; pairs alike only in the features stay low: look-alikes in a narrow layer)
+    duplicate_high_rate: float = 0.01  # share of the run's images in pixel-identical conflicting pairs for high severity
     # causal check (auditor.causal)
     causal_min_background_accuracy: float = 0.3  # object-erased accuracy above the baseline by this: high severity
     causal_min_shortcut_drop: float = 0.5  # accuracy lost by erasing the flagged region that makes it high
