@@ -60,6 +60,8 @@ STAGES = {
     "place_check_s": "place check",
     "causal_check_s": "causal check",
     "mark_search_s": "repeated-mark search",
+    "property_check_s": "property check",
+    "localisation_s": "localisation (CAM boxes, MaxBoxAccV2)",
     "counterfactual_s": "counterfactual evidence",
     "duplicates_s": "near-duplicate search",
     "report_s": "report",

@@ -34,3 +34,12 @@ def test_every_tenth_class_carries_the_corner_mark_on_part_of_its_images():
     corner = (images[:, :4, :4] == 255).all(axis=(1, 2, 3))
     assert 0.3 < corner[labels == 0].mean() < 0.9 and 0.3 < corner[labels == 10].mean() < 0.9
     assert not corner[(labels != 0) & (labels != 10)].any()
+
+
+def test_the_benchmarks_time_every_stage_the_pipeline_times():
+    """A stage added to the pipeline but not to the benchmarks would drop out of "after the sweep" unseen."""
+    from auditor.pipeline import STAGES
+    from benchmarks import end_to_end, scale
+
+    assert set(STAGES) <= set(end_to_end.STAGES)
+    assert set(scale.AFTER_SWEEP) == set(STAGES[STAGES.index("sweep_s") + 1 :]) == set(end_to_end.AFTER_SWEEP)
