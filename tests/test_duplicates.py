@@ -87,12 +87,17 @@ def wide_cnn(num_classes: int = 2) -> torch.nn.Module:
     )
 
 
-def test_an_image_copied_into_another_class_is_reported(tmp_path):
+def audit_with_a_copy(tmp_path, factory: str):
+    """Audit the tiny image folder with cat/0.png copied into the dog folder; returns the run directory."""
     data, _ = make_image_folder(tmp_path, per_class=6)
     shutil.copy(data / "cat" / "0.png", data / "dog" / "copy.png")
     out = tmp_path / "run"
-    assert main(["audit", "--data.root", str(data), "--model.factory", "tests.test_duplicates:wide_cnn",
-                 "--out", str(out)]) == 0
+    assert main(["audit", "--data.root", str(data), "--model.factory", factory, "--out", str(out)]) == 0
+    return out
+
+
+def test_an_image_copied_into_another_class_is_reported(tmp_path):
+    out = audit_with_a_copy(tmp_path, "tests.test_duplicates:wide_cnn")
     run = load_run(out)
     assert run.features.shape == (13, 16) and run.features.dtype == np.float16
     findings = json.loads((out / "findings.json").read_text())["findings"]
@@ -112,10 +117,6 @@ def test_an_image_copied_into_another_class_is_reported(tmp_path):
 
 
 def test_features_of_too_few_dims_are_not_searched(tmp_path):
-    data, _ = make_image_folder(tmp_path, per_class=6)
-    shutil.copy(data / "cat" / "0.png", data / "dog" / "copy.png")
-    out = tmp_path / "run"
-    assert main(["audit", "--data.root", str(data), "--model.factory", "tests.conftest:brightness_cnn",
-                 "--out", str(out)]) == 0
+    out = audit_with_a_copy(tmp_path, "tests.conftest:brightness_cnn")
     assert load_run(out).features.shape == (13, 2)  # kept, but 2 channels cannot tell copies from the rest
     assert "duplicate_conflict" not in (out / "findings.json").read_text()
