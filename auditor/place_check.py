@@ -180,6 +180,7 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
     if not wanted:
         return findings
     position = positions(dataset.samples)
+    labels = np.array([s.label for s in dataset.samples])  # once, not once per class checked
     index = {name: i for i, name in enumerate(classes)}
     checked = set(classes_in_budget([index[f.classes[0]] for f in wanted if f.classes[0] in index], len(classes),
                                     cfg.check_max_classes, cfg.seed, fill=False))
@@ -195,7 +196,7 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
                 out.append(f if masks_checked(f) else dataclasses.replace(f, severity="low"))
                 continue
             if target not in references_of:
-                references_of[target] = other_class_images(dataset, target, cfg, predictions=predictions)
+                references_of[target] = other_class_images(dataset, target, cfg, labels, predictions)
             references, called = references_of[target]
             donors = stacked_images(dataset, [position[s] for s in f.samples if s in position])
             if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
