@@ -2,8 +2,7 @@
 
 The sweep reads every image once. The checks after it (batch-norm, place evidence, causal, repeated marks,
 image properties, counterfactual evidence) re-run the model on some images; each one caps the classes it examines
-per run
-(`FindingsConfig.check_max_classes`, `mark_max_classes`, ...) and chooses them here: the classes its findings
+per run (`FindingsConfig.check_max_classes`, `mark_max_classes`, ...) and chooses them here: the classes its findings
 name first, most severe first, then a seeded sample of the rest. So a 1,000-class audit costs about what a
 50-class one does after the sweep, and the report says which classes were sampled.
 """
@@ -17,13 +16,14 @@ import numpy as np
 import torch
 
 from auditor.config import AttentionConfig
-from auditor.findings import scope_of
-from auditor.findings.property_shortcut import PIXEL_PROPERTIES
+from auditor.properties import PIXEL_PROPERTIES
 from auditor.timing import count
 
 
 def flagged_classes(findings, classes: Sequence[str]) -> list[int]:
     """The classes class-level findings name, in the findings' order (most severe first), each once."""
+    from auditor.findings import scope_of  # noqa: PLC0415 - the rules' imports (scipy) wait until the sweep is done
+
     index = {name: i for i, name in enumerate(classes)}
     out: dict[int, None] = {}
     for f in findings:
@@ -42,13 +42,20 @@ def classes_in_budget(first: Sequence[int], n_classes: int, most: int, seed: int
     return chosen
 
 
-RUN_SHARE, SHARE_FLOOR = 10, 64  # a check may run a tenth of the audited images, but never fewer than 64
+# What a check may spend on a small run, as a share of the run's audited images: on a large run its cap binds, on a
+# small one this keeps it a small part of the command (each image a check runs costs about what the sweep's did).
+RUN_SHARE = {
+    "batch_norm_check": 0.1,  # images run with batch statistics
+    "causal_check": 0.25,  # images read (each run once to five times: erased, region, control, mixed)
+    "property_check": 0.5,  # images run through the model, edits and controls together
+}
+SHARE_FLOOR = 64  # never fewer: below this a check's proportions mean nothing
 
 
-def share_of_run(cap: int, audited: int) -> int:
-    """A check's image count: its cap, and at most a tenth of the run's audited images (64 at least), so that on a
-    small run it costs a small share of the sweep (each image it runs costs about what the sweep's forward did)."""
-    return min(cap, max(SHARE_FLOOR, audited // RUN_SHARE))
+def share_of_run(cap: int, audited: int, check: str) -> int:
+    """A check's image count on a run of `audited` images: its cap, and at most RUN_SHARE[check] of the run
+    (SHARE_FLOOR at least)."""
+    return min(cap, max(SHARE_FLOOR, int(audited * RUN_SHARE[check])))
 
 
 def sampling_note(check: str, examined: int, n_classes: int, setting: str) -> str | None:

@@ -184,7 +184,7 @@ class FindingsConfig:
     # suspect (a benchmark ResNet whose batch-norm statistics failed on the audit split named 3-4 of 10 classes
     # for almost none of their images, at 46-53 % accuracy and balanced accuracy well above chance)
     health_batch_norm_images: int = 256  # images the batch-norm check runs again with batch statistics (0: off),
-    # at most a tenth of the audited images (64 at least: auditor.budget.share_of_run)
+    # at most a tenth of the audited images (64 at least: auditor.budget.RUN_SHARE)
     health_batch_norm_gain: float = 0.1  # accuracy gained with batch statistics at or above this: suspect (the
     # running statistics do not fit the data; that ResNet gained 0.35)
     # background_reliance

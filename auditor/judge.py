@@ -74,7 +74,7 @@ def check_batch_norm(run_dir: Path, cfg: Config, model, dataset: AuditDataset, p
                      device: torch.device) -> None:
     """batch_norm.json for model_health, from a seeded mixed-class sample of the swept images. A probe of the
     model's health: a model it cannot run that way (an error from torch) is audited without it, with a warning."""
-    sample = check_indices(len(dataset), share_of_run(cfg.findings.health_batch_norm_images, len(predictions)),
+    sample = check_indices(len(dataset), share_of_run(cfg.findings.health_batch_norm_images, len(predictions), "batch_norm_check"),
                            cfg.findings.seed)
     loader = make_loader(dataset, [i for i in sample if i in predictions], cfg, device)
     try:
@@ -140,7 +140,8 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
         note = sampling_note("Causal check", len(wanted), suspects, "check_max_classes")
         notes.extend(n for n in [note] if n)
         wanted |= control_classes(wanted, len(classes), cfg.findings.seed)
-        indices = causal_indices(dataset.samples, wanted, cfg.findings.causal_max_images, cfg.findings.seed)
+        most = share_of_run(cfg.findings.causal_max_images, len(predictions), "causal_check")
+        indices = causal_indices(dataset.samples, wanted, most, cfg.findings.seed)
         if indices:
             log.info("causal check on %d images of %d classes", len(indices), len(wanted))
             loader = make_loader(dataset, indices, cfg, device)
@@ -152,7 +153,7 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
     rows = thumb_rows(run, dataset)
     findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,
                           thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions)
-    return property_check(findings, model, dataset, classes, device, cfg, make_loader, notes)
+    return property_check(findings, model, dataset, classes, device, cfg, make_loader, notes, audited=len(predictions))
 
 
 def thumb_rows(run, dataset: AuditDataset) -> dict[int, int]:

@@ -16,12 +16,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from auditor.budget import classes_in_budget, sampling_note
-from auditor.findings.property_shortcut import COLUMN, KIND, PIXEL_PROPERTIES, judged
-from auditor.findings.record import Finding
 from auditor.timing import stage
 
 log = logging.getLogger("auditor")
+
+# Measured here, per image, as records columns prop_<name>; judged by auditor.findings.property_shortcut.
+PIXEL_PROPERTIES = ("brightness", "contrast", "cast_rg", "cast_yb", "saturation", "sharpness", "greyscale")
+FILE_PROPERTIES = ("size", "aspect")  # of the decoded file: gone once the image is resized, so never edited
+PROPERTIES = PIXEL_PROPERTIES + FILE_PROPERTIES
+COLUMN = "prop_"
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
 GREY_TOLERANCE = 2 / 255  # channels this close everywhere: a greyscale image (JPEG noise stays below it)
@@ -175,20 +178,27 @@ def _sample(labels: np.ndarray, mask: np.ndarray, size: int, seed: list[int]) ->
     return sorted(rng.choice(pool, size=min(size, len(pool)), replace=False).tolist()) if len(pool) else []
 
 
-def property_check(findings: list[Finding], model, dataset, classes: list[str], device, cfg, make_loader,
-                   notes: list[str] | None = None) -> list[Finding]:
+def property_check(findings: list, model, dataset, classes: list[str], device, cfg, make_loader,
+                   notes: list[str] | None = None, audited: int | None = None) -> list:
     """Test the property_shortcut findings on the model, within the run's budget: at most
     findings.check_max_classes classes (most departing first), each on findings.property_images of its images
     (every pixel property it departs on normalised to the other classes' mean) and as many other classes' images
     (shifted to the class's mean), seeded, read once through the sweep's loader. Each tested finding is re-judged
-    on the property the model reacts to most (`property_shortcut.judged`). make_loader: `auditor.sweep`'s (which
-    imports this module for the properties it measures)."""
+    on the property the model reacts to most (`property_shortcut.judged`). On a small run of `audited` images the
+    classes tested stop where their forwards would pass RUN_SHARE of the run (the first is always tested).
+    make_loader: `auditor.sweep`'s (which
+    imports this module for the properties it measures, so the rule's imports wait until here)."""
+    from auditor.budget import classes_in_budget, sampling_note, share_of_run  # noqa: PLC0415
+    from auditor.findings.property_shortcut import KIND, judged  # noqa: PLC0415
+
     fc = cfg.findings
     candidates = [f for f in findings if f.kind == KIND.name and departing(f)]
     candidates.sort(key=lambda f: -abs(f.metrics.get("effect", 0.0)))
     index = {name: i for i, name in enumerate(classes)}
     chosen = classes_in_budget([index[f.classes[0]] for f in candidates], len(classes), fc.check_max_classes,
                                fc.seed, fill=False)
+    chosen = affordable_classes(chosen, {index[f.classes[0]]: f for f in candidates}, fc.property_images,
+                                share_of_run(2**62, len(dataset) if audited is None else audited, "property_check"))
     if not chosen:
         return findings
     labels = np.array([s.label for s in dataset.samples])
@@ -211,13 +221,27 @@ def property_check(findings: list[Finding], model, dataset, classes: list[str], 
                            "shifted_gained_control": gained[n][1], "shifted_n": gained[n][2]} for n in means}
             out[out.index(f)] = judged(f, figures, fc)
     if notes is not None:
-        note = sampling_note("Property check", len(chosen), len(candidates), "check_max_classes")
+        note = sampling_note("Property check", len(chosen), len(candidates),
+                             "check_max_classes and auditor.budget.RUN_SHARE")
         notes.extend(n for n in [note] if n)
     log.info("property check on %d classes", len(chosen))
     return out
 
 
-def departing(f: Finding) -> dict[str, tuple[float, float]]:
+def affordable_classes(chosen: list[int], finding_of: dict, images: int, allowance: int) -> list[int]:
+    """The first of `chosen` whose tests fit in `allowance` forwards (the first always): a class costs its images
+    and as many others', each run as it is and, per property it departs on, edited and under the control edit."""
+    spent, affordable = 0, []
+    for target in chosen:
+        cost = 2 * images * (1 + 2 * len(departing(finding_of[target])))
+        if affordable and spent + cost > allowance:
+            break
+        affordable.append(target)
+        spent += cost
+    return affordable
+
+
+def departing(f) -> dict[str, tuple[float, float]]:
     """The pixel properties a property_shortcut finding's class departs on: name -> (class mean, others' mean)."""
     return {name: (f.metrics[f"{name}_class_mean"], f.metrics[f"{name}_rest_mean"]) for name in PIXEL_PROPERTIES
             if f"{name}_class_mean" in f.metrics and f"{name}_rest_mean" in f.metrics}

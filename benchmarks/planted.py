@@ -47,6 +47,7 @@ LABEL_ERROR_K = 20  # the fixed-k precision kept from the first benchmark
 USES_CUE_MIN_DROP = 0.10  # the model uses a cue when removing it costs this much accuracy on the cue's images
 PATCH_KINDS = ("spatial_shortcut", "strategy_cluster", "repeated_mark")
 BACKGROUND_KINDS = ("background_reliance", "recognised_without_object")
+FLIP_REGIMES = ("train-and-audit", "audit-only")
 MODES = {"yes": ("masks",), "no": ("no-masks",), "both": ("masks", "no-masks")}
 
 log = logging.getLogger("auditor")
@@ -146,7 +147,8 @@ class Cue:
 
 @dataclass(frozen=True)
 class Flip:
-    """`share` of class `src` labelled `dst`, in the training and the audit split alike."""
+    """`share` of class `src` labelled `dst` in the audit split, and in the training split too unless the run's
+    regime is "audit-only" (`FLIP_REGIMES`)."""
 
     src: int
     dst: int
@@ -469,6 +471,19 @@ def read_label_errors(run_dir: Path) -> list[str]:
     return [str(i) for i in pd.read_csv(run_dir / "label_errors.csv", dtype={"id": str})["id"]]
 
 
+def cleanlab_ranking(run_dir: Path) -> list[str]:
+    """The floor: every image's id, least likely label first, by cleanlab's `get_label_quality_scores`
+    (self_confidence) on the run's own probs.npy."""
+    import pandas as pd  # noqa: PLC0415
+    from cleanlab.rank import get_label_quality_scores  # noqa: PLC0415
+
+    records = pd.read_parquet(run_dir / "records.parquet", columns=["row", "id", "label_idx"])
+    probs = np.load(run_dir / "probs.npy").astype(np.float64)[records["row"].to_numpy()]
+    quality = get_label_quality_scores(records["label_idx"].to_numpy(), probs / probs.sum(axis=1, keepdims=True),
+                                       method="self_confidence")
+    return [str(i) for i in records["id"].to_numpy()[np.argsort(quality, kind="stable")]]
+
+
 def predicted_as(run_dir: Path, ids: set[str], cls: str) -> int:
     """How many of the images `ids` the audited model predicts as class `cls` (records.parquet)."""
     import pandas as pd  # noqa: PLC0415
@@ -524,6 +539,8 @@ def run_table(family: Family, mode: str, seed: int, result: dict, summary: dict)
         f"| high-severity findings on clean classes | {len(high)}{': ' + listed if listed else ''} | 0 |",
         f"| label-error precision at k = {le['k']} (flips predicted {family.classes[flip.src]}, label_errors.csv) | "
         f"{fmt(le['precision_at_k'])} | >= 0.8 |",
+        f"| the floor: cleanlab self_confidence on probs.npy, precision at k = {le['k']} | "
+        f"{fmt(le.get('cleanlab_precision_at_k', math.nan))} | <= the line above |",
         f"| label-error precision at 20 (findings.json, findings' order) | {fmt(le['precision_at_20_findings'])} | |",
         f"| label-error precision at 20 (label_errors.csv) | {fmt(le['precision_at_20_csv'])} | |",
         f"| label-error R-precision (k = {le['n_flipped']} flipped) | {fmt(le['r_precision'])} | |",
@@ -550,12 +567,14 @@ def build(family: Family, seed: int, train_per_class: int, audit_per_class: int)
 
 
 def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit_per_class: int,
-        epochs: int, reuse: bool = False, arch: str = "cnn") -> dict:
+        epochs: int, reuse: bool = False, arch: str = "cnn", flips: str = "train-and-audit") -> dict:
     """Build, train once, check cue use, audit with and/or without masks, score; prints as it goes.
 
     reuse: take the model an earlier run of the same seed left in `out` (the data is rebuilt from the seed, the
     same bit for bit), so a change to the audit is measured without training again. arch: the model
-    (`ARCHITECTURES`)."""
+    (`ARCHITECTURES`). flips (`FLIP_REGIMES`): "train-and-audit" plants the flips in both splits, so the model
+    learns part of the noise; "audit-only" trains on the true labels, the held-out test set with annotation errors
+    that most audits look at. The audit split is the same in both."""
     from auditor.sources import write_image_folder  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -576,7 +595,8 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
         model.eval()
         print(f"reusing the model trained earlier: {out / 'model.pt'}")
     else:
-        model = train(family, train_images, train_layers["labels"], epochs, seed, arch)
+        train_labels = train_layers["labels"] if flips == "train-and-audit" else train_layers["true_labels"]
+        model = train(family, train_images, train_labels, epochs, seed, arch)
     train_time = time.perf_counter() - t0
     uses = cue_use(family, model, audit_layers, audit_images)
     print(f"trained in {train_time:.0f} s; does the model use each cue? (audit images carrying it, true labels; "
@@ -608,6 +628,7 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
         run_dir, findings, summary = audit(config, out / f"config-{mode}")
         k = predicted_as(run_dir, flipped_ids, names[family.flip.src])
         result = score(family, findings, uses, mode == "masks", flipped_ids, read_label_errors(run_dir), k)
+        result["label_errors"]["cleanlab_precision_at_k"] = precision_at_k(cleanlab_ranking(run_dir), flipped_ids, k)
         print(f"\n{mode}: run directory {run_dir}, audit {time.perf_counter() - t0:.0f} s; findings.json:")
         for f in findings:
             print(f"  {f['id']} {f['severity']:6} {f['kind']:26} {', '.join(f['classes'])}"
@@ -618,7 +639,7 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
                       "n_findings": len(findings), "run_dir": str(run_dir), "audit_s": time.perf_counter() - t0}
     runtime = time.perf_counter() - started
     print(f"\n{family.name} seed {seed}: training {train_time:.0f} s, total {runtime:.0f} s", flush=True)
-    return {"benchmark": family.name, "seed": seed, "arch": arch, "classes": names,
+    return {"benchmark": family.name, "seed": seed, "arch": arch, "flips": flips, "classes": names,
             "clean": [names[c] for c in family.clean],
             "cue_use": uses, "runs": runs, "train_s": train_time, "runtime_s": runtime}
 
@@ -665,15 +686,18 @@ def main(family: Family, doc: str, argv=None) -> int:
     parser.add_argument("--audit-per-class", type=int, default=family.audit_per_class)
     parser.add_argument("--epochs", type=int, default=family.epochs)
     parser.add_argument("--reuse", action="store_true", help="audit again with the model an earlier run left in --out")
+    parser.add_argument("--flips", choices=FLIP_REGIMES, default=FLIP_REGIMES[0],
+                        help="label flips in the training and the audit split (the model learns part of them), or in "
+                             "the audit split only (a held-out test set with annotation errors)")
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="cnn",
                         help="the model: cnn (the rules were designed on it); resnet, timm or huggingface (never used "
                              "in their design)")
     args = parser.parse_args(argv)
     quiet_logging()
-    suffix = "" if args.arch == "cnn" else f"-{args.arch}"
+    suffix = ("" if args.arch == "cnn" else f"-{args.arch}") + ("" if args.flips == FLIP_REGIMES[0] else f"-{args.flips}")
     out = args.out or ROOT / "reports" / f"{family.name}-benchmark" / f"seed-{args.seed}{suffix}"
     result = run(family, args.seed, out, MODES[args.masks], args.train_per_class, args.audit_per_class, args.epochs,
-                 reuse=args.reuse, arch=args.arch)
+                 reuse=args.reuse, arch=args.arch, flips=args.flips)
     write_scores(result, out, args.json)
     return 0
 

@@ -183,10 +183,14 @@ def test_an_audit_writes_the_property_columns_and_times_and_counts_the_check(tmp
     assert records["prop_size"].eq(32).all() and records["prop_aspect"].eq(1).all()
     findings = json.loads((out / "findings.json").read_text())["findings"]
     shortcut = [f for f in findings if f["kind"] == "property_shortcut"]
-    # Two classes: each departs from the other, and the model uses brightness, whichever it departs on most.
+    # Two classes: each departs from the other, and the model uses brightness, whichever it departs on most. On 24
+    # images the check may run the model on half the run (auditor.budget.RUN_SHARE, 64 at least): one class is
+    # tested, found, and the note says the other was not.
     assert {f["classes"][0] for f in shortcut} == {"cat", "dog"}
-    assert all(f["severity"] in ("medium", "high") and PROPERTIES[f["metrics"]["property"]] == "brightness"
-               for f in shortcut)
+    tested = [f for f in shortcut if f["severity"] in ("medium", "high")]
+    assert len(tested) == 1 and PROPERTIES[tested[0]["metrics"]["property"]] == "brightness"
+    notes = json.loads((out / "findings.json").read_text())["notes"]
+    assert any(n.startswith("Property check: 1 of 2 classes examined") for n in notes)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["timings"]["property_check_s"] > 0 and manifest["work"]["property_check"]["images_read"] > 0
     assert "fig-property-" in (out / "report.html").read_text()  # the property's histogram, class against the rest

@@ -19,12 +19,8 @@ from auditor.config import FindingsConfig
 from auditor.findings.context import Context
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import bootstrap_mean
+from auditor.properties import COLUMN, FILE_PROPERTIES, PIXEL_PROPERTIES, PROPERTIES  # noqa: F401 - read by the report
 
-# Measured by auditor.properties, read here from records columns prop_<name>.
-PIXEL_PROPERTIES = ("brightness", "contrast", "cast_rg", "cast_yb", "saturation", "sharpness", "greyscale")
-FILE_PROPERTIES = ("size", "aspect")  # of the decoded file: gone once the image is resized, so never edited
-PROPERTIES = PIXEL_PROPERTIES + FILE_PROPERTIES
-COLUMN = "prop_"
 WORDS = {"brightness": ("brighter", "darker"), "contrast": ("more contrasted", "flatter"),
          "cast_rg": ("redder", "greener"), "cast_yb": ("yellower", "bluer"), "saturation": ("more saturated", "paler"),
          "sharpness": ("sharper", "blurrier"), "greyscale": ("more often greyscale", "less often greyscale"),
