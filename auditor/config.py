@@ -261,20 +261,18 @@ class FindingsConfig:
     context_high_rate: float = 0.1  # share of the true class lost this way that makes a context confusion high
     # suspected_label_error (confident learning, by cleanlab on probs.npy)
     label_error_filter: str = "predicted_neq_given"  # cleanlab.filter.find_label_issues(filter_by=...): every
-    # image the model gets wrong is a candidate and the ranking (label independence, then certainty) sorts them;
-    # confident learning's per-class thresholds ("prune_by_noise_rate") drop the wrong labels a less confident
-    # model predicts below them (a benchmark ResNet: 23 of 82 flipped 7s)
-    label_error_quality: str = "normalized_margin"  # cleanlab.rank.get_label_quality_scores(method=...): a model
-    # trained on the same noise learns part of it, so the labelled class keeps some probability on a mislabelled
-    # image; how far the predicted class is ahead ranks such images better than the label's probability alone
+    # image the model gets wrong is a candidate and the ranking (label independence among confident predictions,
+    # then certainty) sorts them; confident learning's per-class thresholds ("prune_by_noise_rate") drop the wrong
+    # labels a less confident model predicts below them (a benchmark ResNet: 23 of 82 flipped 7s)
     label_error_min_count: int = 3  # fewest suspects a pair needs to be reported
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
     label_error_object_weight: float = 0.5  # rank bonus within a pair per unit object score the predicted class's
     # map draws above the label's: suspects whose object speaks for the prediction rank first
-    label_error_pair_pseudo_count: float = 10.0  # a pair's score is its label independence x n / (n + this), n
-    # its suspects: how many a pair needs before it outranks a large pair of look-alike classes
+    label_error_pair_pseudo_count: float = 10.0  # a pair's score is its label independence x c / (c + this), c
+    # its confident mistakes: how many a pair needs before it outranks a large pair of look-alike classes
     label_error_min_independence: float = 0.75  # a pair is high only when its images explain its labels this
-    # little (1 - 2 x (AUC - 0.5) of p(label) among the images predicted as the pair's class; 0.75 = AUC 0.625)
+    # little (1 - 2 x (AUC - 0.5) of p(label) among the images confidently predicted as the pair's class; 0.75 =
+    # AUC 0.625)
     label_error_max_samples: int = 100  # suspects listed per finding (each is an image to relabel; all of
     # them are in label_errors.csv)
     label_error_medium_rate: float = 0.03  # share of the labelled class among the run's top-ranked suspects (as
@@ -355,7 +353,6 @@ _CHOICES = {
     ("findings", "causal"): ("flagged", "all", "off"),
     ("findings", "label_error_filter"): ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
                                          "predicted_neq_given"),
-    ("findings", "label_error_quality"): ("self_confidence", "normalized_margin", "confidence_weighted_entropy"),
 }
 
 

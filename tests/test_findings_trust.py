@@ -249,17 +249,28 @@ def test_with_place_evidence_keeps_the_figures_in_metrics():
 def test_label_independence_by_hand():
     from auditor.findings.suspected_label_error import label_independence
 
-    # Predicted 1: labelled 0 with p(0) = 0.4, 0.3; labelled 1 with p(0) = 0.35, 0.1, 0.05. AUC of p(0) for
-    # "labelled 0" = 5 of 6 pairs ordered right = 5/6, so independence 1 - 2 x (5/6 - 1/2) = 1/3.
-    # Predicted 0: labelled 1 with p(1) = 0.2; labelled 0 with p(1) = 0.3, 0.1: AUC 1/2, independence 1.
-    p0 = [0.4, 0.3, 0.35, 0.1, 0.05, 0.8, 0.7, 0.9]
-    p1 = [0.6, 0.7, 0.65, 0.9, 0.95, 0.2, 0.3, 0.1]
-    records = pd.DataFrame({"row": np.arange(8), "label_idx": [0, 0, 1, 1, 1, 1, 0, 0],
-                            "pred_idx": [1, 1, 1, 1, 1, 0, 0, 0]})  # fmt: skip
+    # Thresholds (mean p(label) over each label's images): class 1 (0.65 + 0.9 + 0.95 + 0.2) / 4 = 0.675, class 0
+    # (0.45 + 0.08 + 0.7 + 0.9) / 4 = 0.5325. Confident predictions of 1 (p(1) >= 0.675): the 0 with p(0) = 0.08 and
+    # the 1s with p(0) = 0.1, 0.05; p(0) ranks the labelled 0 above one of two: AUC 1/2, independence 1. Counting
+    # the unconfident 0 (p(0) = 0.45) too would give AUC 4/6 and independence 2/3: the ambiguous image would say
+    # the label is explained. Predicted 0: the labelled 1 with p(1) = 0.2 against p(1) = 0.3, 0.1: independence 1.
+    p0 = np.array([0.45, 0.08, 0.35, 0.1, 0.05, 0.8, 0.7, 0.9])
+    labels, preds = np.array([0, 0, 1, 1, 1, 1, 0, 0]), np.array([1, 1, 1, 1, 1, 0, 0, 0])
+
+    def records_of(p0):
+        probs = np.array([p0, 1 - p0]).T
+        rows = np.arange(8)
+        return pd.DataFrame({"row": rows, "label_idx": labels, "pred_idx": preds, "p_true": probs[rows, labels],
+                             "p_pred": probs[rows, preds]}), probs  # fmt: skip
+
+    records, probs = records_of(p0)
     suspects = records.iloc[[0, 1, 5]]
-    independence = label_independence(records, np.array([p0, p1]).T, suspects)
-    assert independence.tolist() == pytest.approx([1 / 3, 1 / 3, 1.0])
+    assert label_independence(records, probs, suspects).tolist() == pytest.approx([1.0, 1.0, 1.0])
     assert label_independence(records, None, suspects).tolist() == [1.0, 1.0, 1.0]  # no probs.npy: no evidence
+    # The confident 0 now more 0-like than every confident 1 (p(0) 0.12, still confident at p(1) 0.88): AUC 1,
+    # independence 0, the label explained; the other pair unchanged.
+    records, probs = records_of(np.where(np.arange(8) == 1, 0.12, p0))
+    assert label_independence(records, probs, records.iloc[[0, 1, 5]]).tolist() == pytest.approx([0.0, 0.0, 1.0])
 
 
 def look_alikes_and_flips(has_mask: bool) -> tuple[HandMadeRun, list[str], list[str], np.ndarray]:
