@@ -1,10 +1,13 @@
 """The causal check (issue 3, rule 4): run the model again with the object, or the flagged region, erased.
 
 A heatmap only correlates attention with a region; if the class is still predicted once its object is gone, or
-is lost once the flagged region is gone, the model demonstrably uses that region. Erasing writes the dataset
-mean (0 in normalised images), the usual occlusion baseline, over a square around the object (`object_boxes`).
-A class recognised from its object and its background together survives erasing the object alone (nothing is
-left to recognise), so the check also pastes each object onto other images' backgrounds (`mixed_backgrounds`).
+is lost once the flagged region is gone, the model demonstrably uses that region. A flagged region is erased with
+the dataset mean (0 in normalised images), the usual occlusion baseline. An object is erased over the square
+around it (`object_boxes`) with the image's own background tiled in (`background_fill`, Xiao et al.'s Only-BG-T):
+a grey square on a green meadow is no meadow, and a model that names the class from the meadow would be credited
+with nothing. A class recognised from its object and its background together survives erasing the object alone
+(nothing is left to recognise), so the check also pastes each object onto other images' backgrounds
+(`mixed_backgrounds`).
 The run directory stores the result as causal.csv; `auditor.findings.run.apply_causal` folds it into the class
 findings.
 """
@@ -30,6 +33,25 @@ from auditor.timing import stage
 def erase(images: torch.Tensor, masks: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
     """Copy of images [B, C, H, W] with fill where masks ([B, H, W] or one [H, W] for all) is True."""
     return images.masked_fill(masks.to(device=images.device, dtype=torch.bool).unsqueeze(-3), fill)
+
+
+def background_fill(images: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
+    """Copy of images [B, C, H, W] with each square ([B, H, W], `object_boxes`) filled with the image's own pixels
+    from beside it: the image shifted by the square's side, up, down, left or right (wrapping), whichever brings in
+    the fewest square pixels; a pixel that would still come from inside the square gets the mean (0). Tiling the
+    background, as Only-BG-T of Xiao et al. (ICLR 2021) does, keeps what the background looks like."""
+    out = images.clone()
+    top, bottom, left, right, found = extents(squares)
+    for i in torch.nonzero(found).flatten().tolist():
+        height, width = int(bottom[i] - top[i]), int(right[i] - left[i])
+        square = squares[i].to(images.device)
+        shifts = [(height, 0), (-height, 0), (0, width), (0, -width)]
+        inside = [int((torch.roll(square, shift, dims=(0, 1)) & square).sum()) for shift in shifts]
+        shift = shifts[inside.index(min(inside))]
+        tiled = torch.roll(images[i], shift, dims=(1, 2))
+        tiled = tiled.masked_fill(torch.roll(square, shift, dims=(0, 1)).unsqueeze(0), 0.0)
+        out[i] = torch.where(square.unsqueeze(0), tiled, images[i])
+    return out
 
 
 def extents(masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -128,18 +150,15 @@ def mixed_backgrounds(
     """Class index -> (n, accuracy on its own class's backgrounds, accuracy on other classes' backgrounds).
 
     Mixed-Same and Mixed-Rand of Xiao et al., "Noise or Signal: The Role of Image Backgrounds in Object
-    Recognition" (ICLR 2021): each pooled object, as the square around it that the background-only check erases
-    (`object_boxes`), is pasted at its own place onto another image of its class and onto an image of another
-    class, each with its own object's square erased so that no second object shows. The square, not the mask,
-    is pasted: an object cut to its mask shows the fill through its gaps and is lost on any background. The
-    gap between the two is what the class loses when its backgrounds change. `pool` holds, per class, images
-    [n, C, H, W] and masks [n, H, W]; a class needs two images, and some other class one, to be measured.
+    Recognition" (ICLR 2021): each pooled object, cut to its mask, is pasted at its own place onto the background
+    of another image of its class and of an image of another class, each background with its own object tiled
+    over (`background_fill`) so that no second object shows and no grey hole does either. The gap between the
+    two is what the class loses when its backgrounds change. `pool` holds, per class, images [n, C, H, W] and
+    masks [n, H, W]; a class needs two images, and some other class one, to be measured.
     """
-    squares = {c: object_boxes(masks) for c, (_, masks) in pool.items()}
-    donors = {c: erase(images, squares[c]) for c, (images, _) in pool.items()}
+    donors = {c: background_fill(images, object_boxes(masks)) for c, (images, masks) in pool.items()}
     out = {}
-    for c, (images, _) in pool.items():
-        kept = squares[c]
+    for c, (images, masks) in pool.items():
         others = [donors[o] for o in pool if o != c]
         n = len(images)
         if n < 2 or not others:
@@ -153,7 +172,7 @@ def mixed_backgrounds(
             hits = 0
             for start in range(0, n, batch_size):
                 part = slice(start, start + batch_size)
-                pasted = torch.where(kept[part, None], images[part], backgrounds[part]).float()
+                pasted = torch.where(masks[part, None], images[part], backgrounds[part]).float()
                 hits += int((model(pasted.to(device)).argmax(dim=1).cpu() == c).sum())
             correct.append(hits / n)
         out[c] = (n, correct[0], correct[1])
@@ -220,7 +239,7 @@ def causal_check(
 
                 has_mask = batch["has_mask"].bool()
                 if has_mask.any():
-                    erased = erase(images[has_mask], object_boxes(batch["mask"].to(device)[has_mask]))
+                    erased = background_fill(images[has_mask], object_boxes(batch["mask"].to(device)[has_mask]))
                     guess = model(erased).argmax(dim=1).cpu()
                     background += torch.bincount(labels[has_mask] * k + guess, minlength=k * k).view(k, k)
                     for image, mask, label in zip(images[has_mask], batch["mask"][has_mask], labels[has_mask]):

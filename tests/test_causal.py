@@ -376,3 +376,22 @@ def test_the_background_baseline_counts_only_erased_images_their_own_class_no_lo
     assert df.loc["empty", "background_only_baseline"] == 1.0
     assert df.loc["empty", "background_only_accuracy"] == 1.0
     assert df.loc["marked", "background_only_baseline"] == 0.0
+
+
+def test_background_fill_tiles_the_square_with_the_image_s_own_pixels_from_beside_it():
+    from auditor.causal import background_fill
+
+    image = torch.arange(16.0).view(1, 1, 4, 4)  # rows 0..3 hold 0-3, 4-7, 8-11, 12-15
+    square = torch.zeros(1, 4, 4, dtype=torch.bool)
+    square[0, :2, :2] = True
+    # Shifted down by the square's side (2), the square shows rows 2-3 of its columns: 8, 9, 12, 13; nothing else moves.
+    out = background_fill(image, square)
+    assert out[0, 0, :2, :2].tolist() == [[8.0, 9.0], [12.0, 13.0]]
+    assert torch.equal(out[0, 0][~square[0]], image[0, 0][~square[0]])
+    # A 3 x 3 square in 4 x 4: every shift by 3 brings 6 of its pixels back into it; the first (down) is taken,
+    # row 2 shows row 3 (12, 13, 14) and the pixels that would come from the square itself get the mean (0).
+    big = torch.zeros(1, 4, 4, dtype=torch.bool)
+    big[0, :3, :3] = True
+    assert background_fill(image, big)[0, 0, :3, :3].tolist() == [[0.0] * 3, [0.0] * 3, [12.0, 13.0, 14.0]]
+    empty = torch.zeros(1, 4, 4, dtype=torch.bool)
+    assert torch.equal(background_fill(image, empty), image)  # no object: nothing to fill
