@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from auditor.config import AttentionConfig
-from auditor.properties import PIXEL_PROPERTIES
+from auditor.property_names import PIXEL_PROPERTIES
 from auditor.timing import count
 
 

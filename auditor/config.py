@@ -255,6 +255,9 @@ class FindingsConfig:
     spray_min_share_gap: float = 0.1  # ... or: attention share at the place above the rest of the class and the
     # other classes by at least this, when the place draws attention without winning every map's peak
     spray_merge_iou: float = 0.5  # clusters whose hot regions overlap this much are one strategy, merged
+    # one cause, one card (auditor.one_cause): a class's place findings whose pixels look alike at their places
+    group_min_contrast: float = 1.0  # each differs from other classes' images there by this x their pixel std
+    group_max_difference: float = 0.5  # ... and from the other, up to a turn or flip, by at most this (0: off)
     # context_confusion
     pair_min_count: int = 5  # fewest misclassified images (with masks) a confused pair is judged on
     context_max_score: float = 0.2  # predicted maps' object score below this (CI upper bound): context confusion

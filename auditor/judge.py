@@ -36,6 +36,7 @@ from auditor.findings.run import (
     write_document,
 )
 from auditor.mark_search import with_marks
+from auditor.one_cause import one_cause
 from auditor.place_check import check_places
 from auditor.properties import property_check
 from auditor.runs import load_run
@@ -125,7 +126,8 @@ def _verdict(doc: dict) -> dict:
 def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, classes: list[str], device,
                  cfg: Config, predictions: dict[int, int], context) -> list:
     """The rules' findings checked on the model, within the run's budget (`auditor.budget`): place evidence, the
-    causal check, the repeated-mark search, then the image-property check. Notes say what each check sampled."""
+    causal check, the repeated-mark search, the look-alike places of one cause grouped (`one_cause`), then the
+    image-property check. Notes say what each check sampled."""
     references_of: dict = {}  # each class's other-class images: the place check and the mark search share them
     findings = number(check_places(findings, model, dataset, classes, device, cfg.findings, references_of,
                                    predictions))
@@ -153,6 +155,7 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
     rows = thumb_rows(run, dataset)
     findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,
                           thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions)
+    findings = number(one_cause(findings, run.records, run.thumbs, classes, cfg.findings))
     return property_check(findings, model, dataset, classes, device, cfg, make_loader, notes, audited=len(predictions))
 
 

@@ -111,7 +111,8 @@ AFTER_SWEEP_MODULES = ("auditor.judge", "auditor.confusion", "auditor.report", "
 
 def preload(modules) -> threading.Thread:
     """Import `modules` on a background thread while the sweep runs: its batches spend their time in torch, which
-    releases the GIL. An import the thread has not finished waits for it (Python's per-module import locks); one
+    releases the GIL. Join the thread before using them: Python's per-module import locks make a second thread wait
+    for a module, but a package whose modules import each other (cleanlab) can be met half-initialised. An import
     that fails here fails again, with its message, where the module is used."""
 
     def load() -> None:
@@ -337,9 +338,12 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float], loaded: Load
     barrier(ranks)  # rank 0 has cleared stale shards and stamped the run key
     if not ranks.is_main:
         writer = ShardWriter(run_dir, run_key, resume=True)
+    loading = None
     if ranks.is_main and cfg.sweep.num_workers == 0:  # never a thread mid-import while DataLoader workers fork
-        preload(AFTER_SWEEP_MODULES)
+        loading = preload(AFTER_SWEEP_MODULES)
     stats = run_sweep(model, layer, dataset, methods, cfg, writer, device, reshape, geometry, indices=block)
+    if loading is not None:  # two threads importing one package with circular imports can meet half-initialised
+        loading.join()
     barrier(ranks)  # every rank's shards are on disk
     if not ranks.is_main:
         return None

@@ -16,15 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from auditor.property_names import COLUMN, PIXEL_PROPERTIES
 from auditor.timing import stage
 
 log = logging.getLogger("auditor")
-
-# Measured here, per image, as records columns prop_<name>; judged by auditor.findings.property_shortcut.
-PIXEL_PROPERTIES = ("brightness", "contrast", "cast_rg", "cast_yb", "saturation", "sharpness", "greyscale")
-FILE_PROPERTIES = ("size", "aspect")  # of the decoded file: gone once the image is resized, so never edited
-PROPERTIES = PIXEL_PROPERTIES + FILE_PROPERTIES
-COLUMN = "prop_"
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
 GREY_TOLERANCE = 2 / 255  # channels this close everywhere: a greyscale image (JPEG noise stays below it)

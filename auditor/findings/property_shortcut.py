@@ -19,7 +19,7 @@ from auditor.config import FindingsConfig
 from auditor.findings.context import Context
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import bootstrap_mean
-from auditor.properties import COLUMN, FILE_PROPERTIES, PIXEL_PROPERTIES, PROPERTIES  # noqa: F401 - read by the report
+from auditor.property_names import COLUMN, PIXEL_PROPERTIES, PROPERTIES
 
 WORDS = {"brightness": ("brighter", "darker"), "contrast": ("more contrasted", "flatter"),
          "cast_rg": ("redder", "greener"), "cast_yb": ("yellower", "bluer"), "saturation": ("more saturated", "paler"),

@@ -26,7 +26,7 @@ from auditor.config import Config, DataConfig, ReportConfig, config_from_dict
 from auditor.baseline import accepted_findings
 from auditor.findings import KINDS, model_health_state
 from auditor.localisation import BOX_COLUMNS as CAM_BOX_COLUMNS
-from auditor.findings.property_shortcut import PROPERTIES
+from auditor.property_names import PROPERTIES
 from auditor.report import figures, images, tables
 from auditor.runs import Run, _json_default, clean_floats, load_run, write_atomic
 

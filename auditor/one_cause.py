@@ -1,0 +1,137 @@
+"""One cause, one card: a class's place findings whose pixels look alike at their places (a sticker that moves
+between corners, the sides of a frame) are one finding that names every place.
+
+SpRAy clusters attention by where it falls, and the repeated-mark search windows by where they sit, so a mark that
+moves is found once per place: four cards for one sticker. Each place finding's appearance is its images' mean at
+the window of its region where they differ most from other classes' images (`place_check.distinctive_window`),
+read from the sweep's thumbs (no file decoded, no model run). Two findings of one class are one cause when both
+windows differ from the other classes' images there by at least `group_min_contrast` x the references' pixel std,
+and from each other, under the eight turns and flips of a square (a frame's top side is its left side turned), by
+at most `group_max_difference` x that std. Background clutter that merely differs from other classes' is no cue:
+it never matches itself at another place as closely as a mark does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from auditor.causal import region_mask
+from auditor.config import FindingsConfig
+from auditor.findings.places import describe_place
+from auditor.findings.record import Finding, more_severe
+from auditor.place_check import distinctive_window
+
+GROUPED_KINDS = ("spatial_shortcut", "strategy_cluster", "repeated_mark")
+MEMBERS, REFERENCES = 32, 64  # images read per finding and per class's yardstick: enough for a mean
+
+
+def turns(patch: torch.Tensor) -> list[torch.Tensor]:
+    """The eight turns and flips of a square patch [C, S, S]."""
+    out = []
+    for flipped in (patch, patch.flip(-1)):
+        out += [torch.rot90(flipped, k, dims=(-2, -1)) for k in range(4)]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Appearance:
+    """A place finding's look: the mean of its images at its distinctive window (`patch`, [C, S, S]) and how far
+    it stands from other classes' images there (`contrast`, in units of `scale`, their pixel std)."""
+
+    patch: torch.Tensor
+    contrast: float
+    scale: float
+
+
+def appearance(members: torch.Tensor, references: torch.Tensor, region, window: float) -> Appearance | None:
+    """The look of `members` [n, C, H, W] at `region` against `references` [m, C, H, W] (float pixels)."""
+    height, width = members.shape[-2:]
+    mask = region_mask(region, height, width)
+    if not mask.any() or len(members) == 0 or len(references) < 2:
+        return None
+    side = max(2, round(window * min(height, width)))
+    spot = distinctive_window(members, references, mask, side)
+    rows, cols = torch.nonzero(spot.any(dim=1)).flatten(), torch.nonzero(spot.any(dim=0)).flatten()
+    crop = (slice(None), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    ours, theirs = members.mean(dim=0)[crop], references.mean(dim=0)[crop]
+    scale = max(float(references.std()), 1e-6)
+    contrast = float((ours - theirs).square().mean().sqrt()) / scale
+    patch = F.interpolate(ours[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    return Appearance(patch, contrast, scale)
+
+
+def alike(a: Appearance, b: Appearance, cfg: FindingsConfig) -> bool:
+    """Both stand out from other classes' images, and they match each other up to a turn or a flip."""
+    if min(a.contrast, b.contrast) < cfg.group_min_contrast:
+        return False
+    difference = min(float((t - b.patch).square().mean().sqrt()) for t in turns(a.patch)) / min(a.scale, b.scale)
+    return difference <= cfg.group_max_difference
+
+
+def grouped(members: list[Finding], size: int = 100) -> Finding:
+    """One finding for the members (most severe first): the first's kind and region, the most severe severity,
+    every member's images (the first's first), and a message naming every place."""
+    first = members[0]
+    severity = first.severity
+    for f in members[1:]:
+        severity = more_severe(severity, f.severity)
+    samples = list(dict.fromkeys(s for f in members for s in f.samples))
+    places = [describe_place((r[1] * size, r[3] * size, r[0] * size, r[2] * size), size)
+              for r in (f.region for f in members)]
+    message = (f"{first.message} The same pixels are at {len(members)} places ({', '.join(places)}): one cause, "
+               f"which moves or runs along the image (also found as {', '.join(f.kind for f in members[1:])}).")
+    return dataclasses.replace(first, severity=severity, samples=samples, message=message,
+                               metrics={**first.metrics, "places": len(members)})
+
+
+def one_cause(findings: list[Finding], records: pd.DataFrame, thumbs: np.ndarray | None, classes: list[str],
+              cfg: FindingsConfig) -> list[Finding]:
+    """The findings with each class's look-alike place findings (`alike`, transitively) grouped into one
+    (`grouped`), kept where the first of them stood. Without thumbs (runs kept none) nothing is grouped."""
+    if thumbs is None or not cfg.group_max_difference > 0:
+        return findings
+    row_of = dict(zip(records["id"].astype(str), records["row"].astype(int)))
+    labels = records["label_idx"].to_numpy()
+    by_class: dict[str, list[int]] = {}
+    for i, f in enumerate(findings):
+        if f.kind in GROUPED_KINDS and f.region is not None and f.classes and f.classes[0] in classes:
+            by_class.setdefault(f.classes[0], []).append(i)
+    parent = list(range(len(findings)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for name, members in by_class.items():
+        if len(members) < 2:
+            continue
+        target = classes.index(name)
+        others = records["row"].to_numpy()[labels != target]
+        rng = np.random.default_rng([cfg.seed, target, 21])
+        picked = np.sort(rng.choice(others, size=min(REFERENCES, len(others)), replace=False))
+        references = torch.from_numpy(np.asarray(thumbs[picked], dtype=np.float32))
+        looks = {}
+        for i in members:
+            rows = sorted(row_of[s] for s in findings[i].samples[:MEMBERS] if s in row_of)
+            if rows:
+                images = torch.from_numpy(np.asarray(thumbs[rows], dtype=np.float32))
+                looks[i] = appearance(images, references, findings[i].region, cfg.place_pixel_window / 2)
+        for a in members:
+            for b in members:
+                if a < b and looks.get(a) is not None and looks.get(b) is not None and alike(looks[a], looks[b], cfg):
+                    parent[root(b)] = root(a)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(findings)):
+        groups.setdefault(root(i), []).append(i)
+    out = []
+    for i, f in enumerate(findings):
+        members = groups[root(i)]
+        if i == members[0]:
+            out.append(f if len(members) == 1 else grouped([findings[j] for j in members]))
+    return out

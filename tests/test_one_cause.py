@@ -1,0 +1,91 @@
+"""auditor.one_cause: a class's place findings whose pixels look alike at their places grouped into one, by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from auditor.config import FindingsConfig
+from auditor.findings import Finding
+from auditor.one_cause import appearance, one_cause, turns
+
+CFG = FindingsConfig()
+SIZE = 32
+CORNERS = {  # normalised region of each corner's finding, and the sticker's top-left pixel there
+    "top-left": ([0.0, 0.0, 0.25, 0.25], (1, 1)),
+    "top-right": ([0.75, 0.0, 1.0, 0.25], (1, 26)),
+    "bottom-left": ([0.0, 0.75, 0.25, 1.0], (26, 1)),
+    "bottom-right": ([0.75, 0.75, 1.0, 1.0], (26, 26)),
+}
+
+
+def run_with(stickers: dict[str, np.ndarray], per_place: int = 10, others: int = 80, seed: int = 0):
+    """Thumbs of class 0 carrying, per corner, its pattern (5 x 5, RGB) on `per_place` images, and class 1 plain
+    noise; one strategy_cluster finding per corner naming its images."""
+    rng = np.random.default_rng(seed)
+    n = per_place * len(stickers) + others
+    thumbs = rng.integers(40, 120, size=(n, 3, SIZE, SIZE)).astype(np.uint8)
+    labels = np.r_[np.zeros(per_place * len(stickers), int), np.ones(others, int)]
+    findings = []
+    for k, (corner, pattern) in enumerate(stickers.items()):
+        region, (y, x) = CORNERS[corner]
+        rows = range(k * per_place, (k + 1) * per_place)
+        for r in rows:
+            thumbs[r, :, y:y + 5, x:x + 5] = pattern
+        severity = "high" if k == 0 else "medium"
+        findings.append(Finding(kind="strategy_cluster", severity=severity, classes=["cat"], region=region,
+                                samples=[f"i{r}" for r in rows], metrics={"cluster_share": 0.25}, message=corner))
+    records = pd.DataFrame({"id": [f"i{r}" for r in range(n)], "row": np.arange(n), "label_idx": labels})
+    return findings, records, thumbs
+
+
+def red(value: int = 255) -> np.ndarray:
+    pattern = np.zeros((3, 5, 5), np.uint8)
+    pattern[0] = value
+    return pattern
+
+
+def test_the_eight_turns_and_flips_of_an_asymmetric_patch_are_distinct():
+    patch = torch.arange(9.0).view(1, 3, 3)
+    assert len({tuple(t.flatten().tolist()) for t in turns(patch)}) == 8
+
+
+def test_a_sticker_that_moves_between_four_corners_is_one_finding_naming_every_place():
+    findings, records, thumbs = run_with({corner: red() for corner in CORNERS})
+    (f,) = one_cause(findings, records, thumbs, ["cat", "dog"], CFG)
+    assert f.severity == "high" and f.metrics["places"] == 4 and f.region == CORNERS["top-left"][0]
+    assert len(f.samples) == 40 and f.samples[:10] == findings[0].samples  # every place's images, the first's first
+    assert all(corner in f.message for corner in ("top-left", "top-right", "bottom-left", "bottom-right"))
+
+
+def test_different_marks_and_plain_background_stay_apart():
+    a_cross = np.zeros((3, 5, 5), np.uint8)
+    a_cross[2, 2, :], a_cross[2, :, 2] = 255, 255  # a blue cross, not a red square
+    findings, records, thumbs = run_with({"top-left": red(), "bottom-right": a_cross})
+    assert len(one_cause(findings, records, thumbs, ["cat", "dog"], CFG)) == 2
+    # Clusters whose images show nothing but the noise every class has: no cue, however alike.
+    findings, records, thumbs = run_with({"top-left": red(), "bottom-right": red()})
+    records = records.assign(label_idx=0)  # every image one class: no other class to differ from ...
+    records.loc[records.index[-40:], "label_idx"] = 1  # ... but 40 noise images of another class
+    plain = [Finding(kind="strategy_cluster", severity="low", classes=["cat"], region=CORNERS[c][0],
+                     samples=[f"i{r}" for r in range(20 + 10 * k, 30 + 10 * k)], message=c)
+             for k, c in enumerate(("top-right", "bottom-left"))]  # images 20-39: noise only at those corners
+    assert len(one_cause(plain, records, thumbs, ["cat", "dog"], CFG)) == 2
+
+
+def test_without_thumbs_or_when_off_nothing_is_grouped():
+    findings, records, thumbs = run_with({corner: red() for corner in CORNERS})
+    assert one_cause(findings, records, None, ["cat", "dog"], CFG) == findings
+    off = FindingsConfig(group_max_difference=0.0)
+    assert one_cause(findings, records, thumbs, ["cat", "dog"], off) == findings
+
+
+def test_appearance_contrast_is_in_units_of_the_references_pixel_std():
+    members = torch.zeros(4, 1, 8, 8)
+    members[:, :, :2, :2] = 10.0
+    references = torch.zeros(6, 1, 8, 8)
+    references[::2] = 2.0  # pixel std over all references: 1.095...
+    look = appearance(members, references, [0.0, 0.0, 0.25, 0.25], 0.25)  # the 2 x 2 window at the top-left
+    scale = float(references.std())
+    assert abs(look.scale - scale) < 1e-6 and abs(look.contrast - 9.0 / scale) < 1e-5  # members 10, refs' mean 1
