@@ -271,8 +271,8 @@ class FindingsConfig:
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
     label_error_object_weight: float = 0.5  # rank bonus within a pair per unit object score the predicted class's
     # map draws above the label's: suspects whose object speaks for the prediction rank first
-    label_error_pair_pseudo_count: float = 10.0  # a pair's score is its label independence x c / (c + this), c
-    # its confident mistakes: how many a pair needs before it outranks a large pair of look-alike classes
+    label_error_pair_pseudo_count: float = 10.0  # a pair's score is its label independence squared x c / (c + this),
+    # c its sure mistakes: how many a pair needs before it outranks a large pair of look-alike classes
     label_error_min_independence: float = 0.75  # a pair is high only when its images explain its labels this
     # little (1 - 2 x (AUC - 0.5) of p(label) among the images confidently predicted as the pair's class; 0.75 =
     # AUC 0.625)

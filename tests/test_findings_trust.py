@@ -265,12 +265,12 @@ def test_label_independence_by_hand():
 
     records, probs = records_of(p0)
     suspects = records.iloc[[0, 1, 5]]
-    assert label_independence(records, probs, suspects).tolist() == pytest.approx([1.0, 1.0, 1.0])
-    assert label_independence(records, None, suspects).tolist() == [1.0, 1.0, 1.0]  # no probs.npy: no evidence
+    assert label_independence(records, probs, suspects, CFG).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert label_independence(records, None, suspects, CFG).tolist() == [1.0, 1.0, 1.0]  # no probs.npy: no evidence
     # The confident 0 now more 0-like than every confident 1 (p(0) 0.12, still confident at p(1) 0.88): AUC 1,
     # independence 0, the label explained; the other pair unchanged.
     records, probs = records_of(np.where(np.arange(8) == 1, 0.12, p0))
-    assert label_independence(records, probs, records.iloc[[0, 1, 5]]).tolist() == pytest.approx([0.0, 0.0, 1.0])
+    assert label_independence(records, probs, records.iloc[[0, 1, 5]], CFG).tolist() == pytest.approx([0.0, 0.0, 1.0])
 
 
 def look_alikes_and_flips(has_mask: bool) -> tuple[HandMadeRun, list[str], list[str], np.ndarray]:
