@@ -8,7 +8,9 @@ read from the sweep's thumbs (no file decoded, no model run). Two findings of on
 windows differ from the other classes' images there by at least `group_min_contrast` x the references' pixel std,
 and from each other, under the eight turns and flips of a square (a frame's top side is its left side turned), by
 at most `group_max_difference` x that std. Background clutter that merely differs from other classes' is no cue:
-it never matches itself at another place as closely as a mark does.
+it never matches itself at another place as closely as a mark does. With masks, the same cue off the object also
+makes the class's attention fall off its objects: the class's background_reliance finding is that cause too, and is
+folded into the group (`registry.merge`, its evidence kept).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from auditor.causal import region_mask
 from auditor.config import FindingsConfig
 from auditor.findings.places import describe_place
 from auditor.findings.record import Finding, more_severe
+from auditor.findings.registry import merge
 from auditor.place_check import distinctive_window
 
 GROUPED_KINDS = ("spatial_shortcut", "strategy_cluster", "repeated_mark")
@@ -134,4 +137,23 @@ def one_cause(findings: list[Finding], records: pd.DataFrame, thumbs: np.ndarray
         members = groups[root(i)]
         if i == members[0]:
             out.append(f if len(members) == 1 else grouped([findings[j] for j in members]))
+    return absorb_background(out)
+
+
+def absorb_background(findings: list[Finding]) -> list[Finding]:
+    """A class's background_reliance folded into its (first) group of places checked against masks: the cue that
+    moves is what the attention off the objects falls on."""
+    group_of: dict[str, Finding] = {}
+    for f in findings:
+        if f.metrics.get("places", 1) > 1 and "place_on_object" in f.metrics:
+            group_of.setdefault(f.classes[0], f)
+    out = []
+    for f in findings:
+        if f.kind == "background_reliance" and f.classes and f.classes[0] in group_of:
+            continue
+        if f.classes and group_of.get(f.classes[0]) is f:
+            for other in findings:
+                if other.kind == "background_reliance" and other.classes == f.classes:
+                    f = merge(f, other)
+        out.append(f)
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import torch
@@ -89,3 +91,17 @@ def test_appearance_contrast_is_in_units_of_the_references_pixel_std():
     look = appearance(members, references, [0.0, 0.0, 0.25, 0.25], 0.25)  # the 2 x 2 window at the top-left
     scale = float(references.std())
     assert abs(look.scale - scale) < 1e-6 and abs(look.contrast - 9.0 / scale) < 1e-5  # members 10, refs' mean 1
+
+
+def test_a_group_checked_against_masks_takes_in_its_class_s_background_reliance():
+    findings, records, thumbs = run_with({corner: red() for corner in CORNERS})
+    findings = [dataclasses.replace(f, metrics={**f.metrics, "place_on_object": 0.05}) for f in findings]
+    background = Finding(kind="background_reliance", severity="high", classes=["cat"], metrics={"object_score": 0.1},
+                         message="cat looks off its objects.")
+    other = Finding(kind="background_reliance", severity="medium", classes=["dog"], message="dog too.")
+    out = one_cause([*findings, background, other], records, thumbs, ["cat", "dog"], CFG)
+    assert [f.kind for f in out] == ["strategy_cluster", "background_reliance"] and out[1] is other
+    assert out[0].metrics["background_reliance.object_score"] == 0.1 and "cat looks off its objects" in out[0].message
+    # Without masks (no place_on_object), a background finding is another matter: kept.
+    findings, records, thumbs = run_with({corner: red() for corner in CORNERS})
+    assert len(one_cause([*findings, background], records, thumbs, ["cat", "dog"], CFG)) == 2
