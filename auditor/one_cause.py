@@ -6,8 +6,8 @@ moves is found once per place: four cards for one sticker. Each place finding's 
 the window of its region where they differ most from other classes' images (`place_check.distinctive_window`),
 read from the sweep's thumbs (no file decoded, no model run). Two findings of one class are one cause when both
 windows differ from the other classes' images there by at least `group_min_contrast` x the references' pixel std,
-and from each other, under the eight turns and flips of a square (a frame's top side is its left side turned), by
-at most `group_max_difference` x that std. Background clutter that merely differs from other classes' is no cue:
+and from each other, under the eight turns and flips of a square (a frame's top side is its left side turned) and
+shifts of a pixel or two, by at most `group_max_difference` x that std. Background clutter that merely differs from other classes' is no cue:
 it never matches itself at another place as closely as a mark does. With masks, the same cue off the object also
 makes the class's attention fall off its objects: the class's background_reliance finding is that cause too, and is
 folded into the group (`registry.merge`, its evidence kept).
@@ -16,6 +16,7 @@ folded into the group (`registry.merge`, its evidence kept).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from auditor.causal import region_mask
 from auditor.config import FindingsConfig
-from auditor.findings.places import describe_place
+from auditor.findings.places import describe_place, regions_overlap
 from auditor.findings.record import Finding, more_severe
 from auditor.findings.registry import merge
 from auditor.place_check import distinctive_window
@@ -68,12 +69,27 @@ def appearance(members: torch.Tensor, references: torch.Tensor, region, window: 
     return Appearance(patch, contrast, scale)
 
 
+def difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Root-mean-square difference of two patches [C, S, S], the least over the eight turns and flips of `a` and
+    shifts of up to a quarter of the side (where each window caught the mark is a matter of a pixel or two), on the
+    part the shifted patches share."""
+    most, side = a.shape[-1] // 4, a.shape[-1]
+    best = math.inf
+    for turned in turns(a):
+        for dy in range(-most, most + 1):
+            for dx in range(-most, most + 1):
+                ours = turned[:, max(dy, 0) : side + min(dy, 0), max(dx, 0) : side + min(dx, 0)]
+                theirs = b[:, max(-dy, 0) : side + min(-dy, 0), max(-dx, 0) : side + min(-dx, 0)]
+                best = min(best, float((ours - theirs).square().mean().sqrt()))
+    return best
+
+
 def alike(a: Appearance, b: Appearance, cfg: FindingsConfig) -> bool:
-    """Both stand out from other classes' images, and they match each other up to a turn or a flip."""
+    """Both stand out from other classes' images, and they match each other up to a turn, a flip or a small
+    shift (`difference`)."""
     if min(a.contrast, b.contrast) < cfg.group_min_contrast:
         return False
-    difference = min(float((t - b.patch).square().mean().sqrt()) for t in turns(a.patch)) / min(a.scale, b.scale)
-    return difference <= cfg.group_max_difference
+    return difference(a.patch, b.patch) / min(a.scale, b.scale) <= cfg.group_max_difference
 
 
 def grouped(members: list[Finding], size: int = 100) -> Finding:
@@ -94,7 +110,8 @@ def grouped(members: list[Finding], size: int = 100) -> Finding:
 
 def one_cause(findings: list[Finding], records: pd.DataFrame, thumbs: np.ndarray | None, classes: list[str],
               cfg: FindingsConfig) -> list[Finding]:
-    """The findings with each class's look-alike place findings (`alike`, transitively) grouped into one
+    """The findings with each class's look-alike place findings at different places (`alike`, transitively; at
+    medium or above: a low finding is not yet a cue, and an object's parts look alike too) grouped into one
     (`grouped`), kept where the first of them stood. Without thumbs (runs kept none) nothing is grouped."""
     if thumbs is None or not cfg.group_max_difference > 0:
         return findings
@@ -102,7 +119,8 @@ def one_cause(findings: list[Finding], records: pd.DataFrame, thumbs: np.ndarray
     labels = records["label_idx"].to_numpy()
     by_class: dict[str, list[int]] = {}
     for i, f in enumerate(findings):
-        if f.kind in GROUPED_KINDS and f.region is not None and f.classes and f.classes[0] in classes:
+        if (f.kind in GROUPED_KINDS and f.region is not None and f.severity != "low" and f.classes
+                and f.classes[0] in classes):
             by_class.setdefault(f.classes[0], []).append(i)
     parent = list(range(len(findings)))
 
@@ -127,7 +145,9 @@ def one_cause(findings: list[Finding], records: pd.DataFrame, thumbs: np.ndarray
                 looks[i] = appearance(images, references, findings[i].region, cfg.place_pixel_window / 2)
         for a in members:
             for b in members:
-                if a < b and looks.get(a) is not None and looks.get(b) is not None and alike(looks[a], looks[b], cfg):
+                if (a < b and looks.get(a) is not None and looks.get(b) is not None
+                        and not regions_overlap(findings[a].region, findings[b].region)
+                        and alike(looks[a], looks[b], cfg)):
                     parent[root(b)] = root(a)
     groups: dict[int, list[int]] = {}
     for i in range(len(findings)):

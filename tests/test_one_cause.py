@@ -70,10 +70,18 @@ def test_different_marks_and_plain_background_stay_apart():
     findings, records, thumbs = run_with({"top-left": red(), "bottom-right": red()})
     records = records.assign(label_idx=0)  # every image one class: no other class to differ from ...
     records.loc[records.index[-40:], "label_idx"] = 1  # ... but 40 noise images of another class
-    plain = [Finding(kind="strategy_cluster", severity="low", classes=["cat"], region=CORNERS[c][0],
+    plain = [Finding(kind="strategy_cluster", severity="medium", classes=["cat"], region=CORNERS[c][0],
                      samples=[f"i{r}" for r in range(20 + 10 * k, 30 + 10 * k)], message=c)
              for k, c in enumerate(("top-right", "bottom-left"))]  # images 20-39: noise only at those corners
     assert len(one_cause(plain, records, thumbs, ["cat", "dog"], CFG)) == 2
+
+
+def test_low_findings_and_findings_at_one_place_stay_apart():
+    findings, records, thumbs = run_with({corner: red() for corner in CORNERS})
+    low = [dataclasses.replace(f, severity="low") for f in findings]  # not yet a cue: an object's parts look alike
+    assert len(one_cause(low, records, thumbs, ["cat", "dog"], CFG)) == 4
+    twin = dataclasses.replace(findings[0], kind="spatial_shortcut")  # the same place: the same problem, not a move
+    assert len(one_cause([findings[0], twin], records, thumbs, ["cat", "dog"], CFG)) == 2
 
 
 def test_without_thumbs_or_when_off_nothing_is_grouped():
