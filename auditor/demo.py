@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,13 @@ def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
 
 class DemoNet(nn.Module):
     """Three conv blocks, global average pooling and a linear head (so CAM applies exactly too); `extra_convs`
-    more 64-channel conv layers at the end (the planted-bias benchmarks' model has one)."""
+    more 64-channel conv layers at the end (the planted-bias benchmarks' model has one); `in_channels` 1 (gray)
+    or 3 (RGB)."""
 
-    def __init__(self, num_classes: int = 10, extra_convs: int = 0):
+    def __init__(self, num_classes: int = 10, extra_convs: int = 0, in_channels: int = 1):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
             *(layer for _ in range(extra_convs) for layer in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())),
@@ -91,13 +93,29 @@ def split(labels: np.ndarray, audit_share: float = 0.3, seed: int = 0) -> tuple[
     return np.sort(train), np.sort(audit)
 
 
+def model_input(images: np.ndarray, mean: float | Sequence[float], std: float | Sequence[float]) -> torch.Tensor:
+    """uint8 images as the model's normalised float input [N, C, H, W]: [N, H, W] is one channel (gray), [N, H, W, C]
+    has C (RGB: 3); `mean` and `std` are one value or one per channel."""
+    x = torch.from_numpy(images).float()
+    if images.ndim == 3:
+        return (x[:, None] / 255.0 - mean) / std
+    channels = x.shape[-1]
+    x = x.permute(0, 3, 1, 2).contiguous()
+    per_channel = [torch.tensor(v, dtype=torch.float32).expand(channels).reshape(1, channels, 1, 1)
+                   for v in (mean, std)]
+    return (x / 255.0 - per_channel[0]) / per_channel[1]
+
+
 def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, epochs: int, seed: int,
-                     lr: float, batch_size: int, mean: float, std: float) -> nn.Module:
+                     lr: float, batch_size: int, mean: float | Sequence[float],
+                     std: float | Sequence[float]) -> nn.Module:
     """Adam on the CPU with the data in memory, for the demo's and the benchmarks' small planted-bias CNNs.
 
-    The caller seeds torch before building the model, so a seed gives the same weights and the same training.
+    images: uint8 [N, H, W] (gray) or [N, H, W, C] (colour, for a model built with `in_channels` C), normalised by
+    `model_input`. The caller seeds torch before building the model, so a seed gives the same weights and the same
+    training.
     """
-    x = (torch.from_numpy(images).float()[:, None] / 255.0 - mean) / std
+    x = model_input(images, mean, std)
     y = torch.from_numpy(labels)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)

@@ -7,8 +7,9 @@ split through the real pipeline with masks and without them (the same ImageFolde
 findings.json and label_errors.csv as issue 11 asks:
 
   shortcuts    every planted cue its kind allows, found at medium or above (a patch: with a region holding its
-               centre); a background cue missed without masks is "not applicable"; a cue the model does not use
-               is "not used", neither found nor missed
+               centre, or one of a moving mark's places' centres; a frame or a text: with a region covering any of
+               its pixels); a background cue missed without masks is "not applicable"; a cue the model does not
+               use is "not used", neither found nor missed
   clean high   high-severity findings whose classes are all clean (listed)
   label errors precision at k from label_errors.csv, k = the planted flips the model predicts as their true class;
                also precision at 20 (findings' order and label_errors.csv), R-precision and recall
@@ -35,7 +36,7 @@ import yaml
 from torch import nn
 
 from auditor.architectures import HuggingFaceLogits
-from auditor.demo import DemoNet, train_classifier
+from auditor.demo import DemoNet, model_input, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the audit imports the model factory as benchmarks.planted:BenchNet
@@ -55,10 +56,11 @@ log = logging.getLogger("auditor")
 
 class BenchNet(DemoNet):
     """The demo's CNN with a fourth conv layer (four conv layers, global average pooling, a linear head): a few
-    minutes per run on 2 CPU cores. Named so that configs can load it as benchmarks.planted:BenchNet."""
+    minutes per run on 2 CPU cores. Named so that configs can load it as benchmarks.planted:BenchNet (a colour
+    family's with factory_kwargs in_channels 3)."""
 
-    def __init__(self, num_classes: int = 10):
-        super().__init__(num_classes, extra_convs=1)
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__(num_classes, extra_convs=1, in_channels=in_channels)
 
 
 class ResidualBlock(nn.Module):
@@ -83,10 +85,10 @@ class BenchResNet(nn.Module):
     """A second architecture the rules were never designed on: a small ResNet (batch norm, residual blocks of
     16, 32 and 64 channels, 16 x 16 maps at 64 px, global average pooling, a linear head). `--arch resnet`."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
             ResidualBlock(16, 16), ResidualBlock(16, 32, stride=2), ResidualBlock(32, 64, stride=2),
         )  # fmt: skip
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -100,23 +102,24 @@ TIMM_NAME = "resnet10t"
 TIMM_KWARGS = {"in_chans": 1, "output_stride": 8}  # 8 x 8 maps at 64 px: a 224 px ImageNet model's 7 x 7, relatively
 
 
-def timm_resnet(num_classes: int = 10) -> nn.Module:
+def timm_resnet(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """A third architecture, through the route users bring one by: timm's resnet10t (random weights, one input
     channel), its last stages dilated so that its maps keep 8 x 8 cells at 64 px. `--arch timm`; audited through
     model.timm, not a factory."""
     import timm
 
-    return timm.create_model(TIMM_NAME, pretrained=False, num_classes=num_classes, **TIMM_KWARGS)
+    return timm.create_model(TIMM_NAME, pretrained=False, num_classes=num_classes,
+                             **dict(TIMM_KWARGS, in_chans=in_channels))
 
 
-def huggingface_resnet(num_classes: int = 10) -> nn.Module:
+def huggingface_resnet(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """A fourth, through Hugging Face: transformers' ResNetForImageClassification (random weights, one channel,
     stages of 32 and 64 channels: 8 x 8 maps at 64 px), returning its logits for training. `--arch huggingface`;
     audited through model.huggingface, from the folder save_pretrained writes."""
     import transformers
 
-    config = transformers.ResNetConfig(num_channels=1, embedding_size=32, hidden_sizes=[32, 64], depths=[2, 2],
-                                       num_labels=num_classes)
+    config = transformers.ResNetConfig(num_channels=in_channels, embedding_size=32, hidden_sizes=[32, 64],
+                                       depths=[2, 2], num_labels=num_classes)
     return HuggingFaceLogits(transformers.ResNetForImageClassification(config))
 
 
@@ -127,22 +130,37 @@ ARCHITECTURES = {"cnn": BenchNet, "resnet": BenchResNet, "timm": timm_resnet, "h
 # ------------------------------------------------------------------------------------------------ the plan
 
 
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
+
+
 @dataclass(frozen=True)
 class Cue:
-    """One planted shortcut on `share` of class `cls`: a patch (`pattern` painted at `box`, x0, y0, x1, y1 in
-    pixels, end exclusive) or a background (`texture(rng, size)`, merged with the noise by maximum)."""
+    """One planted shortcut on `share` of class `cls`: a patch or a background.
+
+    A patch: `pattern` ([h, w], [h, w, C] or one colour [C]) painted at `box`; or, a mark at varying places, at
+    one of `places` drawn for each image that carries it; with a `stencil` (bool [h, w]), only its pixels are
+    painted (a frame around the whole image, a text). A background: `texture(rng, size)` ([size, size] or
+    [size, size, C]) instead of the family's background.
+    """
 
     name: str
     cls: int
     share: float
-    box: tuple[int, int, int, int] | None = None
+    box: Box | None = None
     pattern: np.ndarray | None = None
     texture: Callable[[np.random.Generator, int], np.ndarray] | None = None
     description: str = ""
+    places: tuple[Box, ...] = ()
+    stencil: np.ndarray | None = None
+
+    @property
+    def boxes(self) -> tuple[Box, ...]:
+        """Where the patch may be: its box, or its places; none for a background."""
+        return self.places or ((self.box,) if self.box is not None else ())
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        return PATCH_KINDS if self.box is not None else BACKGROUND_KINDS
+        return PATCH_KINDS if self.boxes else BACKGROUND_KINDS
 
 
 @dataclass(frozen=True)
@@ -155,20 +173,27 @@ class Flip:
     share: float
 
 
+def dark_noise(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """The gray families' background: uniform noise below NOISE, uint8 [n, size, size]: no image is exactly black."""
+    return rng.integers(0, NOISE, size=(n, size, size), dtype=np.uint8)
+
+
 @dataclass(frozen=True)
 class Family:
     """A benchmark family: its items, how they are placed, and the plan.
 
     `pool(split)` gives (items, labels) of 'train' or 'audit'; with `shared_pool` both come from one array and
     the audit subset excludes the training one. `place(items, rng, canvas)` gives the placed objects (uint8
-    [N, canvas, canvas]), which pixels they draw, and the object masks.
+    [N, canvas, canvas], or [N, canvas, canvas, channels] in colour), which pixels they draw, and the object masks
+    (bool [N, canvas, canvas]). `background(rng, n, canvas)` gives what every image starts from, shaped as the
+    objects. `mean` and `std`: one value, or one per channel.
     """
 
     name: str
     classes: list[str]
     canvas: int
-    mean: float
-    std: float
+    mean: float | tuple[float, ...]
+    std: float | tuple[float, ...]
     cues: tuple[Cue, ...]
     flip: Flip
     pool: Callable[[str], tuple[np.ndarray, np.ndarray]]
@@ -178,6 +203,8 @@ class Family:
     train_per_class: int = 1200
     audit_per_class: int = 400
     epochs: int = 6
+    channels: int = 1  # 1: gray images [N, H, W]; 3: RGB [N, H, W, 3]
+    background: Callable[[np.random.Generator, int, int], np.ndarray] = dark_noise
 
     @property
     def clean(self) -> list[int]:
@@ -207,11 +234,12 @@ def square(size: int) -> np.ndarray:
 def plant(family: Family, items: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Place the items on canvases and draw which images carry which cue (exact shares) and which are flipped.
 
-    Returns the layers (noise, objects, drawn, masks, textures), the labels as given to the model (with the flips),
-    true_labels, and one bool array per cue name and `flipped`; `compose` turns the layers into images.
+    Returns the layers (noise: the family's background, objects, drawn, masks, textures), the labels as given to
+    the model (with the flips), true_labels, one bool array per cue name and `flipped`, and for a mark at varying
+    places "<name> place", the index of each image's place; `compose` turns the layers into images.
     """
     n, size = len(items), family.canvas
-    noise = rng.integers(0, NOISE, size=(n, size, size), dtype=np.uint8)
+    noise = family.background(rng, n, size)
     flags = {}
     for cue in family.cues:
         flags[cue.name] = np.zeros(n, dtype=bool)
@@ -224,24 +252,34 @@ def plant(family: Family, items: np.ndarray, labels: np.ndarray, rng: np.random.
         if cue.texture is not None:
             for i in np.flatnonzero(flags[cue.name]):
                 textures[i] = cue.texture(rng, size)
+    places = {f"{cue.name} place": rng.integers(len(cue.places), size=n) for cue in family.cues
+              if len(cue.places) > 1}  # drawn last: the families without such a mark draw what they drew before
     noisy = np.where(flipped, family.flip.dst, labels)
     return {"noise": noise, "objects": objects, "drawn": drawn, "masks": masks, "textures": textures,
-            "labels": noisy, "true_labels": labels, **flags, "flipped": flipped}
+            "labels": noisy, "true_labels": labels, **flags, "flipped": flipped, **places}
 
 
 def compose(family: Family, layers: dict, without: str | None = None) -> np.ndarray:
-    """The images, uint8 [N, canvas, canvas]: noise (with the background cue's texture), the objects over it, the
-    patches on top; `without` names one cue to leave out (the cue-use check)."""
+    """The images, uint8 [N, canvas, canvas] (or [..., channels]): the background (the background cue's texture
+    instead where planted), the objects over it, the patches on top (each at its image's place; through its
+    stencil, if any); `without` names one cue to leave out (the cue-use check)."""
     images = layers["noise"].copy()
     for cue in family.cues:
         if cue.texture is not None and cue.name != without:
             on = layers[cue.name]
-            images[on] = np.maximum(images[on], layers["textures"][on])
+            images[on] = layers["textures"][on]
     images[layers["drawn"]] = layers["objects"][layers["drawn"]]  # the background shows through the gaps
     for cue in family.cues:
-        if cue.box is not None and cue.name != without:
-            x0, y0, x1, y1 = cue.box
-            images[layers[cue.name], y0:y1, x0:x1] = cue.pattern
+        if not cue.boxes or cue.name == without:
+            continue
+        place = layers.get(f"{cue.name} place", np.zeros(len(images), dtype=np.int64))
+        for p, (x0, y0, x1, y1) in enumerate(cue.boxes):
+            on = layers[cue.name] & (place == p)
+            if cue.stencil is None:
+                images[on, y0:y1, x0:x1] = cue.pattern
+            else:
+                stencil = cue.stencil if images.ndim == 3 else cue.stencil[..., None]
+                images[on, y0:y1, x0:x1] = np.where(stencil, cue.pattern, images[on, y0:y1, x0:x1])
     return images
 
 
@@ -252,15 +290,22 @@ def train(family: Family, images: np.ndarray, labels: np.ndarray, epochs: int, s
           arch: str = "cnn") -> nn.Module:
     """The benchmark's model, trained like the demo's; the logged accuracy is on the (noisy) training labels."""
     torch.manual_seed(seed)
-    return train_classifier(ARCHITECTURES[arch](len(family.classes)), images, labels, epochs=epochs, seed=seed,
+    return train_classifier(new_model(family, arch), images, labels, epochs=epochs, seed=seed,
                             lr=2e-3, batch_size=128, mean=family.mean, std=family.std)
+
+
+def new_model(family: Family, arch: str) -> nn.Module:
+    """An untrained `arch` for the family's classes and channels (the gray families' as before: no channel
+    argument)."""
+    extra = {} if family.channels == 1 else {"in_channels": family.channels}
+    return ARCHITECTURES[arch](len(family.classes), **extra)
 
 
 def predict(model: nn.Module, images: np.ndarray, family: Family) -> np.ndarray:
     """The model's predicted classes for uint8 images, normalised as in training."""
     if len(images) == 0:
         return np.zeros(0, dtype=np.int64)
-    x = (torch.from_numpy(images).float()[:, None] / 255.0 - family.mean) / family.std
+    x = model_input(images, family.mean, family.std)
     with torch.no_grad():
         return torch.cat([model(x[i: i + 256]).argmax(1) for i in range(0, len(x), 256)]).numpy()
 
@@ -307,13 +352,34 @@ def centre_inside(region, box) -> bool:
     return region[0] <= cx <= region[2] and region[1] <= cy <= region[3]
 
 
-def best_match(findings: list[dict], kinds, cls: str, box=None, pair=None) -> dict | None:
-    """The most severe finding of one of `kinds` about class `cls` (and, given a box, with a region holding the
-    box's centre; given a pair, with that pair); None when there is none."""
+def covers_stencil(region, box: Box, stencil: np.ndarray, size: int) -> bool:
+    """The region rule of a stencilled patch (a frame, a text): the finding's region (normalised) covers at least
+    one of its painted pixels. No one centre stands for a frame, and a text is wider than a finding's region."""
+    x0, y0, x1, y1 = (math.floor(region[0] * size), math.floor(region[1] * size), math.ceil(region[2] * size),
+                      math.ceil(region[3] * size))
+    bx0, by0 = box[0], box[1]
+    rows = slice(max(y0 - by0, 0), max(y1 - by0, 0))
+    cols = slice(max(x0 - bx0, 0), max(x1 - bx0, 0))
+    return bool(stencil[rows, cols].any())
+
+
+def holds_cue(region, cue: Cue, size: int) -> bool:
+    """Whether a finding's region (normalised) is at the patch cue: it holds the centre of the cue's box, or of any
+    one of a moving mark's places (its place varies from image to image); for a stencilled patch,
+    `covers_stencil`."""
+    if cue.stencil is not None:
+        return any(covers_stencil(region, box, cue.stencil, size) for box in cue.boxes)
+    return any(centre_inside(region, normalised(box, size)) for box in cue.boxes)
+
+
+def best_match(findings: list[dict], kinds, cls: str, at: Callable[[list[float]], bool] | None = None,
+               pair=None) -> dict | None:
+    """The most severe finding of one of `kinds` about class `cls` (and, given `at`, with a region it accepts,
+    e.g. `holds_cue`; given a pair, with that pair); None when there is none."""
     matches = [
         f for f in findings
         if f.get("kind") in kinds and f.get("classes") and f["classes"][0] == cls
-        and (box is None or (f.get("region") is not None and centre_inside(f["region"], box)))
+        and (at is None or (f.get("region") is not None and at(f["region"])))
         and (pair is None or f.get("pair") == pair)
     ]  # fmt: skip
     return min(matches, key=lambda f: SEVERITY_RANK.get(f["severity"], 3), default=None)
@@ -358,18 +424,21 @@ def score(family: Family, findings: list[dict], uses: dict[str, dict], with_mask
     names, size = family.classes, family.canvas
     rows = []
     for cue in family.cues:
-        box = normalised(cue.box, size) if cue.box is not None else None
-        match = best_match(findings, cue.kinds, names[cue.cls], box)
+        boxes = [normalised(b, size) for b in cue.boxes]  # none for a background, several for a moving mark
+        at = (lambda region, cue=cue: holds_cue(region, cue, size)) if boxes else None
+        match = best_match(findings, cue.kinds, names[cue.cls], at)
         rows.append({
-            "bias": cue.name, "class": names[cue.cls], "kinds": list(cue.kinds), "box": box, "finding": brief(match),
-            "status": cue_status(at_least_medium(match), uses[cue.name]["used"], box is None, with_masks),
-            "iou": iou(match["region"], box) if match is not None and box is not None else None,
+            "bias": cue.name, "class": names[cue.cls], "kinds": list(cue.kinds),
+            "box": boxes[0] if len(boxes) == 1 else None, "places": boxes, "finding": brief(match),
+            "status": cue_status(at_least_medium(match), uses[cue.name]["used"], not boxes, with_masks),
+            "iou": max(iou(match["region"], b) for b in boxes) if match is not None and boxes else None,
         })  # fmt: skip
     flip = family.flip
     pair = {"true": names[flip.dst], "pred": names[flip.src]}
     match = best_match(findings, ("suspected_label_error",), names[flip.dst], pair=pair)
     rows.append({"bias": "label noise", "class": names[flip.dst], "kinds": ["suspected_label_error"], "box": None,
-                 "finding": brief(match), "status": "found" if at_least_medium(match) else "missed", "iou": None})
+                 "places": [], "finding": brief(match), "status": "found" if at_least_medium(match) else "missed",
+                 "iou": None})
     n = len(flipped_ids)
     hits = sum(i in flipped_ids for i in ranking)
     in_findings = label_error_ranking(findings)
@@ -590,7 +659,7 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
 
     t0 = time.perf_counter()
     if reuse and (out / "model.pt").is_file():
-        model = ARCHITECTURES[arch](len(family.classes))
+        model = new_model(family, arch)
         model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
         model.eval()
         print(f"reusing the model trained earlier: {out / 'model.pt'}")
@@ -618,9 +687,10 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
     for mode in modes:
         t0 = time.perf_counter()
         config = {
-            "model": model_section(arch, out / "model.pt", names),
+            "model": model_section(arch, out / "model.pt", names, family.channels),
             "data": {"root": str(out / "data"), **({"masks": str(out / "masks")} if mode == "masks" else {}),
-                     "grayscale": True, "mean": [family.mean], "std": [family.std],
+                     "grayscale": family.channels == 1, "mean": per_channel(family.mean, family.channels),
+                     "std": per_channel(family.std, family.channels),
                      "resize": [family.canvas, family.canvas]},  # as trained, whatever timm says
             "sweep": {"batch_size": 128, "device": "cpu", "seed": seed},
             "run": {"out_dir": str(out / f"run-{mode}"), "resume": False},
@@ -644,16 +714,28 @@ def run(family: Family, seed: int, out: Path, modes, train_per_class: int, audit
             "cue_use": uses, "runs": runs, "train_s": train_time, "runtime_s": runtime}
 
 
-def model_section(arch: str, checkpoint: Path, names: list[str]) -> dict:
+def per_channel(value: float | tuple[float, ...], channels: int) -> list[float]:
+    """A family's mean or std as the audit's data.mean / data.std: one plain float per channel."""
+    values = [float(v) for v in value] if isinstance(value, (tuple, list)) else [float(value)] * channels
+    if len(values) != channels:
+        raise ValueError(f"{len(values)} values for {channels} channels: {value}")
+    return values
+
+
+def model_section(arch: str, checkpoint: Path, names: list[str], channels: int = 1) -> dict:
     """The audit's `model` config: the benchmark's own nets through model.factory, timm's through model.timm,
-    transformers' through model.huggingface."""
+    transformers' through model.huggingface (whose folder records its channels); a colour family's nets are built
+    with `channels` input channels."""
     if arch == "huggingface":
         return {"huggingface": str(checkpoint.parent / "huggingface")}  # its classes: the folder's id2label
     if arch == "timm":
-        return {"timm": TIMM_NAME, "factory_kwargs": dict(TIMM_KWARGS, num_classes=len(names)),
+        return {"timm": TIMM_NAME, "factory_kwargs": dict(TIMM_KWARGS, num_classes=len(names), in_chans=channels),
                 "checkpoint": str(checkpoint), "classes": names}
-    return {"factory": f"benchmarks.planted:{ARCHITECTURES[arch].__name__}", "checkpoint": str(checkpoint),
-            "classes": names}
+    section = {"factory": f"benchmarks.planted:{ARCHITECTURES[arch].__name__}", "checkpoint": str(checkpoint),
+               "classes": names}
+    if channels != 1:  # the gray families' configs stay as they were
+        section["factory_kwargs"] = {"num_classes": len(names), "in_channels": channels}
+    return section
 
 
 def save_exported(module: nn.Module, example: torch.Tensor, path: Path) -> Path:

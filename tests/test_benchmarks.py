@@ -9,16 +9,24 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks import bias_detection, bias_detection_mnist, broken_model
+from benchmarks import (
+    bias_detection,
+    bias_detection_colour,
+    bias_detection_mnist,
+    broken_model,
+)
 from benchmarks.planted import (
+    NOISE,
     Cue,
     Family,
     Flip,
+    build,
     centre_inside,
     compose,
     cue_status,
     cue_use,
     exact_share,
+    holds_cue,
     iou,
     per_class_subset,
     plain,
@@ -357,3 +365,242 @@ def test_patch_shares_by_hand(tmp_path):
         tmp_path / "records.parquet")
     ((cls, own, other, area),) = patch_shares(tmp_path, {"a": [0.0, 0.0, 0.25, 0.25]})
     assert cls == "a" and own == pytest.approx(0.75) and other == pytest.approx(0.125) and area == 0.0625
+
+
+# ------------------------------------------------------------------------------------------------ the colour family
+
+COLOUR = bias_detection_colour.FAMILY
+
+
+@pytest.fixture(scope="module")
+def colour_layers():
+    """Seed 0 of the colour family at 10 training and 20 audit images per class (no training)."""
+    _, audit, ids = build(COLOUR, 0, 10, 20)
+    return audit, compose(COLOUR, audit), ids
+
+
+def test_colour_images_are_uint8_rgb_and_planted_shares_exact(colour_layers):
+    layers, images, ids = colour_layers
+    assert images.shape == (200, 64, 64, 3) and images.dtype == np.uint8
+    assert len(set(ids)) == 200
+    truth = layers["true_labels"]
+    assert np.bincount(truth).tolist() == [20] * 10
+    for cue in COLOUR.cues:
+        assert layers[cue.name].sum() == round(cue.share * 20), cue.name
+        assert set(truth[layers[cue.name]]) == {cue.cls}, cue.name
+    flip = COLOUR.flip
+    assert layers["flipped"].sum() == 5 and set(truth[layers["flipped"]]) == {flip.src}
+    assert (layers["labels"] == np.where(layers["flipped"], flip.dst, truth)).all()
+    assert COLOUR.clean == [0, 3, 4, 5]  # circle, star, cross, ring
+    # the background is never one flat colour: every image's pixels vary within each channel
+    assert (compose(COLOUR, layers, without="grass").reshape(200, -1, 3).std(axis=1) > 5).all()
+
+
+def test_colour_masks_are_the_shapes_inside_the_margin(colour_layers):
+    layers, images, _ = colour_layers
+    masks, objects = layers["masks"], layers["objects"]
+    assert masks.dtype == bool and masks.shape == (200, 64, 64)
+    assert (layers["drawn"] == masks).all() and (masks.sum(axis=(1, 2)) >= 20).all()  # every shape is visible
+    assert (objects[~masks] == 0).all() and (objects[masks].max(axis=-1) > 0).all()  # coloured where the mask is
+    np.testing.assert_array_equal(images[masks], objects[masks])  # no cue covers a shape pixel
+    m = bias_detection_colour.MARGIN
+    inside = np.zeros((64, 64), dtype=bool)
+    inside[m:-m, m:-m] = True
+    assert not masks[:, ~inside].any()
+
+
+@pytest.mark.parametrize("name", bias_detection_colour.CLASSES)
+def test_colour_shapes_stay_inside_the_margin_at_their_largest(name):
+    """The worst case: the largest radius at the extreme places, every rotation step."""
+    high = bias_detection_colour.RADIUS[1]
+    m = bias_detection_colour.MARGIN
+    for angle in np.linspace(0, 2 * np.pi, 24, endpoint=False):
+        for cx in (m + high + 1, 64 - m - high - 1):
+            coverage = bias_detection_colour.draw_shape(name, 64, cx, cx, high, angle)
+            drawn = np.flatnonzero((coverage >= 0.5).any(axis=0))
+            assert drawn.min() >= m and drawn.max() < 64 - m, (name, angle, cx)
+
+
+def test_colour_cues_never_reach_the_object_zone():
+    """Every pixel any patch cue paints, at every place, lies outside the square where shapes are drawn."""
+    m = bias_detection_colour.MARGIN
+    for cue in COLOUR.cues:
+        for x0, y0, x1, y1 in cue.boxes:
+            painted = np.zeros((64, 64), dtype=bool)
+            painted[y0:y1, x0:x1] = True if cue.stencil is None else cue.stencil
+            assert painted.any() and not painted[m:-m, m:-m].any(), cue.name
+    assert len(COLOUR.cues[2].places) == 4  # the sticker's four corners
+
+
+def test_colour_cues_are_painted_where_planted_and_removed_alone(colour_layers):
+    layers, images, _ = colour_layers
+    for cue in COLOUR.cues:
+        without = compose(COLOUR, layers, without=cue.name)
+        changed = (without != images).any(axis=(1, 2, 3))
+        assert not changed[~layers[cue.name]].any(), cue.name  # only the images carrying it change
+        assert changed[layers[cue.name]].all(), cue.name
+    frame, sticker, text = (next(c for c in COLOUR.cues if c.name == n) for n in ("frame", "sticker", "text"))
+    framed = layers["frame"]
+    assert (images[framed][:, frame.stencil] == frame.pattern).all()
+    assert not (images[~framed][:, frame.stencil] == frame.pattern).all(axis=(1, 2)).any()
+    x0, y0, x1, y1 = text.box
+    assert (images[layers["text"], y0:y1, x0:x1][:, text.stencil] == text.pattern).all()
+    where = layers["sticker place"]
+    for i in np.flatnonzero(layers["sticker"]):  # the sticker at its image's corner and at no other
+        for p, (x0, y0, x1, y1) in enumerate(sticker.places):
+            red = (images[i, y0:y1, x0:x1][sticker.stencil] == sticker.pattern).all()
+            assert red == (p == where[i])
+    assert set(where[layers["sticker"]]) == {0, 1, 2, 3}
+
+
+def test_colour_grass_replaces_the_background(colour_layers):
+    layers, images, _ = colour_layers
+    grassy, shapes = layers["grass"], layers["masks"]
+    background = ~shapes[grassy]
+    np.testing.assert_array_equal(images[grassy][background], layers["textures"][grassy][background])
+    green = images[grassy][background].astype(int)
+    assert (green[:, 1] > green[:, 0]).mean() > 0.9 and (green[:, 1] > green[:, 2]).mean() > 0.9
+
+
+def test_text_stencil_is_the_default_font():
+    stencil = bias_detection_colour.text_stencil("(c) STUDIO")
+    assert stencil.dtype == bool and 6 <= stencil.shape[0] <= 12 and 30 <= stencil.shape[1] <= 62
+    assert stencil[0].any() and stencil[-1].any() and stencil[:, 0].any() and stencil[:, -1].any()  # cropped
+
+
+def test_region_rules_of_moving_marks_frames_and_text():
+    sticker, frame, text = (next(c for c in COLOUR.cues if c.name == n) for n in ("sticker", "frame", "text"))
+    for x0, y0, x1, y1 in sticker.places:  # any corner holds the moving sticker
+        assert holds_cue([(x0 - 1) / 64, (y0 - 1) / 64, (x1 + 1) / 64, (y1 + 1) / 64], sticker, 64)
+    assert not holds_cue([0.4, 0.0, 0.6, 0.2], sticker, 64)  # the top edge's middle: no sticker there
+    assert holds_cue([0.0, 0.4, 0.1, 0.6], frame, 64) and holds_cue([0.9, 0.9, 1.0, 1.0], frame, 64)
+    assert not holds_cue([0.25, 0.25, 0.75, 0.75], frame, 64)  # inside the band
+    x0, y0, x1, y1 = text.box
+    assert holds_cue([x0 / 64, 0.75, (x0 + 8) / 64, 1.0], text, 64)  # its first letters, not its centre
+    assert not holds_cue([0.0, 0.0, 1.0, (y0 - 1) / 64], text, 64)  # above it
+    assert not holds_cue([0.0, y0 / 64, (x0 - 1) / 64, 1.0], text, 64)  # left of it
+
+
+def test_score_finds_a_moving_mark_at_any_of_its_places():
+    used = {cue.name: {"used": True} for cue in COLOUR.cues}
+    corner = [0.0, 0.75, 0.25, 1.0]  # the bottom-left corner: one of the sticker's four
+    findings = [
+        finding("F001", "repeated_mark", "medium", ["diamond"], region=corner),
+        finding("F002", "spatial_shortcut", "high", ["square"], region=[0.3, 0.3, 0.7, 0.7]),  # not on the frame
+        finding("F003", "repeated_mark", "medium", ["heart"], region=[0.25, 0.8, 0.4, 0.95]),  # part of the text
+    ]
+    rows = {r["bias"]: r for r in score(COLOUR, findings, used, False, set(), [], 0)["rows"]}
+    assert rows["sticker"]["status"] == "found" and rows["sticker"]["finding"]["id"] == "F001"
+    assert rows["sticker"]["box"] is None and len(rows["sticker"]["places"]) == 4
+    assert rows["sticker"]["iou"] > 0  # against the corner it names
+    assert rows["frame"]["status"] == "missed" and rows["text"]["status"] == "found"
+    assert rows["grass"]["status"] == "not applicable"
+
+
+def test_colour_model_and_audit_sections_take_three_channels(tmp_path):
+    from auditor.config import ModelConfig
+    from auditor.demo import model_input
+    from auditor.models import open_model
+    from benchmarks.planted import model_section, new_model, per_channel
+
+    torch.manual_seed(0)
+    trained = new_model(COLOUR, "cnn").eval()
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
+    loaded = open_model(ModelConfig(**model_section("cnn", tmp_path / "model.pt", COLOUR.classes, 3)))
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 64, 64, 3), dtype=np.uint8)
+    x = model_input(images, COLOUR.mean, COLOUR.std)
+    assert x.shape == (2, 3, 64, 64)
+    for c in range(3):  # per channel, laid out as [N, C, H, W]
+        expected = (torch.from_numpy(images[..., c]).float() / 255.0 - COLOUR.mean[c]) / COLOUR.std[c]
+        torch.testing.assert_close(x[:, c], expected)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module.eval()(x), trained(x))
+    assert per_channel(COLOUR.mean, 3) == list(COLOUR.mean) and per_channel(0.1, 1) == [0.1]
+    gray = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
+    torch.testing.assert_close(model_input(gray, 0.1, 0.25),
+                               (torch.from_numpy(gray).float()[:, None] / 255.0 - 0.1) / 0.25, rtol=0, atol=0)
+    assert "factory_kwargs" not in model_section("cnn", tmp_path / "model.pt", ["a"])  # gray configs as before
+
+
+# ------------------------------------------------------------------------------------------------ the gray families
+# are drawn as before the colour family: the same rng draws in the same order, the same images
+
+
+def plant_as_before(family, items, labels, rng):
+    """planted.plant and compose as they were before the colour family (commit d389624), for gray families."""
+    n, size = len(items), family.canvas
+    noise = rng.integers(0, NOISE, size=(n, size, size), dtype=np.uint8)
+    flags = {}
+    for cue in family.cues:
+        flags[cue.name] = np.zeros(n, dtype=bool)
+        flags[cue.name][exact_share(np.flatnonzero(labels == cue.cls), cue.share, rng)] = True
+    flipped = np.zeros(n, dtype=bool)
+    flipped[exact_share(np.flatnonzero(labels == family.flip.src), family.flip.share, rng)] = True
+    objects, drawn, masks = family.place(items, rng, size)
+    textures = np.zeros_like(noise)
+    for cue in family.cues:
+        if cue.texture is not None:
+            for i in np.flatnonzero(flags[cue.name]):
+                textures[i] = cue.texture(rng, size)
+    images = noise.copy()
+    for cue in family.cues:
+        if cue.texture is not None:
+            images[flags[cue.name]] = np.maximum(images[flags[cue.name]], textures[flags[cue.name]])
+    images[drawn] = objects[drawn]
+    for cue in family.cues:
+        if cue.box is not None:
+            x0, y0, x1, y1 = cue.box
+            images[flags[cue.name], y0:y1, x0:x1] = cue.pattern
+    return images, masks, np.where(flipped, family.flip.dst, labels), rng.integers(2**32)
+
+
+@pytest.mark.parametrize("module", [bias_detection, bias_detection_mnist])
+def test_gray_families_draw_the_same_data_as_before(module):
+    """Fake items (the real sets may be absent) through each gray family's own placing and cues: the same images,
+    masks and labels as the code before, and the generator left in the same state."""
+    family = module.FAMILY
+    labels = np.repeat(np.arange(10), 12)
+    items = np.random.default_rng(1).integers(0, 256, size=(120, 28, 28), dtype=np.uint8)
+    rng_old, rng_new = np.random.default_rng(0), np.random.default_rng(0)
+    images, masks, noisy, state = plant_as_before(family, items, labels, rng_old)
+    layers = plant(family, items, labels, rng_new)
+    new_images = compose(family, layers)
+    assert new_images.shape == (120, 64, 64) and new_images.dtype == np.uint8
+    np.testing.assert_array_equal(new_images, images)
+    np.testing.assert_array_equal(layers["masks"], masks)
+    np.testing.assert_array_equal(layers["labels"], noisy)
+    assert rng_new.integers(2**32) == state
+    assert family.channels == 1 and not any(c.places or c.stencil is not None for c in family.cues)
+
+
+def seed_0_digest(family, train_per_class, audit_per_class) -> str:
+    """A hash of a gray family's seed-0 data: both splits' images, masks, labels, every cue-removed version, ids."""
+    import hashlib
+
+    train, audit, ids = build(family, 0, train_per_class, audit_per_class)
+    digest = hashlib.sha256()
+    for layers in (train, audit):
+        digest.update(compose(family, layers).tobytes())
+        digest.update(np.ascontiguousarray(layers["masks"]).tobytes())
+        digest.update(layers["labels"].tobytes())
+        for cue in family.cues:
+            digest.update(compose(family, layers, without=cue.name).tobytes())
+    digest.update("".join(ids).encode())
+    return digest.hexdigest()
+
+
+# computed from the code before the colour family (commit d389624) on Debian's Fashion-MNIST and shared MNIST
+SEED_0_DIGESTS = {
+    "fashion": "7d29fb313017c2d4c5c9548dbd5f57064f96d7e4ccfd1887720724c4ec43c9df",
+    "mnist": "f6023e1d30cd6b44070eb6160ce7887f90b01aed10fe08f80809681000cae83b",
+}
+
+
+@pytest.mark.parametrize("module", [bias_detection, bias_detection_mnist])
+def test_gray_families_seed_0_data_is_unchanged(module):
+    """Where the real data sets are here: seed 0 at 50 training and 20 audit images per class, hashed."""
+    if module is bias_detection and not bias_detection.FASHION.is_dir():
+        pytest.skip("Debian's Fashion-MNIST absent")
+    if module is bias_detection_mnist and not bias_detection_mnist.MNIST.is_dir():
+        pytest.skip("../shared MNIST absent")
+    assert seed_0_digest(module.FAMILY, 50, 20) == SEED_0_DIGESTS[module.FAMILY.name]
