@@ -342,13 +342,13 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float], loaded: Load
     if ranks.is_main and cfg.sweep.num_workers == 0:  # never a thread mid-import while DataLoader workers fork
         loading = preload(AFTER_SWEEP_MODULES)
     stats = run_sweep(model, layer, dataset, methods, cfg, writer, device, reshape, geometry, indices=block)
-    if loading is not None:  # two threads importing one package with circular imports can meet half-initialised
-        loading.join()
     barrier(ranks)  # every rank's shards are on disk
     if not ranks.is_main:
         return None
     swept = time.perf_counter()
     with stage("merge_s"):
+        if loading is not None:  # imports the sweep did not cover count after it; and two threads importing one
+            loading.join()  # package whose modules import each other (cleanlab) can meet it half-initialised
         records = finalize_run(run_dir, samples, classes, cfg.attention.cam_box_threshold)
         skipped = pd.read_csv(run_dir / "skipped.csv", dtype=str, keep_default_na=False)
         with stage("localisation_s"):
