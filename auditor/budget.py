@@ -52,10 +52,11 @@ RUN_SHARE = {
 SHARE_FLOOR = 64  # never fewer: below this a check's proportions mean nothing
 
 
-def share_of_run(cap: int, audited: int, check: str) -> int:
-    """A check's image count on a run of `audited` images: its cap, and at most RUN_SHARE[check] of the run
-    (SHARE_FLOOR at least)."""
-    return min(cap, max(SHARE_FLOOR, int(audited * RUN_SHARE[check])))
+def share_of_run(cap: int | None, audited: int, check: str) -> int:
+    """A check's image count on a run of `audited` images: its cap (None: none of its own), and at most
+    RUN_SHARE[check] of the run (SHARE_FLOOR at least)."""
+    share = max(SHARE_FLOOR, int(audited * RUN_SHARE[check]))
+    return share if cap is None else min(cap, share)
 
 
 def sampling_note(check: str, examined: int, n_classes: int, setting: str) -> str | None:

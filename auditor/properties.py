@@ -193,7 +193,7 @@ def property_check(findings: list, model, dataset, classes: list[str], device, c
     chosen = classes_in_budget([index[f.classes[0]] for f in candidates], len(classes), fc.check_max_classes,
                                fc.seed, fill=False)
     chosen = affordable_classes(chosen, {index[f.classes[0]]: f for f in candidates}, fc.property_images,
-                                share_of_run(2**62, len(dataset) if audited is None else audited, "property_check"))
+                                share_of_run(None, len(dataset) if audited is None else audited, "property_check"))
     if not chosen:
         return findings
     labels = np.array([s.label for s in dataset.samples])
