@@ -265,7 +265,7 @@ class FindingsConfig:
     # suspected_label_error (confident learning, by cleanlab on probs.npy)
     label_error_filter: str = "predicted_neq_given"  # cleanlab.filter.find_label_issues(filter_by=...): every
     # image the model gets wrong is a candidate and the ranking (label independence among confident predictions,
-    # then certainty) sorts them; confident learning's per-class thresholds ("prune_by_noise_rate") drop the wrong
+    # then sureness) sorts them; confident learning's per-class thresholds ("prune_by_noise_rate") drop the wrong
     # labels a less confident model predicts below them (a benchmark ResNet: 23 of 82 flipped 7s)
     label_error_min_count: int = 3  # fewest suspects a pair needs to be reported
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
