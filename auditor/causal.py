@@ -105,6 +105,18 @@ def region_mask(region, height: int, width: int) -> torch.Tensor:
     return mask
 
 
+def border_mask(band: float, height: int, width: int, inset: int = 0) -> torch.Tensor:
+    """bool [H, W], True on the image's border band, `band` of the shorter side wide (a frame's place, see
+    `findings.places.around_the_border`), moved `inset` band widths inward: inset 1 is the same shape just
+    inside the frame, its control."""
+    side = max(1, math.ceil(band * min(height, width)))
+    a, b = inset * side, (inset + 1) * side
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[a : height - a, a : width - a] = True
+    mask[b : height - b, b : width - b] = False
+    return mask
+
+
 def causal_indices(samples, wanted: set[int], cap: int, seed: int = 0) -> list[int]:
     """Dataset indices of the wanted classes' images, at most `cap` in all, in dataset order.
 

@@ -194,6 +194,8 @@ class FindingsConfig:
     region_threshold: float = 0.5  # a region is the connected cells of a mean map at >= this share of its peak
     region_pad_cells: int = 1  # a finding's region is those cells grown by this many map cells on each side
     max_region_area: float = 0.25  # a "place" covers at most this share of the image
+    frame_band: float = 0.125  # ... or it is the border band, this share of the side wide, where the hot cells run
+    # along three or four sides of the image (a frame, a vignette: `places.around_the_border`; 0: never)
     shortcut_min_hit_rate: float = 0.5  # share of the class's maps whose peak falls in the region
     shortcut_min_gap: float = 0.2  # attention share in the region above the other classes' median (CI lower bound)
     shortcut_min_share_gap: float = 0.1  # ... or, whatever the hit rate, this gap alone: a mark beside a large
@@ -365,8 +367,8 @@ _SHARES = (
     "max_mask_area", "uniform_score", "on_object_score", "clear_object_score", "health_broken_skill",
     "health_suspect_skill", "health_collapse_share", "health_collapse_excess", "health_max_entropy",
     "health_max_bad_share", "health_dead_recall", "health_batch_norm_gain", "background_max_energy",
-    "background_min_gap", "region_threshold", "max_region_area", "shortcut_min_hit_rate", "shortcut_min_gap",
-    "shortcut_min_share_gap", "shortcut_high_hit_rate", "shortcut_high_gap", "place_max_on_object",
+    "background_min_gap", "region_threshold", "max_region_area", "frame_band", "shortcut_min_hit_rate",
+    "shortcut_min_gap", "shortcut_min_share_gap", "shortcut_high_hit_rate", "shortcut_high_gap", "place_max_on_object",
     "transplant_min_effect", "transplant_min_gap", "erasure_min_effect", "mark_min_share", "spray_min_cluster_share",
     "spray_max_cluster_share", "spray_majority_share", "spray_min_gap", "spray_min_focus", "spray_min_share_gap",
     "context_max_score", "context_high_rate", "label_error_min_object_score",

@@ -36,7 +36,7 @@ from auditor.findings.run import (
     write_document,
 )
 from auditor.mark_search import with_marks
-from auditor.one_cause import one_cause
+from auditor.one_cause import absorb_property, one_cause
 from auditor.place_check import check_places
 from auditor.properties import property_check
 from auditor.runs import load_run
@@ -127,7 +127,8 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
                  cfg: Config, predictions: dict[int, int], context) -> list:
     """The rules' findings checked on the model, within the run's budget (`auditor.budget`): place evidence, the
     causal check, the repeated-mark search, the look-alike places of one cause grouped (`one_cause`), then the
-    image-property check. Notes say what each check sampled."""
+    image-property check, a property of the backgrounds folded into the class's background finding
+    (`absorb_property`). Notes say what each check sampled."""
     references_of: dict = {}  # each class's other-class images: the place check and the mark search share them
     findings = number(check_places(findings, model, dataset, classes, device, cfg.findings, references_of,
                                    predictions))
@@ -156,7 +157,9 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
     findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,
                           thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions)
     findings = number(one_cause(findings, run.records, run.thumbs, classes, cfg.findings))
-    return property_check(findings, model, dataset, classes, device, cfg, make_loader, notes, audited=len(predictions))
+    findings = property_check(findings, model, dataset, classes, device, cfg, make_loader, notes,
+                              audited=len(predictions))
+    return number(absorb_property(findings, run.records, run.thumbs, run.masks, classes, cfg.findings))
 
 
 def thumb_rows(run, dataset: AuditDataset) -> dict[int, int]:

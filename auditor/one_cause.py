@@ -10,7 +10,9 @@ and from each other, under the eight turns and flips of a square (a frame's top 
 shifts of a pixel or two, by at most `group_max_difference` x that std. Background clutter that merely differs from other classes' is no cue:
 it never matches itself at another place as closely as a mark does. With masks, the same cue off the object also
 makes the class's attention fall off its objects: the class's background_reliance finding is that cause too, and is
-folded into the group (`registry.merge`, its evidence kept).
+folded into the group (`registry.merge`, its evidence kept). Likewise a class's property_shortcut whose property
+departs on the class's backgrounds rather than on its objects (a greener cast from the grass behind every crescent)
+is its background_reliance's cause too, and is folded into it (`absorb_property`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import torch.nn.functional as F
 from auditor.causal import region_mask
 from auditor.config import FindingsConfig
 from auditor.findings.places import describe_place, regions_overlap
-from auditor.findings.record import Finding, more_severe
+from auditor.findings.record import Finding, metrics, more_severe
 from auditor.findings.registry import merge
 from auditor.place_check import distinctive_window
+from auditor.properties import property_maps
+from auditor.property_names import PROPERTIES
 
 GROUPED_KINDS = ("spatial_shortcut", "strategy_cluster", "repeated_mark")
 MEMBERS, REFERENCES = 32, 64  # images read per finding and per class's yardstick: enough for a mean
@@ -175,5 +179,87 @@ def absorb_background(findings: list[Finding]) -> list[Finding]:
             for other in findings:
                 if other.kind == "background_reliance" and other.classes == f.classes:
                     f = merge(f, other)
+        out.append(f)
+    return out
+
+
+def where_it_departs(name: str, ours: torch.Tensor, our_masks: torch.Tensor, theirs: torch.Tensor,
+                     their_masks: torch.Tensor) -> tuple[float, float]:
+    """(on the backgrounds, on the objects): how far the class's images (`ours`, float pixels [n, C, H, W] in
+    [0, 1], object coverage `our_masks` [n, H, W]) lie from other classes' in property `name`, measured on their
+    background pixels only and on their object pixels only, each in standard deviations of those per-image values
+    (as property_shortcut measures whole images). NaN where the property is not a pixel mean of these images
+    (`properties.property_maps`) or no image has pixels of that part."""
+
+    def part(pixels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
+        values = property_maps(pixels).get(name)
+        if values is None:
+            return None
+        total = weight.sum(dim=(1, 2))
+        return ((values * weight).sum(dim=(1, 2)) / total.clamp_min(1e-6))[total > 0.5]
+
+    def effect(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
+        if a is None or b is None or len(a) == 0 or len(b) == 0:
+            return math.nan
+        spread = float(torch.cat([a, b]).std())
+        return (float(a.mean()) - float(b.mean())) / spread if spread > 1e-9 else math.nan
+
+    return (effect(part(ours, 1 - our_masks), part(theirs, 1 - their_masks)),
+            effect(part(ours, our_masks), part(theirs, their_masks)))
+
+
+def masked_thumbs(rows: np.ndarray, thumbs: np.ndarray, masks) -> tuple[torch.Tensor, torch.Tensor]:
+    """The thumbs of `rows` as pixels in [0, 1], and their masks (map cells) resized to the thumbs' size."""
+    pixels = torch.from_numpy(np.asarray(thumbs[rows], dtype=np.float32) / 255.0)
+    coverage = torch.from_numpy(np.asarray(masks[rows], dtype=np.float32))[:, None]
+    coverage = F.interpolate(coverage, size=pixels.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return pixels, coverage.clamp(0.0, 1.0)
+
+
+def background_property(f: Finding, records: pd.DataFrame, thumbs: np.ndarray, masks, classes: list[str],
+                        cfg: FindingsConfig) -> Finding | None:
+    """The property_shortcut `f` with its background and object effects (`where_it_departs`, on a seeded sample
+    of masked images) where its property departs more on the class's backgrounds than on its objects, the same
+    way as on whole images; None where it does not (a class photographed darker, objects and all)."""
+    target = classes.index(f.classes[0])
+    labels, masked = records["label_idx"].to_numpy(), records["has_mask"].to_numpy(dtype=bool)
+    rows = records["row"].to_numpy()
+    ours, theirs = rows[masked & (labels == target)], rows[masked & (labels != target)]
+    if len(ours) < 2 or len(theirs) < 2:
+        return None
+    rng = np.random.default_rng([cfg.seed, target, 22])
+    ours, theirs = (np.sort(rng.choice(chosen, size=min(REFERENCES, len(chosen)), replace=False))
+                    for chosen in (ours, theirs))
+    name = PROPERTIES[int(f.metrics["property"])]
+    on_background, on_objects = where_it_departs(name, *masked_thumbs(ours, thumbs, masks),
+                                                 *masked_thumbs(theirs, thumbs, masks))
+    same_way = np.sign(on_background) == np.sign(f.metrics.get("effect", 0.0))
+    if not (math.isfinite(on_background) and same_way and not abs(on_objects) >= abs(on_background)):
+        return None
+    figures = {"background_effect": on_background, "object_effect": on_objects}
+    return dataclasses.replace(f, metrics={**f.metrics, **metrics(**figures)})
+
+
+def absorb_property(findings: list[Finding], records: pd.DataFrame, thumbs: np.ndarray | None, masks,
+                    classes: list[str], cfg: FindingsConfig) -> list[Finding]:
+    """Each class's property_shortcut folded into the class's background_reliance (medium or above) where the
+    property is the backgrounds' (`background_property`): one cause, one card."""
+    background = {f.classes[0] for f in findings if f.kind == "background_reliance" and f.severity != "low"}
+    if thumbs is None or masks is None or not background:
+        return findings
+    absorbed: dict[str, tuple[int, Finding]] = {}
+    for i, f in enumerate(findings):
+        if (f.kind == "property_shortcut" and "property" in f.metrics and f.classes[0] in background
+                and f.classes[0] in classes and f.classes[0] not in absorbed):
+            found = background_property(f, records, thumbs, masks, classes, cfg)
+            if found is not None:
+                absorbed[f.classes[0]] = (i, found)
+    gone = {i for i, _ in absorbed.values()}
+    out = []
+    for i, f in enumerate(findings):
+        if i in gone:
+            continue
+        if f.kind == "background_reliance" and f.classes[0] in absorbed:
+            f = merge(f, absorbed[f.classes[0]][1])
         out.append(f)
     return out

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from auditor.budget import classes_in_budget
-from auditor.causal import erase, region_mask
+from auditor.causal import border_mask, erase, region_mask
 from auditor.config import FindingsConfig
 from auditor.data import AuditDataset, positions
 from auditor.findings import Finding
@@ -74,7 +74,7 @@ def distinctive_window(donors: torch.Tensor, references: torch.Tensor, mask: tor
     differs in most is where a cue sits, if there is one."""
     y0, y1, x0, x1 = _bounds(mask)
     h, w = min(side, y1 - y0), min(side, x1 - x0)
-    energy = (donors.mean(dim=0) - references.mean(dim=0)).square().sum(dim=0)  # [H, W]
+    energy = (donors.mean(dim=0) - references.mean(dim=0)).square().sum(dim=0) * mask  # [H, W], 0 off the place
     # Sum over every h x w window whose top-left corner lies in the region, at once: a box filter by pooling.
     sums = torch.nn.functional.avg_pool2d(energy[None, None, y0:y1, x0:x1], (h, w), stride=1)[0, 0]
     top, left = divmod(int(sums.argmax()), sums.shape[1])
@@ -100,7 +100,7 @@ def random_box_like(mask: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
 @torch.no_grad()
 def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region, target: int, device, seed: int,
                   pixels_decide_above: float | None = None, window: float = 0.25,
-                  reference_predictions: torch.Tensor | None = None) -> dict:
+                  reference_predictions: torch.Tensor | None = None, border: float | None = None) -> dict:
     """pixel_std_ratio in the region's most distinctive square, `window` x the image's side (`distinctive_window`;
     region_pixel_std and reference_pixel_std are its two parts), and region_pixel_std_ratio over the whole region;
     the transplant rates: the region of the donors (cycled) pasted onto the references at the same place, against
@@ -109,12 +109,13 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
     erasing that these images need it). With pixels_decide_above, a ratio above it (or unmeasured) ends there: for
     a finding without masks the pixels have then decided (the place is likely the object) and the model's forward
     passes would change nothing. reference_predictions: the sweep's predicted class of each reference, which
-    spares running the model on them again."""
+    spares running the model on them again. border: a frame's band (`metrics.border_band`), the place instead of
+    the region (one of its sides), its control the same band just inside it."""
     height, width = donors.shape[-2:]
-    mask = region_mask(region, height, width)
+    mask = region_mask(region, height, width) if border is None else border_mask(border, height, width)
     side = max(1, round(window * min(height, width)))
     region_std, reference_std, ratio = pixel_std_ratio(donors, references,
-                                                       distinctive_window(donors, references, mask, side))
+                                                       distinctive_window(donors, references, mask, side) & mask)
     figures = {"region_pixel_std": region_std, "reference_pixel_std": reference_std, "pixel_std_ratio": ratio,
                "region_pixel_std_ratio": pixel_std_ratio(donors, references, mask)[2]}
     if pixels_decide_above is not None and not ratio <= pixels_decide_above:
@@ -123,7 +124,8 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
     model.eval()
     try:
         predict = lambda x: model(x.to(device)).argmax(dim=1).cpu()  # noqa: E731
-        control = random_box_like(mask, np.random.default_rng(seed))
+        control = (random_box_like(mask, np.random.default_rng(seed)) if border is None
+                   else border_mask(border, height, width, inset=1))
         figures.update(
             erased_rate=float((predict(erase(donors, mask)) == target).float().mean()),
             erased_control_rate=float((predict(erase(donors, control)) == target).float().mean()),
@@ -204,7 +206,7 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
                 continue
             decide = None if masks_checked(f) else cfg.place_max_pixel_std_ratio
             figures = place_figures(model, donors, references, f.region, target, device, cfg.seed, decide,
-                                    cfg.place_pixel_window, called)
+                                    cfg.place_pixel_window, called, f.metrics.get("border_band"))
             judged = with_place_evidence(f, figures, cfg)
             if worth_reporting(judged, cfg):
                 out.append(judged)

@@ -33,20 +33,33 @@ def luma(pixels: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bchw,c->bhw", pixels, torch.tensor(LUMA, dtype=pixels.dtype, device=pixels.device))
 
 
-def pixel_properties(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each of PIXEL_PROPERTIES per image [B] of pixels [B, C, H, W] in [0, 1]. Colour cast is the mean of the
-    opponent channels R - G and (R + G) / 2 - B; saturation the mean HSV saturation (max - min) / max; sharpness
-    the variance of the 4-neighbour Laplacian of the luma (valid cells only); greyscale 1 where the channels
-    agree everywhere. One-channel images: no cast, no saturation, greyscale."""
+def property_maps(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The properties that are a mean over the pixels, per pixel [B, H, W] of pixels [B, C, H, W] in [0, 1]:
+    brightness (luma); for three channels also colour cast, the opponent channels R - G and (R + G) / 2 - B, and
+    the HSV saturation (max - min) / max. Measured on part of an image (its background) they say where a
+    property lies."""
     pixels = pixels.float()
-    y = luma(pixels)
-    out = {"brightness": y.mean(dim=(1, 2)), "contrast": y.flatten(1).std(dim=1, unbiased=False)}
+    out = {"brightness": luma(pixels)}
     if pixels.shape[1] == 3:
         r, g, b = pixels.unbind(dim=1)
         top, bottom = pixels.amax(dim=1), pixels.amin(dim=1)
-        out["cast_rg"] = (r - g).mean(dim=(1, 2))
-        out["cast_yb"] = ((r + g) / 2 - b).mean(dim=(1, 2))
-        out["saturation"] = torch.where(top > 0, (top - bottom) / top.clamp_min(1e-12), 0.0).mean(dim=(1, 2))
+        out["cast_rg"] = r - g
+        out["cast_yb"] = (r + g) / 2 - b
+        out["saturation"] = torch.where(top > 0, (top - bottom) / top.clamp_min(1e-12), 0.0)
+    return out
+
+
+def pixel_properties(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each of PIXEL_PROPERTIES per image [B] of pixels [B, C, H, W] in [0, 1]: the image means of
+    `property_maps`; contrast the luma's standard deviation; sharpness the variance of the 4-neighbour Laplacian of
+    the luma (valid cells only); greyscale 1 where the channels agree everywhere. One-channel images: no cast, no
+    saturation, greyscale."""
+    pixels = pixels.float()
+    out = {name: values.mean(dim=(1, 2)) for name, values in property_maps(pixels).items()}
+    y = luma(pixels)
+    out["contrast"] = y.flatten(1).std(dim=1, unbiased=False)
+    if pixels.shape[1] == 3:
+        top, bottom = pixels.amax(dim=1), pixels.amin(dim=1)
         out["greyscale"] = ((top - bottom).flatten(1).amax(dim=1) <= GREY_TOLERANCE).float()
     else:
         zero = torch.zeros_like(out["brightness"])

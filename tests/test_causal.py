@@ -12,6 +12,7 @@ import torch
 
 from auditor.causal import (
     apply_causal,
+    border_mask,
     causal_check,
     erase,
     object_boxes,
@@ -93,6 +94,18 @@ def test_region_mask_covers_every_touched_pixel():
     assert wide.nonzero()[:, 1].unique().tolist() == [2, 3, 4]
     assert wide.nonzero()[:, 0].unique().tolist() == [0, 1]
     assert region_mask([0.0, 0.0, 1.0, 1.0], 3, 5).all()
+
+
+def test_border_mask_is_the_band_and_its_control_the_same_band_just_inside():
+    band = border_mask(0.25, 8, 8)  # a quarter of 8 pixels: 2 wide
+    expected = torch.ones(8, 8, dtype=torch.bool)
+    expected[2:6, 2:6] = False
+    assert band.tolist() == expected.tolist()
+    inside = border_mask(0.25, 8, 8, inset=1)
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:6, 2:6] = True  # a 2-wide band of the 4 x 4 inside leaves no hole
+    assert inside.tolist() == expected.tolist() and not (band & inside).any()
+    assert border_mask(0.1, 4, 6).sum() == 4 * 6 - 2 * 4  # ceil(0.4) = 1 pixel wide on a 4 x 6 image
 
 
 def test_causal_check_measures_object_and_region_removal():

@@ -39,6 +39,7 @@ from auditor.findings import (
     write_findings,
 )
 from auditor.findings.place_evidence import with_place_evidence
+from auditor.findings.places import around_the_border, strongest_side
 from auditor.runs import RECORD_COLUMNS, save_npy_atomic, save_parquet_atomic, write_json
 
 S = 16  # map side
@@ -233,8 +234,9 @@ def test_background_reliance_is_low_when_no_class_looks_at_its_objects():
 # ----------------------------------------------------------------------------------------- spatial_shortcut
 
 
-def corner_run(fraction=1.0, has_mask=True, n=30, seed=0):
-    """Dogs whose maps go to a fixed top-right corner on `fraction` of the images, objects elsewhere."""
+def corner_run(fraction=1.0, has_mask=True, n=30, seed=0, patch=CORNER):
+    """Dogs whose maps go to a fixed top-right corner (or another `patch` map) on `fraction` of the images, objects
+    elsewhere."""
     rng = np.random.default_rng(seed)
     run = HandMadeRun()
     for label in ("cat", "bird"):
@@ -245,7 +247,7 @@ def corner_run(fraction=1.0, has_mask=True, n=30, seed=0):
     for i in range(n):
         y, x = run.place(rng, 5, avoid_corner=True)
         on_patch = i < round(fraction * n)
-        image_id = run.add("dog", square(y, x, 5), CORNER if on_patch else blob(y + 2, x + 2), has_mask=has_mask)
+        image_id = run.add("dog", square(y, x, 5), patch if on_patch else blob(y + 2, x + 2), has_mask=has_mask)
         if on_patch:
             patched.append(image_id)
     return run, patched
@@ -448,6 +450,53 @@ def test_strategy_cluster_leaves_a_majority_strategy_to_the_class_rules():
     findings = run.find()[0]
     assert of_kind(findings, "strategy_cluster") == []
     assert [f.classes for f in of_kind(findings, "spatial_shortcut")] == [["dog"]]
+
+
+FRAME = np.pad(np.zeros((S - 4, S - 4)), 2, constant_values=1.0) + 0.01  # attention on a frame two cells wide
+
+
+def test_around_the_border_is_a_frame_on_three_or_four_sides_not_a_mark_in_a_corner():
+    ring = np.pad(np.zeros((6, 6)), 1, constant_values=1.0)  # 8 x 8, hot on the outer cells only
+    band = around_the_border(ring, 0.5, 0.125)  # 0.125 of 8 cells: one cell wide
+    assert band is not None and band.tolist() == (ring > 0).tolist()
+    open_frame = ring.copy()
+    open_frame[0, 1:-1] = 0.0  # three sides still run along the border
+    assert around_the_border(open_frame, 0.5, 0.125) is not None
+    two_sides = ring.copy()
+    two_sides[0, 1:-1] = two_sides[1:-1, 0] = 0.0  # an L along two sides: a corner's mark, not a frame
+    assert around_the_border(two_sides, 0.5, 0.125) is None
+    corner = np.zeros((8, 8))
+    corner[:2, :2] = 1.0
+    assert around_the_border(corner, 0.5, 0.125) is None
+    centred = ring.copy()
+    centred[2:6, 2:6] = 1.0  # as much heat inside as on the band: the band is not the place
+    assert around_the_border(centred, 0.5, 0.125) is None
+    assert around_the_border(ring, 0.5, 0.0) is None  # frame_band 0: off
+    brighter_left = ring.copy()
+    brighter_left[:, 0] = 2.0
+    assert strongest_side(brighter_left, 0.125) == (1, 7, 0, 1)  # rows 1-6 of column 0: the most per cell
+
+
+def test_strategy_cluster_finds_a_frame_on_half_of_a_class_and_points_at_one_side():
+    run, framed = corner_run(fraction=0.5, patch=FRAME)
+    findings = run.find()[0]
+    (f,) = of_kind(findings, "strategy_cluster")
+    assert f.classes == ["dog"] and f.severity == "high" and set(f.samples) <= set(framed)
+    assert f.metrics["border_band"] == CFG.frame_band and f.metrics["cluster_size"] == len(framed)
+    x0, y0, x1, y1 = f.region  # one side of the band, grown by region_pad_cells
+    assert (x0, y0) == (0.0, 0.0) and (x1 == 1.0 or y1 == 1.0) and min(x1, y1) <= 3 / S
+    assert "border" in f.message
+    assert of_kind(findings, "spatial_shortcut") == []  # half the class: the class's mean is no place
+    without = dataclasses.replace(CFG, frame_band=0.0)
+    (before,) = of_kind(run.find(without)[0], "strategy_cluster")  # as before frames: "off the object", no place
+    assert before.region is None and before.severity == "medium"
+
+
+def test_spatial_shortcut_finds_a_frame_on_the_whole_class():
+    run, framed = corner_run(fraction=1.0, patch=FRAME)
+    (f,) = of_kind(run.find()[0], "spatial_shortcut")
+    assert f.classes == ["dog"] and f.severity == "high" and f.metrics["border_band"] == CFG.frame_band
+    assert f.metrics["region_area"] == pytest.approx(1 - (S - 4) ** 2 / S**2)  # the band's share of the image
 
 
 def test_strategy_cluster_stays_quiet_on_clean_classes():

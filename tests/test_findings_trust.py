@@ -205,6 +205,31 @@ def test_place_figures_tell_a_watermark_from_a_centred_object():
     assert centred["transplant_rate"] == 0.0
 
 
+class FrameDetector(nn.Module):
+    """Says class 1 when the outermost pixels are bright, else class 0: a model that uses a frame."""
+
+    def forward(self, x):
+        ring = torch.ones(x.shape[-2:], dtype=torch.bool)
+        ring[1:-1, 1:-1] = False
+        bright = x[:, :, ring].mean(dim=(1, 2))
+        return torch.stack([0.5 - bright, bright - 0.5], dim=1) * 10
+
+
+def test_place_figures_on_a_frame_paste_and_erase_the_whole_band_against_the_band_inside_it():
+    rng = np.random.default_rng(0)
+    references = objects(32, rng, centred=True, watermark=False)
+    framed = objects(12, rng, centred=True, watermark=False)
+    framed[:, :, [0, -1], :] = 1.0
+    framed[:, :, :, [0, -1]] = 1.0
+    bottom = [0.0, 0.875, 1.0, 1.0]  # the strongest side, the finding's region
+    figures = place_figures(FrameDetector(), framed, references, bottom, 1, "cpu", seed=0, border=0.0625)
+    assert figures["pixel_std_ratio"] < 0.05  # the same pixels on every framed image
+    assert figures["transplant_rate"] == 1.0 and figures["transplant_control_rate"] == 0.0  # the band inside: no frame
+    assert figures["erased_rate"] == 0.0 and figures["erased_control_rate"] == 1.0
+    one_side = place_figures(FrameDetector(), framed, references, bottom, 1, "cpu", seed=0)
+    assert one_side["transplant_rate"] == 0.0  # one side alone is not the frame this model needs
+
+
 def test_pixel_std_by_hand():
     images = torch.tensor([[[[0.0, 1.0], [2.0, 2.0]]], [[[2.0, 1.0], [2.0, 2.0]]]])  # [2, 1, 2, 2]
     mask = torch.tensor([[True, True], [False, False]])

@@ -6,11 +6,12 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from auditor.config import FindingsConfig
 from auditor.findings import Finding
-from auditor.one_cause import appearance, one_cause, turns
+from auditor.one_cause import absorb_property, appearance, one_cause, turns, where_it_departs
 
 CFG = FindingsConfig()
 SIZE = 32
@@ -113,3 +114,51 @@ def test_a_group_checked_against_masks_takes_in_its_class_s_background_reliance(
     # Without masks (no place_on_object), a background finding is another matter: kept.
     findings, records, thumbs = run_with({corner: red() for corner in CORNERS})
     assert len(one_cause([*findings, background], records, thumbs, ["cat", "dog"], CFG)) == 2
+
+
+def test_where_a_property_departs_by_hand():
+    # One channel, 2 x 2 images; the object is the left column, the background the right one.
+    masks = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).expand(2, 2, 2)
+    ours = torch.tensor([[[0.2, 0.8], [0.2, 0.8]], [[0.2, 0.6], [0.2, 0.6]]])[:, None]
+    theirs = torch.tensor([[[0.2, 0.2], [0.2, 0.2]], [[0.4, 0.0], [0.4, 0.0]]])[:, None]
+    on_background, on_objects = where_it_departs("brightness", ours, masks, theirs, masks)
+    # backgrounds 0.8, 0.6 against 0.2, 0.0: (0.7 - 0.1) / std(0.8, 0.6, 0.2, 0.0) = 0.6 / sqrt(0.4 / 3)
+    assert on_background == pytest.approx(0.6 / (0.4 / 3) ** 0.5, rel=1e-5)
+    # objects 0.2, 0.2 against 0.2, 0.4: (0.2 - 0.3) / std(0.2, 0.2, 0.2, 0.4) = -0.1 / 0.1
+    assert on_objects == pytest.approx(-1.0, rel=1e-5)
+    assert np.isnan(where_it_departs("cast_rg", ours, masks, theirs, masks)[0])  # no cast in one channel
+
+
+def property_run(on_background: bool, n: int = 20, seed: int = 0):
+    """Cats brighter than dogs, on their backgrounds or on their objects (a centred square); the class's
+    background_reliance and property_shortcut (brightness) findings."""
+    rng = np.random.default_rng(seed)
+    thumbs = rng.integers(40, 80, size=(2 * n, 1, 16, 16)).astype(np.uint8)
+    masks = np.zeros((2 * n, 8, 8), dtype=np.float16)  # map cells: half the thumbs' side
+    masks[:, 2:6, 2:6] = 1.0
+    brighter = np.zeros((16, 16), dtype=bool)
+    brighter[4:12, 4:12] = True
+    thumbs[:n, 0][:, ~brighter if on_background else brighter] += 120
+    records = pd.DataFrame({"row": np.arange(2 * n), "id": [f"i{r}" for r in range(2 * n)],
+                            "label_idx": np.r_[np.zeros(n, int), np.ones(n, int)], "has_mask": True})
+    findings = [
+        Finding(kind="background_reliance", severity="high", classes=["cat"], metrics={"object_score": 0.1},
+                message="Cats are recognised off their objects."),
+        Finding(kind="property_shortcut", severity="high", classes=["cat"], metrics={"property": 0, "effect": 2.0},
+                message="Cats are brighter."),
+        Finding(kind="property_shortcut", severity="low", classes=["dog"], metrics={"property": 0, "effect": -2.0},
+                message="Dogs are darker."),
+    ]
+    return findings, records, thumbs, masks
+
+
+def test_a_property_of_the_backgrounds_is_folded_into_the_class_s_background_reliance():
+    findings, records, thumbs, masks = property_run(on_background=True)
+    out = absorb_property(findings, records, thumbs, masks, ["cat", "dog"], CFG)
+    assert [(f.kind, f.classes) for f in out] == [("background_reliance", ["cat"]), ("property_shortcut", ["dog"])]
+    merged = out[0]
+    assert merged.metrics["property_shortcut.background_effect"] > 1.0
+    assert "Cats are brighter." in merged.message and merged.metrics["object_score"] == 0.1
+    objects = property_run(on_background=False)
+    assert absorb_property(*objects, ["cat", "dog"], CFG) == objects[0]  # brighter objects: another cause
+    assert absorb_property(findings, records, thumbs, None, ["cat", "dog"], CFG) == findings  # no masks

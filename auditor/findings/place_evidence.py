@@ -61,16 +61,19 @@ def erasure_effect(f: Finding) -> float:
 
 
 def what_the_model_did(figures: dict) -> list[str]:
-    """The transplant and erasure figures that were measured, as the finding's message says them."""
+    """The transplant and erasure figures that were measured, as the finding's message says them (a frame's
+    place is the border band, its control the band just inside it: `place_check.place_figures`)."""
     rate, control = figures.get("transplant_rate"), figures.get("transplant_control_rate")
     kept, kept_control = figures.get("erased_rate"), figures.get("erased_control_rate")
+    frame = "border_band" in figures
+    it, other = ("the border band", "the band just inside it") if frame else ("it", "a random region")
     said = []
     if rate is not None and control is not None:
-        said.append(f"pasting it onto other classes' images turns {rate:.0%} of them into this class "
-                    f"(a random region of the same images: {control:.0%})")
+        said.append(f"pasting {it} onto other classes' images turns {rate:.0%} of them into this class "
+                    f"({other} of the same images: {control:.0%})")
     if kept is not None and kept_control is not None:
-        said.append(f"with it erased the model still names the class for {kept:.0%} of these images "
-                    f"(a random region erased: {kept_control:.0%})")
+        said.append(f"with {it} erased the model still names the class for {kept:.0%} of these images "
+                    f"({other} erased: {kept_control:.0%})")
     return said
 
 

@@ -1,7 +1,8 @@
 """Regions and places in attention maps: where a class looks, in words and in normalised boxes.
 
 Maps are [n, S, S] cell grids; a cell box is (y0, y1, x0, x1), end exclusive; a region in findings.json is
-[x0, y0, x1, y1] normalised to [0, 1] of the input.
+[x0, y0, x1, y1] normalised to [0, 1] of the input. A place is a cell box, or a bool [S, S] cell mask where no box
+fits it (the border band a frame lies on, `around_the_border`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import pandas as pd
 from scipy import ndimage
 
 from auditor.config import FindingsConfig
+
+BORDER_MIN_HOT = 0.8  # share of a mean map's hot cells on the border band for it to be a frame's place
 
 
 def attention_share(maps) -> np.ndarray:
@@ -31,8 +34,11 @@ def hot_region(mean_map: np.ndarray, threshold: float) -> tuple[int, int, int, i
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
-def box_share(share: np.ndarray, box) -> np.ndarray:
-    y0, y1, x0, x1 = box
+def box_share(share: np.ndarray, place) -> np.ndarray:
+    """Each map's attention share at the place (a cell box or a cell mask)."""
+    if isinstance(place, np.ndarray):
+        return share[:, place].sum(axis=1)
+    y0, y1, x0, x1 = place
     return share[:, y0:y1, x0:x1].sum(axis=(1, 2))
 
 
@@ -41,14 +47,20 @@ def peaks(share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unravel_index(share.reshape(len(share), -1).argmax(axis=1), share.shape[1:])
 
 
-def peak_in_box(peak_cells, box) -> np.ndarray:
-    y0, y1, x0, x1 = box
+def peak_in_box(peak_cells, place) -> np.ndarray:
+    """Whether each map's peak cell lies at the place (a cell box or a cell mask)."""
     ys, xs = peak_cells
+    if isinstance(place, np.ndarray):
+        return place[ys, xs]
+    y0, y1, x0, x1 = place
     return (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
 
 
-def box_area(box, size: int) -> float:
-    y0, y1, x0, x1 = box
+def box_area(place, size: int) -> float:
+    """The place's share of the image (a cell box or a cell mask)."""
+    if isinstance(place, np.ndarray):
+        return float(place.mean())
+    y0, y1, x0, x1 = place
     return (y1 - y0) * (x1 - x0) / size**2
 
 
@@ -58,6 +70,54 @@ def box_iou(a, b) -> float:
     w = max(0, min(a[3], b[3]) - max(a[2], b[2]))
     union = (a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - h * w
     return h * w / union if union else 0.0
+
+
+def box_cells(place, size: int) -> np.ndarray:
+    """The place as a bool [size, size] cell mask."""
+    if isinstance(place, np.ndarray):
+        return place
+    cells = np.zeros((size, size), dtype=bool)
+    y0, y1, x0, x1 = place
+    cells[y0:y1, x0:x1] = True
+    return cells
+
+
+def border_sides(size: int, width: int) -> list[tuple[int, int, int, int]]:
+    """The border band of `width` cells as four disjoint cell boxes: top and bottom (whole rows), left, right."""
+    return [(0, width, 0, size), (size - width, size, 0, size), (width, size - width, 0, width),
+            (width, size - width, size - width, size)]
+
+
+def border_width(size: int, band: float) -> int:
+    """The border band's width in cells: `band` of the side, at least one cell, at most a quarter of the grid."""
+    return max(1, min(math.ceil(band * size), size // 4))
+
+
+def around_the_border(mean_map: np.ndarray, threshold: float, band: float) -> np.ndarray | None:
+    """The border band (cell mask) where a mean map's hot cells (>= threshold x its peak) lie mostly on it
+    (BORDER_MIN_HOT of them) and run along at least three of its four sides (their middle halves): a frame or a
+    vignette, a place no compact box describes. None otherwise, as for a mark in a corner (two sides at most)."""
+    size = mean_map.shape[0]
+    width = border_width(size, band)
+    if band <= 0 or size < 4 * width:
+        return None
+    hot = mean_map >= threshold * mean_map.max()
+    cells = np.zeros_like(hot)
+    for box in border_sides(size, width):
+        cells[box[0] : box[1], box[2] : box[3]] = True
+    if hot[cells].sum() < BORDER_MIN_HOT * hot.sum():
+        return None
+    quarter = size // 4
+    middles = [hot[:width, quarter:-quarter], hot[-width:, quarter:-quarter], hot[quarter:-quarter, :width],
+               hot[quarter:-quarter, -width:]]
+    return cells if sum(bool(m.any()) for m in middles) >= 3 else None
+
+
+def strongest_side(mean_map: np.ndarray, band: float) -> tuple[int, int, int, int]:
+    """The side of the border band (a cell box) holding the most attention per cell: where a frame's finding
+    points the reader, and the region the causal check erases."""
+    sides = border_sides(mean_map.shape[0], border_width(mean_map.shape[0], band))
+    return max(sides, key=lambda b: float(mean_map[b[0] : b[1], b[2] : b[3]].mean()))
 
 
 def normalised_box(box, size: int, pad: int = 0) -> list[float]:
@@ -122,10 +182,10 @@ def place_on_object(group: pd.DataFrame, share: np.ndarray, masks, box) -> float
     masked = masked_rows(group)
     if masked is None:
         return math.nan
-    y0, y1, x0, x1 = box
-    inside = share[masked, y0:y1, x0:x1]
-    obj = np.asarray(masks[group["row"].to_numpy()[masked], y0:y1, x0:x1], dtype=np.float32)
-    return float(((inside * obj).sum(axis=(1, 2)) / np.maximum(inside.sum(axis=(1, 2)), 1e-12)).mean())
+    cells = box_cells(box, share.shape[1])
+    inside = share[masked][:, cells]
+    obj = np.asarray(masks[group["row"].to_numpy()[masked]], dtype=np.float32)[:, cells]
+    return float(((inside * obj).sum(axis=1) / np.maximum(inside.sum(axis=1), 1e-12)).mean())
 
 
 def peak_spread(group: pd.DataFrame, share: np.ndarray, masks, box) -> tuple[float, float]:

@@ -7,6 +7,7 @@ import numpy as np
 from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_maps, others_at, sample_ids
 from auditor.findings.places import (
+    around_the_border,
     box_area,
     box_share,
     describe_place,
@@ -15,6 +16,7 @@ from auditor.findings.places import (
     on_the_object,
     peak_in_box,
     reported_region,
+    strongest_side,
 )
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import bootstrap_mean
@@ -50,38 +52,44 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
         mean_map, peak_cells = summaries[c]
         size = mean_map.shape[0]
         box = hot_region(mean_map, cfg.region_threshold)
-        area = box_area(box, size)
-        hits = peak_in_box(peak_cells, box).mean()
-        if area > cfg.max_region_area:
-            continue
-        others_share, others_hits = others_at(summaries, c, box, size)
+        frame = None
+        if box_area(box, size) > cfg.max_region_area:  # no small place, unless the hot cells run around the border
+            frame = around_the_border(mean_map, cfg.region_threshold, cfg.frame_band)
+            if frame is None:
+                continue
+        place = box if frame is None else frame
+        area = box_area(place, size)
+        hits = peak_in_box(peak_cells, place).mean()
+        others_share, others_hits = others_at(summaries, c, place, size)
         share = class_maps(maps, group)
-        in_box = box_share(share, box)
+        in_box = box_share(share, place)
         mean, lo, hi = bootstrap_mean(in_box, cfg)
         peaks_there = hits >= cfg.shortcut_min_hit_rate and lo - others_share >= cfg.shortcut_min_gap
         attention_there = lo - others_share >= cfg.shortcut_min_share_gap
         if not (peaks_there or attention_there):
             continue
-        is_object, evidence = on_the_object(group, share, masks, box, cfg)
+        is_object, evidence = on_the_object(group, share, masks, place, cfg)
         if is_object:
             continue
         strong = hits >= cfg.shortcut_high_hit_rate and lo - others_share >= cfg.shortcut_high_gap
         checked = np.isfinite(evidence["place_on_object"])
-        name, place = classes[c], describe_place(box, size)
+        name = classes[c]
+        where = "image's border (three or four sides)" if frame is not None else describe_place(box, size)
         severity = ("high" if strong else "medium") if checked else "low"
         findings.append(Finding(
             kind=KIND.name,
             severity=severity,
             classes=[name],
-            region=reported_region(box, size, cfg),
+            region=reported_region(box if frame is None else strongest_side(mean_map, cfg.frame_band), size, cfg),
             samples=sample_ids(group, np.argsort(-in_box, kind="stable"), cfg),
             metrics=metrics(
                 n=len(group), hit_rate=hits, others_hit_rate=others_hits, share=mean, share_ci_low=lo,
                 share_ci_high=hi, others_share=others_share, gap=mean - others_share,
                 gap_ci_low=lo - others_share, region_area=area, focus=focus(share), **evidence,
+                **({"border_band": cfg.frame_band} if frame is not None else {}),
             ),
             message=(
-                f"Class {name!r} keeps looking at the {place}: {hits:.0%} of its correct maps peak there "
+                f"Class {name!r} keeps looking at the {where}: {hits:.0%} of its correct maps peak there "
                 f"(other classes {others_hits:.0%}) with {mean:.0%} of their attention, so check these images "
                 f"for a watermark, logo, ruler or border there{'' if checked else f' ({UNCHECKED})'}."
             ),

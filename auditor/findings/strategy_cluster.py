@@ -16,6 +16,7 @@ from sklearn.neighbors import kneighbors_graph
 from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_maps, informative, others_at, sample_ids
 from auditor.findings.places import (
+    around_the_border,
     box_area,
     box_iou,
     box_share,
@@ -27,6 +28,7 @@ from auditor.findings.places import (
     peak_in_box,
     peaks,
     reported_region,
+    strongest_side,
 )
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import object_score
@@ -156,23 +158,26 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
     the rest's. Without masks a place finding stays low until the place is shown not to be the object.
     """
     size = share.shape[1]
-    box = hot_region(share[member].mean(axis=0), cfg.region_threshold)
-    hits = peak_in_box(peaks(share), box)
+    mean_map = share[member].mean(axis=0)
+    box = hot_region(mean_map, cfg.region_threshold)
+    compact = box_area(box, size) <= cfg.max_region_area
+    frame = None if compact else around_the_border(mean_map, cfg.region_threshold, cfg.frame_band)
+    place = box if frame is None else frame
+    hits = peak_in_box(peaks(share), place)
     hit_rate, rest_hit_rate = hits[member].mean(), hits[~member].mean()
-    others_share, others_hit_rate = others_at(summaries, c, box, size)
+    others_share, others_hit_rate = others_at(summaries, c, place, size)
     place_gap = hit_rate - max(rest_hit_rate, others_hit_rate)
-    is_object, evidence = on_the_object(group[member], share[member], masks, box, cfg)
+    is_object, evidence = on_the_object(group[member], share[member], masks, place, cfg)
     cluster_focus = focus(share[member])
-    in_box = box_share(share, box)
+    in_box = box_share(share, place)
     place_share, rest_place_share = in_box[member].mean(), in_box[~member].mean()
     share_gap = place_share - max(rest_place_share, others_share)
     peaks_there = hit_rate >= cfg.shortcut_min_hit_rate and place_gap >= cfg.spray_min_gap
     # A patch next to the object may draw a steady share of the attention without winning the peak of every map.
     attention_there = share_gap >= cfg.spray_min_share_gap
-    at_place = (
-        box_area(box, size) <= cfg.max_region_area and (peaks_there or attention_there)
-        and cluster_focus >= cfg.spray_min_focus and not is_object
-    )  # fmt: skip
+    # A spot draws every map's attention to the same cells (focus); a frame spreads it along the border instead.
+    fixed = (compact and cluster_focus >= cfg.spray_min_focus) or frame is not None
+    at_place = fixed and (peaks_there or attention_there) and not is_object
     usable = informative(group, "pred_energy_in_mask", cfg).to_numpy()
     score = object_score(group["pred_energy_in_mask"], group["mask_area"]).to_numpy()
     inside, outside = score[member & usable], score[~member & usable]
@@ -185,8 +190,9 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
     checked = off_object or np.isfinite(evidence["place_on_object"])
     what = []
     if at_place:
+        where = "image's border (three or four sides)" if frame is not None else describe_place(box, size)
         what.append(
-            f"they put {place_share:.0%} of their attention at the {describe_place(box, size)} (rest of the class "
+            f"they put {place_share:.0%} of their attention at the {where} (rest of the class "
             f"{rest_place_share:.0%}) and {hit_rate:.0%} of their maps peak there (rest {rest_hit_rate:.0%})"
         )
     if off_object:
@@ -198,13 +204,15 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
         kind=KIND.name,
         severity=("high" if at_place and off_object else "medium") if checked else "low",
         classes=[name],
-        region=reported_region(box, size, cfg) if at_place else None,
+        region=reported_region(box if frame is None else strongest_side(mean_map, cfg.frame_band), size, cfg)
+        if at_place else None,
         samples=sample_ids(group, order, cfg),
         metrics=metrics(
             n=len(group), cluster_size=int(member.sum()), cluster_share=member.mean(), n_clusters=n_clusters,
             eigengap=eigengap, hit_rate=hit_rate, rest_hit_rate=rest_hit_rate, others_hit_rate=others_hit_rate,
             place_gap=place_gap, place_share=place_share, rest_place_share=rest_place_share, share_gap=share_gap,
             focus=cluster_focus, **evidence, object_score=inside.mean() if len(inside) else None,
+            **({"border_band": cfg.frame_band} if at_place and frame is not None else {}),
             rest_object_score=outside.mean() if len(outside) else None,
         ),
         message=(
