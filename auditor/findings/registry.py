@@ -59,23 +59,29 @@ def number(findings: list[Finding]) -> list[Finding]:
 
 # Which finding tells a problem at a place best: the one kept when two kinds report the same class and place.
 PLACE_PRIORITY = ("spatial_shortcut", "strategy_cluster", "background_reliance")
+SAME_GROUP = 0.9  # a cluster whose maps peaking at a shortcut's place are this share of the class's that peak there
+# is the images the shortcut stands for (a frame on two thirds of a class: 66 % of the class, 66 % hit rate)
 
 
 def same_problem(a: Finding, b: Finding, cfg: FindingsConfig) -> bool:
     """Two class findings about one problem: the same class, and the same place, or off the object both.
 
     A strategy cluster of a minority of its class at the same place as a shortcut of the whole class is a
-    different group of images; one holding most of the class (over spray_majority_share) is the class's own
-    strategy, said twice. A background_reliance (no region: the class looks off its objects) and a place
-    finding checked against masks (the place is off the object) describe one shortcut.
+    different group of images, unless the cluster's maps peaking there are nearly all of the class's maps that
+    peak there (SAME_GROUP): then the shortcut is that cluster, seen in the class's mean. One holding most of the
+    class (over spray_majority_share) is the class's own strategy, said twice. A background_reliance (no region:
+    the class looks off its objects) and a place finding checked against masks (the place is off the object)
+    describe one shortcut.
     """
     if a.classes != b.classes or scope_of(a.kind) != "class" or scope_of(b.kind) != "class" or a.kind == b.kind:
         return False
     kinds = {a.kind, b.kind}
     if kinds == {"spatial_shortcut", "strategy_cluster"}:
         cluster, other = (a, b) if a.kind == "strategy_cluster" else (b, a)
+        share = cluster.metrics.get("cluster_share", 0.0)
+        its_peaks = share * cluster.metrics.get("hit_rate", 0.0) >= SAME_GROUP * other.metrics.get("hit_rate", 1.0)
         return (cluster.region is not None and other.region is not None
-                and cluster.metrics.get("cluster_share", 0.0) > cfg.spray_majority_share
+                and (share > cfg.spray_majority_share or its_peaks)
                 and regions_overlap(cluster.region, other.region))  # fmt: skip
     if kinds == {"spatial_shortcut", "background_reliance"}:
         place = a if a.kind == "spatial_shortcut" else b
@@ -97,7 +103,8 @@ def merge(keep: Finding, other: Finding) -> Finding:
 def without_repeats(findings: list[Finding], cfg: FindingsConfig) -> list[Finding]:
     """One problem, one finding (`same_problem`). A majority strategy cluster at a shortcut's place is the
     class's own strategy found twice from the same maps: dropped. Findings of two kinds of evidence about one
-    problem are merged into the one that tells the place best (`PLACE_PRIORITY`), keeping both."""
+    problem are merged into the one that tells the place best (`PLACE_PRIORITY`), keeping both; a shortcut that is
+    a minority cluster's images is merged into that cluster, which says which images carry it."""
     out: list[Finding] = []
     for f in findings:
         twin = next((i for i, g in enumerate(out) if same_problem(f, g, cfg)), None)
@@ -106,7 +113,10 @@ def without_repeats(findings: list[Finding], cfg: FindingsConfig) -> list[Findin
             continue
         g = out[twin]
         keep, other = (f, g) if PLACE_PRIORITY.index(f.kind) < PLACE_PRIORITY.index(g.kind) else (g, f)
-        out[twin] = keep if other.kind == "strategy_cluster" else merge(keep, other)
+        if other.kind == "strategy_cluster" and other.metrics.get("cluster_share", 1.0) <= cfg.spray_majority_share:
+            out[twin] = merge(other, keep)  # the shortcut is part of the class: the cluster names which images
+        else:
+            out[twin] = keep if other.kind == "strategy_cluster" else merge(keep, other)
     return out
 
 
