@@ -339,6 +339,14 @@ def test_strategy_cluster_finds_a_patch_on_half_of_a_class():
     assert f.region[0] >= 0.5 and f.region[3] <= 0.5
 
 
+def test_a_shortcut_that_is_a_minority_cluster_s_images_is_one_card_naming_them():
+    run, patched = corner_run(fraction=0.6)  # 60 % of the dogs: the class's mean peaks there too
+    (f,) = [f for f in run.find()[0] if f.classes == ["dog"]]
+    assert f.kind == "strategy_cluster" and set(f.samples) <= set(patched)
+    assert f.metrics["spatial_shortcut.hit_rate"] == pytest.approx(0.6)  # the shortcut's evidence, kept
+    assert "keeps looking at the top-right corner" in f.message
+
+
 def shared_patch_run(n=60, seed=0):
     """Half the dogs carry a corner patch that draws 10-30 % of their attention, so many of their maps still peak
     on the object, which moves about: SpRAy splits the patched half by object position into several clusters."""
