@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from auditor.findings import find_all, model_health_state
-from auditor.findings.model_health import health_figures
+from auditor.findings.model_health import health_figures, mean_normalised_entropy
 from auditor.findings.place_evidence import with_place_evidence
 from auditor.findings.run import write_findings
 from auditor.place_check import pixel_std, place_figures
@@ -228,6 +228,15 @@ def test_place_figures_on_a_frame_paste_and_erase_the_whole_band_against_the_ban
     assert figures["erased_rate"] == 0.0 and figures["erased_control_rate"] == 1.0
     one_side = place_figures(FrameDetector(), framed, references, bottom, 1, "cpu", seed=0)
     assert one_side["transplant_rate"] == 0.0  # one side alone is not the frame this model needs
+
+
+def test_mean_normalised_entropy_by_hand_and_in_blocks():
+    probs = np.array([[0.5, 0.5], [1.0, 0.0], [0.25, 0.75]])
+    # ln 2 / ln 2 = 1; 0; -(0.25 ln 0.25 + 0.75 ln 0.75) / ln 2 = 0.8113
+    assert mean_normalised_entropy(probs, np.array([0, 1])) == pytest.approx(0.5)
+    assert mean_normalised_entropy(probs, np.array([2])) == pytest.approx(0.811278, abs=1e-6)
+    wide = np.full((3, 2**20), 2.0**-20, dtype=np.float16)  # a million classes: one row per block, each uniform
+    assert mean_normalised_entropy(wide, np.arange(3)) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_pixel_std_by_hand():
