@@ -207,6 +207,10 @@ def test_apply_causal_lowers_a_class_finding_every_test_refutes():
     assert apply_causal([shortcut(severity="high")], half_refuted, CFG)[0].severity == "high"
     cluster = shortcut(severity="medium", kind="strategy_cluster")  # part of a class: class figures dilute it
     assert apply_causal([cluster], causal_row(), CFG)[0].severity == "medium"
+    pasted = shortcut(severity="high")  # pasting the place turned 81 % of other images: the model uses it
+    pasted = dataclasses.replace(pasted, metrics={**pasted.metrics, "transplant_rate": 0.81,
+                                                  "transplant_control_rate": 0.0})
+    assert apply_causal([pasted], causal_row(), CFG)[0].severity == "high"
 
 
 def test_apply_causal_only_uses_what_applies():
