@@ -18,7 +18,6 @@ from datetime import date
 from pathlib import Path
 
 from auditor.errors import AuditorError
-from auditor.runs import write_json
 
 log = logging.getLogger("auditor")
 
@@ -92,6 +91,8 @@ def mark_accepted(run_dir: str | Path, baseline: str | Path | None) -> dict[str,
         log.warning("baseline %s does not exist yet: no finding is accepted", baseline)
     findings = read_findings(run_dir)
     accepted = accepted_by(findings, read_baseline(baseline))
+    from auditor.runs import write_json  # noqa: PLC0415 - the CLI imports this module: no pandas at start-up
+
     write_json(path, {"baseline": str(baseline), "accepted": accepted})
     log.info("%d of %d finding(s) accepted by the baseline %s", len(accepted), len(findings), baseline)
     return accepted
@@ -125,6 +126,8 @@ def accept(run_dir: str | Path, ids: list[str], baseline: str | Path, reason: st
                  "run": str(run_dir), "id": finding_id}
         entries.append(entry)
         added.append(entry)
+    from auditor.runs import write_json  # noqa: PLC0415 - as in mark_accepted
+
     write_json(Path(baseline), {"schema_version": BASELINE_VERSION, "accepted": entries})
     mark_accepted(run_dir, baseline)
     return added
