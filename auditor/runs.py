@@ -326,11 +326,12 @@ def merge_shard_arrays(paths: list[Path], run_dir: Path, rows: int) -> list[str]
     """Stream every shard's ARRAY_FIELDS (maps, masks, probs, thumbs, features) into memory-mapped .npy files of
     the shards' dtype (float16; uint8 for thumbs): memory stays bounded by one shard."""
     shapes, dtypes = {}, {}
-    for path in paths:
+    for path in paths:  # each key's shape and dtype from the first shard that has it: reading an array reads it all
         with np.load(path) as shard:
             for key in shard.files:
-                if key.startswith(ARRAY_FIELDS):
-                    shapes[key], dtypes[key] = shard[key].shape[1:], shard[key].dtype
+                if key.startswith(ARRAY_FIELDS) and key not in shapes:
+                    array = shard[key]
+                    shapes[key], dtypes[key] = array.shape[1:], array.dtype
     names = list(shapes)
     outputs = {}
     for key in names:

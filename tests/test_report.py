@@ -273,7 +273,7 @@ def test_class_means_average_maps_per_true_class():
     maps[0, 1, 0, 0], maps[1, 1, 1, 1], maps[2, 1, 0, 1] = 1, 1, 1
     masks = np.zeros((3, 2, 2), np.float16)
     masks[2] = 1
-    records = pd.DataFrame({"row": [2, 0, 1], "label_idx": [1, 0, 0]})
+    records = pd.DataFrame({"row": [2, 0, 1], "label_idx": [1, 0, 0], "has_mask": [True, False, False]})
     mean_maps, mean_masks = tables.class_means(records, maps, masks, 2)
     assert np.allclose(mean_maps[0], [[0.5, 0], [0, 0.5]]) and np.allclose(mean_maps[1], [[0, 1], [0, 0]])
     assert np.allclose(mean_masks[0], 0) and np.allclose(mean_masks[1], 1)
