@@ -35,15 +35,22 @@ def confused_pairs(records: pd.DataFrame, classes: list[str]) -> list[dict]:
     """Every true -> pred confusion with its images (most confident mistakes first), by count then rate."""
     wrong = records[records["label_idx"] != records["pred_idx"]]
     support = records["label_idx"].value_counts()
+    # One stable sort and the pairs cut out of it, not a sort per pair: at an ImageNet-like error rate (50,000
+    # images, 1,000 classes, 15,000 pairs) the per-pair way took 3 s.
+    wrong = wrong.sort_values(["label_idx", "pred_idx", "p_pred"], ascending=[True, True, False], kind="stable")
+    keys = wrong[["label_idx", "pred_idx"]].to_numpy()
+    starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)]) if len(keys) else np.zeros(0, int)
+    ends = np.r_[starts[1:], len(keys)]
+    ids = wrong["id"].tolist()
     pairs = []
-    for (true, pred), group in wrong.groupby(["label_idx", "pred_idx"]):
-        group = group.sort_values("p_pred", ascending=False)
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        true, pred = int(keys[start, 0]), int(keys[start, 1])
         pairs.append({
-            "true": classes[int(true)],
-            "pred": classes[int(pred)],
-            "count": int(len(group)),
-            "rate": float(len(group) / support[true]),
-            "ids": group["id"].tolist(),
+            "true": classes[true],
+            "pred": classes[pred],
+            "count": end - start,
+            "rate": float((end - start) / support[true]),
+            "ids": ids[start:end],
         })
     pairs.sort(key=lambda p: (-p["count"], -p["rate"], p["true"], p["pred"]))
     return pairs
