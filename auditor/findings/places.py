@@ -102,9 +102,8 @@ def around_the_border(mean_map: np.ndarray, threshold: float, band: float) -> np
     if band <= 0 or size < 4 * width:
         return None
     hot = mean_map >= threshold * mean_map.max()
-    cells = np.zeros_like(hot)
-    for box in border_sides(size, width):
-        cells[box[0] : box[1], box[2] : box[3]] = True
+    cells = np.ones_like(hot)
+    cells[width:-width, width:-width] = False
     if hot[cells].sum() < BORDER_MIN_HOT * hot.sum():
         return None
     quarter = size // 4
@@ -118,6 +117,27 @@ def strongest_side(mean_map: np.ndarray, band: float) -> tuple[int, int, int, in
     points the reader, and the region the causal check erases."""
     sides = border_sides(mean_map.shape[0], border_width(mean_map.shape[0], band))
     return max(sides, key=lambda b: float(mean_map[b[0] : b[1], b[2] : b[3]].mean()))
+
+
+def place_of(mean_map: np.ndarray, box, cfg: FindingsConfig):
+    """Where a mean map points: its hot region's cell box (`hot_region`, given) where that is small enough to be a
+    place (cfg.max_region_area), else the border band where the hot cells run around the border (a frame,
+    `around_the_border`), else None: the attention spreads."""
+    if box_area(box, mean_map.shape[0]) <= cfg.max_region_area:
+        return box
+    return around_the_border(mean_map, cfg.region_threshold, cfg.frame_band)
+
+
+def is_border(place) -> bool:
+    """Whether a place is the border band (a cell mask), not a box."""
+    return isinstance(place, np.ndarray)
+
+
+def place_region(place, mean_map: np.ndarray, cfg: FindingsConfig) -> list[float]:
+    """A finding's region for a place: the box (`reported_region`), or for the border band its side holding the
+    most attention (`strongest_side`), where the report points and the causal check erases."""
+    box = strongest_side(mean_map, cfg.frame_band) if is_border(place) else place
+    return reported_region(box, mean_map.shape[0], cfg)
 
 
 def normalised_box(box, size: int, pad: int = 0) -> list[float]:
@@ -139,7 +159,10 @@ def regions_overlap(a, b) -> bool:
 
 
 def describe_place(box, size: int) -> str:
-    """'top-right corner', 'left edge', 'centre': words a reviewer finds in the image."""
+    """'top-right corner', 'left edge', 'centre': words a reviewer finds in the image; for the border band (a cell
+    mask), the image's border."""
+    if is_border(box):
+        return "image's border (three or four sides)"
     y0, y1, x0, x1 = box
     cy, cx = (y0 + y1) / (2 * size), (x0 + x1) / (2 * size)
     vertical = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else None

@@ -7,16 +7,16 @@ import numpy as np
 from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_maps, others_at, sample_ids
 from auditor.findings.places import (
-    around_the_border,
     box_area,
     box_share,
     describe_place,
     focus,
     hot_region,
+    is_border,
     on_the_object,
     peak_in_box,
-    reported_region,
-    strongest_side,
+    place_of,
+    place_region,
 )
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import bootstrap_mean
@@ -51,13 +51,9 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
     for c, group in context.correct(cfg.min_support).items():
         mean_map, peak_cells = summaries[c]
         size = mean_map.shape[0]
-        box = hot_region(mean_map, cfg.region_threshold)
-        frame = None
-        if box_area(box, size) > cfg.max_region_area:  # no small place, unless the hot cells run around the border
-            frame = around_the_border(mean_map, cfg.region_threshold, cfg.frame_band)
-            if frame is None:
-                continue
-        place = box if frame is None else frame
+        place = place_of(mean_map, hot_region(mean_map, cfg.region_threshold), cfg)
+        if place is None:
+            continue
         area = box_area(place, size)
         hits = peak_in_box(peak_cells, place).mean()
         others_share, others_hits = others_at(summaries, c, place, size)
@@ -73,20 +69,19 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
             continue
         strong = hits >= cfg.shortcut_high_hit_rate and lo - others_share >= cfg.shortcut_high_gap
         checked = np.isfinite(evidence["place_on_object"])
-        name = classes[c]
-        where = "image's border (three or four sides)" if frame is not None else describe_place(box, size)
+        name, where = classes[c], describe_place(place, size)
         severity = ("high" if strong else "medium") if checked else "low"
         findings.append(Finding(
             kind=KIND.name,
             severity=severity,
             classes=[name],
-            region=reported_region(box if frame is None else strongest_side(mean_map, cfg.frame_band), size, cfg),
+            region=place_region(place, mean_map, cfg),
             samples=sample_ids(group, np.argsort(-in_box, kind="stable"), cfg),
             metrics=metrics(
                 n=len(group), hit_rate=hits, others_hit_rate=others_hits, share=mean, share_ci_low=lo,
                 share_ci_high=hi, others_share=others_share, gap=mean - others_share,
                 gap_ci_low=lo - others_share, region_area=area, focus=focus(share), **evidence,
-                **({"border_band": cfg.frame_band} if frame is not None else {}),
+                border_band=cfg.frame_band if is_border(place) else None,
             ),
             message=(
                 f"Class {name!r} keeps looking at the {where}: {hits:.0%} of its correct maps peak there "

@@ -16,8 +16,6 @@ from sklearn.neighbors import kneighbors_graph
 from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_maps, informative, others_at, sample_ids
 from auditor.findings.places import (
-    around_the_border,
-    box_area,
     box_iou,
     box_share,
     describe_place,
@@ -26,9 +24,10 @@ from auditor.findings.places import (
     hot_region,
     on_the_object,
     peak_in_box,
+    is_border,
     peaks,
-    reported_region,
-    strongest_side,
+    place_of,
+    place_region,
 )
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import object_score
@@ -160,9 +159,8 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
     size = share.shape[1]
     mean_map = share[member].mean(axis=0)
     box = hot_region(mean_map, cfg.region_threshold)
-    compact = box_area(box, size) <= cfg.max_region_area
-    frame = None if compact else around_the_border(mean_map, cfg.region_threshold, cfg.frame_band)
-    place = box if frame is None else frame
+    found = place_of(mean_map, box, cfg)
+    place = box if found is None else found  # no place: its figures are still the cluster's, for the reader
     hits = peak_in_box(peaks(share), place)
     hit_rate, rest_hit_rate = hits[member].mean(), hits[~member].mean()
     others_share, others_hit_rate = others_at(summaries, c, place, size)
@@ -176,7 +174,7 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
     # A patch next to the object may draw a steady share of the attention without winning the peak of every map.
     attention_there = share_gap >= cfg.spray_min_share_gap
     # A spot draws every map's attention to the same cells (focus); a frame spreads it along the border instead.
-    fixed = (compact and cluster_focus >= cfg.spray_min_focus) or frame is not None
+    fixed = is_border(place) or (found is not None and cluster_focus >= cfg.spray_min_focus)
     at_place = fixed and (peaks_there or attention_there) and not is_object
     usable = informative(group, "pred_energy_in_mask", cfg).to_numpy()
     score = object_score(group["pred_energy_in_mask"], group["mask_area"]).to_numpy()
@@ -190,7 +188,7 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
     checked = off_object or np.isfinite(evidence["place_on_object"])
     what = []
     if at_place:
-        where = "image's border (three or four sides)" if frame is not None else describe_place(box, size)
+        where = describe_place(place, size)
         what.append(
             f"they put {place_share:.0%} of their attention at the {where} (rest of the class "
             f"{rest_place_share:.0%}) and {hit_rate:.0%} of their maps peak there (rest {rest_hit_rate:.0%})"
@@ -204,15 +202,14 @@ def _cluster_finding(name, group, share, member, masks, cfg, summaries, c, n_clu
         kind=KIND.name,
         severity=("high" if at_place and off_object else "medium") if checked else "low",
         classes=[name],
-        region=reported_region(box if frame is None else strongest_side(mean_map, cfg.frame_band), size, cfg)
-        if at_place else None,
+        region=place_region(place, mean_map, cfg) if at_place else None,
         samples=sample_ids(group, order, cfg),
         metrics=metrics(
             n=len(group), cluster_size=int(member.sum()), cluster_share=member.mean(), n_clusters=n_clusters,
             eigengap=eigengap, hit_rate=hit_rate, rest_hit_rate=rest_hit_rate, others_hit_rate=others_hit_rate,
             place_gap=place_gap, place_share=place_share, rest_place_share=rest_place_share, share_gap=share_gap,
             focus=cluster_focus, **evidence, object_score=inside.mean() if len(inside) else None,
-            **({"border_band": cfg.frame_band} if at_place and frame is not None else {}),
+            border_band=cfg.frame_band if at_place and is_border(place) else None,
             rest_object_score=outside.mean() if len(outside) else None,
         ),
         message=(
