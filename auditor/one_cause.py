@@ -29,6 +29,7 @@ from auditor.causal import region_mask
 from auditor.config import FindingsConfig
 from auditor.findings.places import describe_place, regions_overlap
 from auditor.findings.record import Finding, metrics, more_severe
+from auditor.geometry import upsample
 from auditor.findings.registry import merge
 from auditor.place_check import distinctive_window
 from auditor.properties import property_maps
@@ -211,8 +212,7 @@ def where_it_departs(name: str, ours: torch.Tensor, our_masks: torch.Tensor, the
 def masked_thumbs(rows: np.ndarray, thumbs: np.ndarray, masks) -> tuple[torch.Tensor, torch.Tensor]:
     """The thumbs of `rows` as pixels in [0, 1], and their masks (map cells) resized to the thumbs' size."""
     pixels = torch.from_numpy(np.asarray(thumbs[rows], dtype=np.float32) / 255.0)
-    coverage = torch.from_numpy(np.asarray(masks[rows], dtype=np.float32))[:, None]
-    coverage = F.interpolate(coverage, size=pixels.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    coverage = upsample(torch.from_numpy(np.asarray(masks[rows], dtype=np.float32)), tuple(pixels.shape[-2:]))
     return pixels, coverage.clamp(0.0, 1.0)
 
 

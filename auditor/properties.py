@@ -55,8 +55,9 @@ def pixel_properties(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
     the luma (valid cells only); greyscale 1 where the channels agree everywhere. One-channel images: no cast, no
     saturation, greyscale."""
     pixels = pixels.float()
-    out = {name: values.mean(dim=(1, 2)) for name, values in property_maps(pixels).items()}
-    y = luma(pixels)
+    maps = property_maps(pixels)
+    out = {name: values.mean(dim=(1, 2)) for name, values in maps.items()}
+    y = maps["brightness"]  # the luma
     out["contrast"] = y.flatten(1).std(dim=1, unbiased=False)
     if pixels.shape[1] == 3:
         top, bottom = pixels.amax(dim=1), pixels.amin(dim=1)
