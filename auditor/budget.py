@@ -47,7 +47,9 @@ def classes_in_budget(first: Sequence[int], n_classes: int, most: int, seed: int
 RUN_SHARE = {
     "batch_norm_check": 0.1,  # images run with batch statistics
     "causal_check": 0.25,  # images read (each run once to five times: erased, region, control, mixed)
-    "property_check": 0.5,  # images run through the model, edits and controls together
+    "property_check": 0.25,  # images run through the model, edits and controls together
+    "mark_search": 0.25,  # images run through the model by the mark tests (a test: its carriers and references,
+    # each pasted or erased and under the control; the first test always runs)
 }
 SHARE_FLOOR = 64  # never fewer: below this a check's proportions mean nothing
 

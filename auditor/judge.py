@@ -155,10 +155,11 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
             findings = apply_causal(findings, causal, cfg.findings)
     rows = thumb_rows(run, dataset)
     findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,
-                          thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions)
+                          thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions,
+                          audited=len(predictions))
     findings = number(one_cause(findings, run.records, run.thumbs, classes, cfg.findings))
     findings = property_check(findings, model, dataset, classes, device, cfg, make_loader, notes,
-                              audited=len(predictions))
+                              audited=len(predictions), predictions=predictions)
     return number(absorb_property(findings, run.records, run.thumbs, run.masks, classes, cfg.findings))
 
 

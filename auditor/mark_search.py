@@ -30,7 +30,7 @@ from auditor.findings.places import describe_place, regions_overlap
 from auditor.findings.record import SEVERITIES
 from auditor.findings.registry import merge
 from auditor.findings.repeated_mark import mark_finding
-from auditor.budget import classes_in_budget, flagged_classes, sampling_note
+from auditor.budget import classes_in_budget, flagged_classes, sampling_note, share_of_run
 from auditor.place_check import References, other_class_images, place_figures, reference_indices, stacked_images
 from auditor.threads import one_thread
 from auditor.timing import count, stage
@@ -156,7 +156,8 @@ class Pixels:
 def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
                cfg: FindingsConfig, references_of: dict[int, References] | None = None,
                thumbs: np.ndarray | None = None, rows: dict[int, int] | None = None,
-               notes: list[str] | None = None, predictions: dict[int, int] | None = None) -> list[Finding]:
+               notes: list[str] | None = None, predictions: dict[int, int] | None = None,
+               audited: int | None = None) -> list[Finding]:
     """The findings with a `repeated_mark` for each mark found that the model uses (medium or high), unless a
     place finding of the same class and place already tells it as strongly; a weaker one is merged into the mark's
     finding. Marks the model does not use are left out: a window of a tint repeats but pasting it changes nothing,
@@ -164,7 +165,8 @@ def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: l
 
     Budgets per run: the search reads `mark_max_classes` classes (flagged first, then a seeded sample), from the
     sweep's thumbs (dataset index -> records row in `rows`) where there are any, and the model tests at most
-    `mark_max_tests` marks, those of flagged classes first, then the most repeated. references_of: each class's
+    `mark_max_tests` marks, those of flagged classes first, then the most repeated, and on a small run only as
+    many as fit in RUN_SHARE of its `audited` images (`affordable_tests`). references_of: each class's
     other-class images as the place check read them (`check_places`); other classes' are read one class at a
     time, so memory stays flat in the number of classes. predictions: the sweep's, by dataset index, which spare
     running the model on the references again. A note on what was sampled goes to `notes`."""
@@ -188,10 +190,16 @@ def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: l
                 for mark in repeated_marks(images, references, cfg.mark_window, cfg.mark_tolerance,
                                            cfg.mark_min_share, cfg.mark_max_per_class):
                     candidates.append((target, indices, mark, small))
+        # A mark where a high place finding of its class already is could only be left out (`_fold`): not tested.
+        candidates = [c for c in candidates if not any(
+            f.severity == "high" and _same_place(f, classes[c[0]], box(c[2], *c[3])) for f in findings)]
         rank = {c: i for i, c in enumerate(flagged)}
         by_priority = sorted(range(len(candidates)),
                              key=lambda k: (rank.get(candidates[k][0], len(rank)), -candidates[k][2].excess))
-        tested = sorted(by_priority[: cfg.mark_max_tests])  # in class order, as the search found them
+        allowance = share_of_run(None, len(dataset) if audited is None else audited, "mark_search")
+        by_priority = affordable_tests([candidates[k][2] for k in by_priority[: cfg.mark_max_tests]],
+                                       by_priority[: cfg.mark_max_tests], cfg.place_check_images, allowance)
+        tested = sorted(by_priority)  # in class order, as the search found them
         out = list(findings)
         current: tuple[int, References] = (-1, (None, None))  # one class's references held at a time
         for target, indices, mark, small in (candidates[k] for k in tested):
@@ -217,8 +225,22 @@ def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: l
         notes.extend(n for n in [note] if n)
         if len(candidates) > len(tested):
             notes.append(f"Repeated-mark search: {len(tested)} of {len(candidates)} marks found were tested on the "
-                         "model (those of flagged classes first, then the most repeated; findings.mark_max_tests).")
+                         "model (those of flagged classes first, then the most repeated; findings.mark_max_tests "
+                         "and auditor.budget.RUN_SHARE).")
     return out
+
+
+def affordable_tests(marks: list[Mark], keys: list, references: int, allowance: int) -> list:
+    """The keys of the first `marks` whose tests fit in `allowance` forwards (the first always): a test runs its
+    carriers erased and under the control erasure, and `references` other images pasted and under the control."""
+    spent, affordable = 0, []
+    for mark, key in zip(marks, keys):
+        cost = 2 * len(mark.carriers) + 2 * references
+        if affordable and spent + cost > allowance:
+            break
+        affordable.append(key)
+        spent += cost
+    return affordable
 
 
 def _fold(findings: list[Finding], mark: Finding) -> list[Finding]:
@@ -226,8 +248,14 @@ def _fold(findings: list[Finding], mark: Finding) -> list[Finding]:
     less severe one is replaced by the mark's, its evidence merged in."""
     rank = SEVERITIES.index
     for i, f in enumerate(findings):
-        if f.kind in PLACE_KINDS and f.classes == mark.classes and f.region and regions_overlap(f.region, mark.region):
+        if _same_place(f, mark.classes[0], mark.region):
             if rank(f.severity) <= rank(mark.severity):
                 return findings
             return findings[:i] + [merge(mark, f)] + findings[i + 1 :]
     return findings + [mark]
+
+
+def _same_place(finding: Finding, class_name: str, region: list[float]) -> bool:
+    """Whether a finding is a place finding of the class whose region overlaps `region`."""
+    return (finding.kind in PLACE_KINDS and finding.classes == [class_name] and bool(finding.region)
+            and regions_overlap(finding.region, region))

@@ -155,12 +155,14 @@ def _predict(model, pixels: torch.Tensor, mean, std, device) -> torch.Tensor:
 
 
 def changed_predictions(model, loader, edits: dict[str, tuple[float, float]], target_class: int, mean, std,
-                        device, seed: int, leaving: bool) -> dict[str, tuple[float, float, int]]:
+                        device, seed: int, leaving: bool,
+                        predictions: dict[int, int] | None = None) -> dict[str, tuple[float, float, int]]:
     """Per property in `edits` (name -> (source, target) means), over the loader's images: the share whose
     prediction crosses the class boundary when the property moves from source to target, the share that crosses
     under the control edit of the same size, and how many images counted. leaving: count images predicted as the
     class that stop being it (the class's own images, normalised); else images not predicted as it that become it
-    (other classes' images, shifted). Every property is tested on the same images, read once."""
+    (other classes' images, shifted). Every property is tested on the same images, read once. predictions
+    (dataset index -> the sweep's predicted class) spare running the model on the unedited images again."""
     generator = torch.Generator().manual_seed(seed)
     crossed, controlled, counted = dict.fromkeys(edits, 0), dict.fromkeys(edits, 0), 0
     for batch in loader:
@@ -169,7 +171,10 @@ def changed_predictions(model, loader, edits: dict[str, tuple[float, float]], ta
         images = batch["image"].float().cpu()
         shape = (1, images.shape[1], 1, 1)
         pixels = images * torch.tensor(std[: shape[1]]).view(shape) + torch.tensor(mean[: shape[1]]).view(shape)
-        before = _predict(model, pixels, mean, std, device) == target_class
+        if predictions is None:
+            before = _predict(model, pixels, mean, std, device) == target_class
+        else:
+            before = torch.tensor([predictions[int(i)] == target_class for i in batch["index"]], dtype=torch.bool)
         eligible = before if leaving else ~before
         counted += int(eligible.sum())
         for name, (source, target) in edits.items():
@@ -188,7 +193,8 @@ def _sample(labels: np.ndarray, mask: np.ndarray, size: int, seed: list[int]) ->
 
 
 def property_check(findings: list, model, dataset, classes: list[str], device, cfg, make_loader,
-                   notes: list[str] | None = None, audited: int | None = None) -> list:
+                   notes: list[str] | None = None, audited: int | None = None,
+                   predictions: dict[int, int] | None = None) -> list:
     """Test the property_shortcut findings on the model, within the run's budget: at most
     findings.check_max_classes classes (most departing first), each on findings.property_images of its images
     (every pixel property it departs on normalised to the other classes' mean) and as many other classes' images
@@ -196,7 +202,8 @@ def property_check(findings: list, model, dataset, classes: list[str], device, c
     on the property the model reacts to most (`property_shortcut.judged`). On a small run of `audited` images the
     classes tested stop where their forwards would pass RUN_SHARE of the run (the first is always tested).
     make_loader: `auditor.sweep`'s (which
-    imports this module for the properties it measures, so the rule's imports wait until here)."""
+    imports this module for the properties it measures, so the rule's imports wait until here); predictions: the
+    sweep's (dataset index -> predicted class), for the images as they are (only audited images are sampled)."""
     from auditor.budget import classes_in_budget, sampling_note, share_of_run  # noqa: PLC0415
     from auditor.findings.property_shortcut import KIND, judged  # noqa: PLC0415
 
@@ -211,20 +218,25 @@ def property_check(findings: list, model, dataset, classes: list[str], device, c
     if not chosen:
         return findings
     labels = np.array([s.label for s in dataset.samples])
+    audited_only = np.zeros(len(labels), dtype=bool)
+    if predictions is None:
+        audited_only[:] = True
+    else:
+        audited_only[list(predictions)] = True
     mean, std = dataset.cfg.mean, dataset.cfg.std
     out = list(findings)
     with stage("property_check_s"):
         for f in (f for f in candidates if index[f.classes[0]] in chosen):
             target = index[f.classes[0]]
             means = departing(f)  # name -> (class mean, other classes' mean)
-            own = _sample(labels, labels == target, fc.property_images, [fc.seed, target, 11])
-            other = _sample(labels, labels != target, fc.property_images, [fc.seed, target, 12])
+            own = _sample(labels, audited_only & (labels == target), fc.property_images, [fc.seed, target, 11])
+            other = _sample(labels, audited_only & (labels != target), fc.property_images, [fc.seed, target, 12])
             lost = changed_predictions(model, make_loader(dataset, own, cfg, device),
                                        {n: (a, b) for n, (a, b) in means.items()}, target, mean, std, device,
-                                       fc.seed, leaving=True)
+                                       fc.seed, leaving=True, predictions=predictions)
             gained = changed_predictions(model, make_loader(dataset, other, cfg, device),
                                          {n: (b, a) for n, (a, b) in means.items()}, target, mean, std, device,
-                                         fc.seed + 1, leaving=False)
+                                         fc.seed + 1, leaving=False, predictions=predictions)
             figures = {n: {"normalised_lost": lost[n][0], "normalised_lost_control": lost[n][1],
                            "normalised_n": lost[n][2], "shifted_gained": gained[n][0],
                            "shifted_gained_control": gained[n][1], "shifted_n": gained[n][2]} for n in means}
@@ -239,10 +251,11 @@ def property_check(findings: list, model, dataset, classes: list[str], device, c
 
 def affordable_classes(chosen: list[int], finding_of: dict, images: int, allowance: int) -> list[int]:
     """The first of `chosen` whose tests fit in `allowance` forwards (the first always): a class costs its images
-    and as many others', each run as it is and, per property it departs on, edited and under the control edit."""
+    and as many others', each run, per property it departs on, edited and under the control edit (the images as
+    they are were run by the sweep)."""
     spent, affordable = 0, []
     for target in chosen:
-        cost = 2 * images * (1 + 2 * len(departing(finding_of[target])))
+        cost = 2 * images * 2 * len(departing(finding_of[target]))
         if affordable and spent + cost > allowance:
             break
         affordable.append(target)

@@ -8,7 +8,7 @@ import torch
 
 from auditor.findings import Finding
 from auditor.findings.repeated_mark import mark_finding
-from auditor.mark_search import _fold, repeated_marks
+from auditor.mark_search import Mark, _fold, affordable_tests, repeated_marks
 from tests.test_findings import CFG
 from tests.test_findings_trust import CornerDetector, objects
 
@@ -116,6 +116,14 @@ def test_with_marks_reads_the_images_and_tests_the_model_on_a_mark_no_finding_po
     assert f.metrics["transplant_rate"] == 1.0 and f.metrics["erased_rate"] == 0.0
     off = __import__("dataclasses").replace(CFG, mark_search=False)
     assert with_marks([], CornerDetector(), AuditDataset(samples, cfg), classes, "cpu", off) == []
+    # A high place finding of the class already there: the mark could only be left out, so the model is not run.
+    told = Finding(kind="spatial_shortcut", severity="high", classes=["marked"], message="top-right corner",
+                   region=[0.7, 0.0, 1.0, 0.3])
+    runs = []
+    counted = CornerDetector()
+    counted.register_forward_pre_hook(lambda _module, args: runs.append(len(args[0])))
+    assert with_marks([told], counted, AuditDataset(samples, cfg), classes, "cpu", CFG) == [told]
+    assert runs == []
 
 
 def test_a_mark_needs_five_carriers_however_small_the_class():
@@ -158,3 +166,14 @@ def test_a_mark_the_model_does_not_use_is_not_reported(tmp_path):
     cfg = DataConfig(root=str(tmp_path / "data"), grayscale=True, mean=[0.0], std=[1.0])
     samples, classes = build_samples(cfg, ["plain", "marked"])
     assert with_marks([], AlwaysOne(), AuditDataset(samples, cfg), classes, "cpu", CFG) == []
+
+
+def test_mark_tests_stop_where_their_forwards_pass_the_run_share_and_the_first_always_runs():
+    """A test costs its carriers twice (erased, control) and the references twice (pasted, control): with 64
+    references, marks of 10, 6 and 20 carriers cost 148, 140 and 168 forwards."""
+    marks = [Mark(0, 0, 4, list(range(n)), 0.0) for n in (10, 6, 20)]
+    assert affordable_tests(marks, ["a", "b", "c"], 64, allowance=456) == ["a", "b", "c"]  # 148 + 140 + 168
+    assert affordable_tests(marks, ["a", "b", "c"], 64, allowance=455) == ["a", "b"]
+    assert affordable_tests(marks, ["a", "b", "c"], 64, allowance=287) == ["a"]  # 148 + 140 = 288
+    assert affordable_tests(marks, ["a", "b", "c"], 64, allowance=10) == ["a"]  # the first always
+    assert affordable_tests([], [], 64, allowance=1000) == []
