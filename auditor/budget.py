@@ -66,7 +66,8 @@ def sampling_note(check: str, examined: int, n_classes: int, setting: str) -> st
     if examined >= n_classes:
         return None
     return (f"{check}: {examined} of {n_classes} classes examined (the classes findings name first, most severe "
-            f"first, then a seeded sample of the others; findings.{setting} sets the budget per run).")
+            f"first, then a seeded sample of the others; findings.{setting} {'set' if ' and ' in setting else 'sets'} "
+            "the budget per run).")
 
 
 @contextlib.contextmanager
@@ -107,7 +108,10 @@ def declared_budgets(findings, report, attention=None) -> dict[str, dict[str, in
     edited = findings.check_max_classes * 2 * findings.property_images  # the class's images and as many others'
     return {
         "batch_norm_check": {"images_read": bn, "forward_images": bn},
-        "place_check": {"images_read": place, "forward_images": 3 * place},
+        # the pixels are measured on the thumbs first, the references once per finding
+        "place_check": {"images_read": place, "forward_images": 3 * place,
+                        "thumbs_read": findings.check_max_classes * PLACE_FINDINGS_PER_CLASS * (
+                            refs + findings.max_samples)},
         "causal_check": {"images_read": causal, "forward_images": 5 * causal},  # erased, region, control, mixed x2
         "mark_search": {"images_read": marks, "forward_images": 3 * marks,
                         "thumbs_read": findings.mark_max_classes * (findings.mark_images + refs)},

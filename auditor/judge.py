@@ -37,7 +37,7 @@ from auditor.findings.run import (
 )
 from auditor.mark_search import with_marks
 from auditor.one_cause import absorb_property, one_cause
-from auditor.place_check import check_places
+from auditor.place_check import Pixels, check_places
 from auditor.properties import property_check
 from auditor.runs import load_run
 from auditor.sweep import channels_last_inputs, make_loader, uses_channels_last
@@ -130,8 +130,10 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
     image-property check, a property of the backgrounds folded into the class's background finding
     (`absorb_property`). Notes say what each check sampled."""
     references_of: dict = {}  # each class's other-class images: the place check and the mark search share them
+    rows = thumb_rows(run, dataset)
+    thumbs = Pixels(dataset, run.thumbs, rows) if rows else None
     findings = number(check_places(findings, model, dataset, classes, device, cfg.findings, references_of,
-                                   predictions))
+                                   predictions, thumbs))
     place_classes = {f.classes[0] for f in findings if needs_place_check(f)}
     note = sampling_note("Place check", min(len(place_classes), cfg.findings.check_max_classes), len(place_classes),
                          "check_max_classes")
@@ -153,7 +155,6 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
                                   mixed_per_class=cfg.findings.causal_mixed_images)
             write_causal(run.path, causal)
             findings = apply_causal(findings, causal, cfg.findings)
-    rows = thumb_rows(run, dataset)
     findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,
                           thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions,
                           audited=len(predictions))

@@ -31,9 +31,16 @@ from auditor.findings.record import SEVERITIES
 from auditor.findings.registry import merge
 from auditor.findings.repeated_mark import mark_finding
 from auditor.budget import classes_in_budget, flagged_classes, sampling_note, share_of_run
-from auditor.place_check import References, other_class_images, place_figures, reference_indices, stacked_images
+from auditor.place_check import (
+    Pixels,
+    References,
+    other_class_images,
+    place_figures,
+    reference_indices,
+    stacked_images,
+)
 from auditor.threads import one_thread
-from auditor.timing import count, stage
+from auditor.timing import stage
 
 SEARCH_SIDE = 64  # images are pooled to at most this many pixels a side for the search
 MIN_SIDE = 4  # a smaller window holds so few pixels that unrelated images match by chance
@@ -126,31 +133,6 @@ def _class_sample(labels: np.ndarray, target: int, cfg: FindingsConfig) -> list[
     ours = np.flatnonzero(labels == target)
     rng = np.random.default_rng([cfg.seed, target, 1])
     return sorted(rng.choice(ours, size=min(cfg.mark_images, len(ours)), replace=False).tolist()) if len(ours) else []
-
-
-class Pixels:
-    """The images the search compares, as model-input tensors: from the sweep's thumbs.npy (no file decoded) when
-    the run kept them, else decoded from the files."""
-
-    def __init__(self, dataset: AuditDataset, thumbs: np.ndarray | None, rows: dict[int, int]):
-        self.dataset, self.thumbs, self.rows = dataset, thumbs, rows
-        if thumbs is not None:
-            channels = thumbs.shape[1]
-            self.mean = torch.tensor(dataset.cfg.mean[:channels]).view(1, -1, 1, 1)
-            self.std = torch.tensor(dataset.cfg.std[:channels]).view(1, -1, 1, 1)
-
-    def usable(self, indices: list[int]) -> list[int]:
-        """The indices the search can read (with thumbs: those the sweep audited)."""
-        return indices if self.thumbs is None else [i for i in indices if i in self.rows]
-
-    def read(self, indices: list[int]) -> torch.Tensor | None:
-        if self.thumbs is None:
-            return stacked_images(self.dataset, indices)
-        if len(indices) < 2:
-            return None
-        count(thumbs_read=len(indices))
-        pixels = torch.from_numpy(np.asarray(self.thumbs[[self.rows[i] for i in indices]])).float() / 255
-        return (pixels - self.mean) / self.std
 
 
 def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,

@@ -97,10 +97,34 @@ def random_box_like(mask: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
     return box
 
 
+def place_mask(region, height: int, width: int, border: float | None = None) -> torch.Tensor:
+    """bool [H, W]: the region's pixels, or a frame's band (`metrics.border_band`) where `border` is given."""
+    return region_mask(region, height, width) if border is None else border_mask(border, height, width)
+
+
+def pixel_figures(donors: torch.Tensor, references: torch.Tensor, region, window: float = 0.25,
+                  border: float | None = None) -> dict:
+    """The place's pixel figures (see `place_figures`) of donors and references at any one resolution: the
+    sweep's thumbs tell them as well as the decoded files, so the files are read only for the model's passes."""
+    height, width = donors.shape[-2:]
+    mask = place_mask(region, height, width, border)
+    side = max(1, round(window * min(height, width)))
+    region_std, reference_std, ratio = pixel_std_ratio(donors, references,
+                                                       distinctive_window(donors, references, mask, side) & mask)
+    return {"region_pixel_std": region_std, "reference_pixel_std": reference_std, "pixel_std_ratio": ratio,
+            "region_pixel_std_ratio": pixel_std_ratio(donors, references, mask)[2]}
+
+
+def pixels_decided(figures: dict, pixels_decide_above: float | None) -> bool:
+    """Whether the pixels alone have decided (a ratio above `pixels_decide_above`, or unmeasured)."""
+    return pixels_decide_above is not None and not figures["pixel_std_ratio"] <= pixels_decide_above
+
+
 @torch.no_grad()
 def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region, target: int, device, seed: int,
                   pixels_decide_above: float | None = None, window: float = 0.25,
-                  reference_predictions: torch.Tensor | None = None, border: float | None = None) -> dict:
+                  reference_predictions: torch.Tensor | None = None, border: float | None = None,
+                  pixels: dict | None = None) -> dict:
     """pixel_std_ratio in the region's most distinctive square, `window` x the image's side (`distinctive_window`;
     region_pixel_std and reference_pixel_std are its two parts), and region_pixel_std_ratio over the whole region;
     the transplant rates: the region of the donors (cycled) pasted onto the references at the same place, against
@@ -110,15 +134,12 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
     a finding without masks the pixels have then decided (the place is likely the object) and the model's forward
     passes would change nothing. reference_predictions: the sweep's predicted class of each reference, which
     spares running the model on them again. border: a frame's band (`metrics.border_band`), the place instead of
-    the region (one of its sides), its control the same band just inside it."""
+    the region (one of its sides), its control the same band just inside it. pixels: the pixel figures where they
+    were measured already (`pixel_figures` on the thumbs)."""
     height, width = donors.shape[-2:]
-    mask = region_mask(region, height, width) if border is None else border_mask(border, height, width)
-    side = max(1, round(window * min(height, width)))
-    region_std, reference_std, ratio = pixel_std_ratio(donors, references,
-                                                       distinctive_window(donors, references, mask, side) & mask)
-    figures = {"region_pixel_std": region_std, "reference_pixel_std": reference_std, "pixel_std_ratio": ratio,
-               "region_pixel_std_ratio": pixel_std_ratio(donors, references, mask)[2]}
-    if pixels_decide_above is not None and not ratio <= pixels_decide_above:
+    mask = place_mask(region, height, width, border)
+    figures = pixel_figures(donors, references, region, window, border) if pixels is None else dict(pixels)
+    if pixels_decided(figures, pixels_decide_above):
         return figures
     was_training = model.training
     model.eval()
@@ -147,6 +168,32 @@ def place_figures(model, donors: torch.Tensor, references: torch.Tensor, region,
     return figures
 
 
+class Pixels:
+    """The images a check compares pixel by pixel, as model-input tensors: from the sweep's thumbs.npy (no file
+    decoded; `rows`: dataset index -> its records row) when the run kept them, else decoded from the files."""
+
+    def __init__(self, dataset: AuditDataset, thumbs: np.ndarray | None, rows: dict[int, int]):
+        self.dataset, self.thumbs, self.rows = dataset, thumbs, rows
+        if thumbs is not None:
+            channels = thumbs.shape[1]
+            self.mean = torch.tensor(dataset.cfg.mean[:channels]).view(1, -1, 1, 1)
+            self.std = torch.tensor(dataset.cfg.std[:channels]).view(1, -1, 1, 1)
+
+    def usable(self, indices: list[int]) -> list[int]:
+        """The indices the search can read (with thumbs: those the sweep audited)."""
+        return indices if self.thumbs is None else [i for i in indices if i in self.rows]
+
+    def read(self, indices: list[int]) -> torch.Tensor | None:
+        """The images stacked; None for fewer than two (or, decoded, of mixed sizes)."""
+        if self.thumbs is None:
+            return stacked_images(self.dataset, indices)
+        if len(indices) < 2:
+            return None
+        count(thumbs_read=len(indices))
+        pixels = torch.from_numpy(np.asarray(self.thumbs[[self.rows[i] for i in indices]])).float() / 255
+        return (pixels - self.mean) / self.std
+
+
 def reference_indices(labels: np.ndarray, target: int, cfg: FindingsConfig) -> list[int]:
     """Dataset indices of a seeded sample of other classes' images (`labels`: every sample's class index)."""
     others = np.flatnonzero(labels != target)
@@ -173,11 +220,13 @@ def other_class_images(dataset: AuditDataset, target: int, cfg: FindingsConfig, 
 
 def check_places(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
                  cfg: FindingsConfig, references_of: dict[int, References] | None = None,
-                 predictions: dict[int, int] | None = None) -> list[Finding]:
+                 predictions: dict[int, int] | None = None, thumbs: Pixels | None = None) -> list[Finding]:
     """Every place finding with its pixel, transplant and erasure figures folded in (`with_place_evidence`), for
     the findings of at most `check_max_classes` classes (most severe first); the others, where masks did not
     check them, are kept at low. references_of: a dict that keeps each class's other-class images once read, for
-    the repeated-mark search; predictions: the sweep's, by dataset index (`other_class_images`)."""
+    the repeated-mark search; predictions: the sweep's, by dataset index (`other_class_images`); thumbs: the
+    sweep's thumbs (a `Pixels` on thumbs.npy), where the pixel figures are measured, so that a finding the
+    pixels decide decodes no file (a thumb is the model's input, area-pooled: the pixels keep their contrasts)."""
     wanted = [f for f in findings if needs_place_check(f)]
     if not wanted:
         return findings
@@ -197,16 +246,29 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
             if target not in checked:  # over the run's budget: without masks, nothing but the maps speaks for it
                 out.append(f if masks_checked(f) else dataclasses.replace(f, severity="low"))
                 continue
+            decide = None if masks_checked(f) else cfg.place_max_pixel_std_ratio
+            donor_indices = [position[s] for s in f.samples if s in position]
+            border = f.metrics.get("border_band")
+            pixels = None
+            if thumbs is not None and thumbs.thumbs is not None:
+                small = thumbs.read(thumbs.usable(donor_indices))
+                small_references = thumbs.read(thumbs.usable(reference_indices(labels, target, cfg)))
+                if small is not None and small_references is not None:
+                    pixels = pixel_figures(small, small_references, f.region, cfg.place_pixel_window, border)
+                    if pixels_decided(pixels, decide):  # the place is likely the object: no file to decode
+                        judged = with_place_evidence(f, pixels, cfg)
+                        if worth_reporting(judged, cfg):
+                            out.append(judged)
+                        continue
             if target not in references_of:
                 references_of[target] = other_class_images(dataset, target, cfg, labels, predictions)
             references, called = references_of[target]
-            donors = stacked_images(dataset, [position[s] for s in f.samples if s in position])
+            donors = stacked_images(dataset, donor_indices)
             if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
                 out.append(f)
                 continue
-            decide = None if masks_checked(f) else cfg.place_max_pixel_std_ratio
             figures = place_figures(model, donors, references, f.region, target, device, cfg.seed, decide,
-                                    cfg.place_pixel_window, called, f.metrics.get("border_band"))
+                                    cfg.place_pixel_window, called, border, pixels)
             judged = with_place_evidence(f, figures, cfg)
             if worth_reporting(judged, cfg):
                 out.append(judged)

@@ -396,6 +396,24 @@ def test_check_places_reads_the_images_and_raises_a_mask_free_watermark(tmp_path
     assert corner.severity == "high"
     assert middle.severity == "low" and middle.metrics["pixel_std_ratio"] > CFG.place_max_pixel_std_ratio
 
+    # With the sweep's thumbs (here the images themselves, as a 32-px audit keeps them) the pixels are measured
+    # there: the same figures, and the finding the pixels decide decodes no file.
+    from auditor.place_check import Pixels
+    from auditor.timing import recording, work_counts
+
+    rows = {i: int(sample.id.split("/")[1].removesuffix(".png")) for i, sample in enumerate(samples)}
+    thumbs = Pixels(dataset, images[:, None], rows)  # dataset index -> its image's row
+    with recording():
+        (again,) = check_places([centre], CornerDetector(), dataset, classes, "cpu", CFG, thumbs=thumbs)
+        work = work_counts()["place_check"]
+    assert again.metrics == pytest.approx(middle.metrics) and again.severity == middle.severity
+    assert "images_read" not in work and work["thumbs_read"] == 48
+    with recording():
+        (again,) = check_places([finding], CornerDetector(), dataset, classes, "cpu", CFG, thumbs=thumbs)
+        work = work_counts()["place_check"]
+    assert again.metrics == pytest.approx(corner.metrics) and again.severity == "high"
+    assert work["images_read"] > 0  # the model's passes need the files
+
 
 def test_beside_the_peak_erases_each_maps_main_blob_only():
     from auditor.findings.strategy_cluster import beside_the_peak
