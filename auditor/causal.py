@@ -211,6 +211,7 @@ def background_only(erased: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def causal_check(
     model: torch.nn.Module, batches: Iterable[dict], classes: list[str], regions: dict[int, list[float]], device,
     predictions: Mapping[int, int] | None = None, seed: int = 0, mixed_per_class: int = 128,
+    bands: Mapping[int, float] | None = None,
 ) -> pd.DataFrame:
     """Accuracy per class on the images as they are, with the object erased, and with the class's region erased.
 
@@ -222,9 +223,13 @@ def causal_check(
     region),
     region_control_accuracy (the same images with a random region of the same size erased instead: erasing a
     large region costs any class accuracy, so only a drop beyond this control shows the region is used; seeded),
-    region, and n_mixed, mixed_same_accuracy, mixed_rand_accuracy (`mixed_backgrounds` on up to
+    region, border_band, and n_mixed, mixed_same_accuracy, mixed_rand_accuracy (`mixed_backgrounds` on up to
     `mixed_per_class` masked images per class, kept on the CPU in float16; NaN where not measured).
+
+    bands: class index -> a frame's band (`metrics.border_band`, `bands_from_findings`): that class's whole
+    border band is erased instead of its region (one side of the frame), its control the band just inside it.
     """
+    bands = bands or {}
     k = len(classes)
     n, correct = torch.zeros(k, dtype=torch.long), torch.zeros(k, dtype=torch.long)
     background = torch.zeros(k, k, dtype=torch.long)  # [true, predicted] with the object erased
@@ -262,13 +267,18 @@ def causal_check(
                 if flagged.any():
                     height, width = images.shape[-2:]
                     masks = torch.stack([
-                        boxes.setdefault((int(label), height, width), region_mask(regions[int(label)], height, width))
+                        boxes.setdefault((int(label), height, width), class_place(regions, bands, int(label), height,
+                                                                                  width))
                         for label in labels[flagged]
                     ])  # fmt: skip
                     guess = model(erase(images[flagged], masks)).argmax(dim=1).cpu()
                     n_region += torch.bincount(labels[flagged], minlength=k)
                     region_correct += torch.bincount(labels[flagged][guess == labels[flagged]], minlength=k)
-                    guess = model(erase(images[flagged], random_boxes(masks, generator))).argmax(dim=1).cpu()
+                    controls = random_boxes(masks, generator)
+                    for row, label in enumerate(labels[flagged].tolist()):
+                        if label in bands:  # a frame's control: the same band just inside it
+                            controls[row] = border_mask(bands[label], height, width, inset=1)
+                    guess = model(erase(images[flagged], controls)).argmax(dim=1).cpu()
                     control_correct += torch.bincount(labels[flagged][guess == labels[flagged]], minlength=k)
             pool = {
                 c: (torch.stack([image for image, _ in members]), torch.stack([mask for _, mask in members]))
@@ -295,6 +305,7 @@ def causal_check(
             "shortcut_removed_accuracy": float(region_correct[c] / n_region[c]) if n_region[c] else math.nan,
             "region_control_accuracy": float(control_correct[c] / n_region[c]) if n_region[c] else math.nan,
             "region": json.dumps(list(regions[c])) if c in regions else "",
+            "border_band": float(bands[c]) if c in bands and c in regions else math.nan,
             "n_mixed": mixed[c][0] if c in mixed else 0,
             "mixed_same_accuracy": mixed[c][1] if c in mixed else math.nan,
             "mixed_rand_accuracy": mixed[c][2] if c in mixed else math.nan,
@@ -308,18 +319,35 @@ def sweep_predictions(records: pd.DataFrame, samples) -> dict[int, int]:
     return {position[str(i)]: int(p) for i, p in zip(records["id"], records["pred_idx"]) if str(i) in position}
 
 
-def regions_from_findings(findings, classes: list[str]) -> dict[int, list[float]]:
-    """Class index -> the region of that class's most severe class-level finding that has one.
+def class_place(regions: Mapping[int, list[float]], bands: Mapping[int, float], label: int, height: int,
+                width: int) -> torch.Tensor:
+    """bool [H, W]: the class's frame band where it has one, else its region."""
+    if label in bands:
+        return border_mask(bands[label], height, width)
+    return region_mask(regions[label], height, width)
 
-    Accepts Finding objects or the dicts of findings.json (both ordered most severe first).
-    """
+
+def _place_findings(findings, classes: list[str]) -> dict[int, Finding]:
+    """Class index -> that class's most severe class-level finding with a region (findings most severe first;
+    Finding objects or the dicts of findings.json)."""
     index = {name: i for i, name in enumerate(classes)}
-    regions: dict[int, list[float]] = {}
+    chosen: dict[int, Finding] = {}
     for f in findings:
         f = f if isinstance(f, Finding) else Finding(**f)
         if scope_of(f.kind) == "class" and f.region is not None and f.classes[0] in index:
-            regions.setdefault(index[f.classes[0]], list(f.region))
-    return regions
+            chosen.setdefault(index[f.classes[0]], f)
+    return chosen
+
+
+def regions_from_findings(findings, classes: list[str]) -> dict[int, list[float]]:
+    """Class index -> the region of that class's most severe class-level finding that has one."""
+    return {c: list(f.region) for c, f in _place_findings(findings, classes).items()}
+
+
+def bands_from_findings(findings, classes: list[str]) -> dict[int, float]:
+    """Class index -> the border band of the finding `regions_from_findings` chose, where it is a frame."""
+    return {c: float(f.metrics["border_band"]) for c, f in _place_findings(findings, classes).items()
+            if f.metrics.get("border_band")}
 
 
 def write_causal(run_dir: str | Path, causal: pd.DataFrame) -> None:

@@ -17,6 +17,7 @@ import torch
 from auditor.budget import classes_in_budget, counting_forwards, flagged_classes, sampling_note, share_of_run
 from auditor.batch_norm_check import batch_norm_check, check_indices, write_batch_norm
 from auditor.causal import (
+    bands_from_findings,
     causal_check,
     causal_indices,
     regions_from_findings,
@@ -152,7 +153,8 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
             loader = make_loader(dataset, indices, cfg, device)
             causal = causal_check(model, loader, classes, regions_from_findings(findings, classes), device,
                                   predictions=predictions, seed=cfg.findings.seed,
-                                  mixed_per_class=cfg.findings.causal_mixed_images)
+                                  mixed_per_class=cfg.findings.causal_mixed_images,
+                                  bands=bands_from_findings(findings, classes))
             write_causal(run.path, causal)
             findings = apply_causal(findings, causal, cfg.findings)
     findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,

@@ -12,6 +12,7 @@ import torch
 
 from auditor.causal import (
     apply_causal,
+    bands_from_findings,
     border_mask,
     causal_check,
     erase,
@@ -127,6 +128,45 @@ def test_causal_check_measures_object_and_region_removal():
     assert json.loads(marked.region) == CORNER
     assert model.training  # mode restored
     assert model.seen and all(not training and not grad for training, grad in model.seen)
+
+
+class FrameModel(torch.nn.Module):
+    """logits: plain = 0.5, framed = 10 x the mean of the outermost ring of pixels, empty = 0: a model that
+    needs the whole frame (any three sides of it still pass 0.5)."""
+
+    def forward(self, x):
+        ring = torch.ones(x.shape[-2:], dtype=torch.bool)
+        ring[1:-1, 1:-1] = False
+        frame = x[:, 0, ring].mean(dim=1)
+        return torch.stack([torch.full_like(frame, 0.5), 10 * frame, torch.zeros_like(frame)], dim=1)
+
+
+def test_a_frames_causal_check_erases_its_whole_band_against_the_band_inside_it():
+    """Framed 8 x 8 images of class 1: erasing the bottom side (the finding's region) leaves three sides and the
+    class (7.5 > 0.5); erasing the whole band (an eighth: 1 pixel) loses it; the band just inside it is the
+    control, and erasing it leaves the frame."""
+    images = torch.zeros(4, 1, 8, 8)
+    images[:, :, [0, -1], :] = 1.0
+    images[:, :, :, [0, -1]] = 1.0
+    frames = {"image": images, "mask": torch.zeros(4, 8, 8, dtype=torch.bool), "has_mask": torch.zeros(4, dtype=torch.bool),
+              "label": torch.ones(4, dtype=torch.long), "index": torch.arange(4)}
+    bottom = [0.0, 0.875, 1.0, 1.0]
+    side = causal_check(FrameModel(), [frames], CLASSES, {1: bottom}, "cpu").set_index("class").loc["marked"]
+    assert side.shortcut_removed_accuracy == 1.0 and math.isnan(side.border_band)
+    band = causal_check(FrameModel(), [frames], CLASSES, {1: bottom}, "cpu", bands={1: 0.125}).set_index("class")
+    band = band.loc["marked"]
+    assert (band.shortcut_removed_accuracy, band.region_control_accuracy, band.border_band) == (0.0, 1.0, 0.125)
+    assert json.loads(band.region) == bottom
+    frame = Finding(kind="spatial_shortcut", severity="medium", classes=["marked"], region=bottom,
+                    metrics={"border_band": 0.125}, message="a frame")
+    other = dataclasses.replace(frame, classes=["plain"], metrics={}, region=CORNER)
+    assert bands_from_findings([frame, other], CLASSES) == {1: 0.125}
+    assert bands_from_findings([dataclasses.asdict(frame)], CLASSES) == {1: 0.125}  # findings.json's dicts too
+    # The verdict speaks of the band: a frame whose erasure changes nothing is refuted in those words.
+    row = {"class": "marked", "accuracy": 1.0, "shortcut_removed_accuracy": 1.0, "region_control_accuracy": 1.0,
+           "region": json.dumps(bottom), "border_band": 0.125}
+    (judged,) = apply_causal([frame], pd.DataFrame([row]), CFG)
+    assert judged.severity == "low" and "erasing the border band leaves its accuracy at 100%" in judged.message
 
 
 def test_causal_check_restores_eval_mode_and_survives_errors():

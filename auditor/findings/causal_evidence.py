@@ -96,15 +96,18 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
         control = control if _finite(control) else row["accuracy"]  # causal.csv written before the control
         extra["region_control_accuracy"] = control
         drop = min(row["accuracy"], control) - removed  # beyond what erasing any region that size costs
+        frame = _finite(row.get("border_band"))  # a frame: its whole band erased, the band inside it the control
+        place, other = ("the border band", "the band just inside it") if frame else (
+            "the region", "a random region that size")
         if drop >= cfg.causal_min_shortcut_drop and off_the_object(f, cfg):
             confirmed.append(
-                f"erasing the region drops its accuracy from {row['accuracy']:.0%} to {removed:.0%} (erasing a "
-                f"random region that size: {control:.0%})"
+                f"erasing {place} drops its accuracy from {row['accuracy']:.0%} to {removed:.0%} (erasing "
+                f"{other}: {control:.0%})"
             )
         elif drop >= cfg.causal_min_shortcut_drop:
             tests -= 1  # erasing what may be the object tells nothing about a shortcut
         elif drop <= cfg.causal_max_refuted:
-            refuted.append(f"erasing the region leaves its accuracy at {removed:.0%}")
+            refuted.append(f"erasing {place} leaves its accuracy at {removed:.0%}")
     severity, message = f.severity, f.message
     if confirmed:
         severity, message = "high", f"{f.message.rstrip('.')}; confirmed: {' and '.join(confirmed)}."
