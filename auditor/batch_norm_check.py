@@ -82,6 +82,16 @@ def batch_norm_check(model, batches: Iterable[dict], predictions: Mapping[int, i
     return {"n": n, "accuracy": running / n, "batch_stats_accuracy": batch / n}
 
 
+def batch_norm_room(sample: list[int], predictions: Mapping[int, int], labels, batch_size: int) -> float:
+    """The most accuracy batch statistics could gain on `sample` (dataset indices, in the check's order): its
+    images the sweep got wrong, over the images `batch_norm_check` counts (batches of `batch_size`, those of at
+    least MIN_BATCH). 0 where no batch counts."""
+    batches = [sample[k : k + batch_size] for k in range(0, len(sample), batch_size)]
+    counted = sum(len(part) for part in batches if len(part) >= MIN_BATCH)
+    wrong = sum(predictions[i] != labels[i] for i in sample)
+    return min(1.0, wrong / counted) if counted else 0.0
+
+
 def write_batch_norm(run_dir: Path, figures: dict | None) -> None:
     """batch_norm.json, or no file when the check did not apply."""
     if figures is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from auditor.budget import classes_in_budget, counting_forwards, flagged_classes, sampling_note, share_of_run
-from auditor.batch_norm_check import batch_norm_check, check_indices, write_batch_norm
+from auditor.batch_norm_check import batch_norm_check, batch_norm_room, check_indices, write_batch_norm
 from auditor.causal import (
     bands_from_findings,
     causal_check,
@@ -75,10 +75,18 @@ def control_classes(flagged: set[int], n_classes: int, seed: int) -> set[int]:
 def check_batch_norm(run_dir: Path, cfg: Config, model, dataset: AuditDataset, predictions: dict[int, int],
                      device: torch.device) -> None:
     """batch_norm.json for model_health, from a seeded mixed-class sample of the swept images. A probe of the
-    model's health: a model it cannot run that way (an error from torch) is audited without it, with a warning."""
+    model's health: a model it cannot run that way (an error from torch) is audited without it, with a warning.
+    Not run where the sample's own errors leave batch statistics no room to gain health_batch_norm_gain
+    (`batch_norm_room`): the model would not be called suspect whatever they did."""
     sample = check_indices(len(dataset), share_of_run(cfg.findings.health_batch_norm_images, len(predictions), "batch_norm_check"),
                            cfg.findings.seed)
-    loader = make_loader(dataset, [i for i in sample if i in predictions], cfg, device)
+    sample = [i for i in sample if i in predictions]
+    room = batch_norm_room(sample, predictions, [s.label for s in dataset.samples], cfg.sweep.batch_size)
+    if room < cfg.findings.health_batch_norm_gain:
+        log.info("batch-norm check not run: batch statistics could gain %.0f%% accuracy at most on its sample",
+                 100 * room)
+        return
+    loader = make_loader(dataset, sample, cfg, device)
     try:
         write_batch_norm(run_dir, batch_norm_check(model, loader, predictions, device))
     except RuntimeError as error:

@@ -12,6 +12,7 @@ from torch import nn
 from auditor.batch_norm_check import (
     MIN_BATCH,
     batch_norm_check,
+    batch_norm_room,
     batch_statistics,
     check_indices,
 )
@@ -151,3 +152,33 @@ def test_a_model_that_cannot_run_with_batch_statistics_is_audited_without_the_ch
                  "tests.test_batch_norm_check:refusing_brightness", "--out", str(out), "--sweep.batch_size", "20"])
     assert code == 0 and (out / "findings.json").is_file() and not (out / BATCH_NORM_FILE).exists()
     assert "batch-norm check skipped" in capsys.readouterr().err  # the CLI logs to stderr
+
+
+def test_the_room_batch_statistics_have_is_the_samples_errors_over_the_images_the_check_counts():
+    labels = [0] * 40
+    predictions = {i: 0 for i in range(40)} | {3: 1, 35: 1}  # two wrong
+    # Batches of 16: 16, 16 and 8 images; the last is below MIN_BATCH and not counted: 2 wrong of 32.
+    assert batch_norm_room(list(range(40)), predictions, labels, 16) == 2 / 32
+    assert batch_norm_room(list(range(40)), predictions, labels, 20) == 2 / 40
+    assert batch_norm_room(list(range(10)), predictions, labels, 16) == 0.0  # no batch counts: nothing to gain
+    assert batch_norm_room([3, 35] * 10, predictions, labels, 20) == 1.0
+
+
+def test_an_accurate_model_is_spared_the_check(tmp_path):
+    """Its sample's errors leave batch statistics less than health_batch_norm_gain to gain: the model is not run."""
+    from types import SimpleNamespace
+
+    from auditor.config import Config
+    from auditor.judge import check_batch_norm
+
+    class NeverRun(nn.Module):
+        def forward(self, x):
+            raise AssertionError("the check ran the model")
+
+    class Dataset(list):  # what the check reads of a dataset: its length and its samples' labels
+        samples = property(lambda self: self)
+
+    dataset = Dataset(SimpleNamespace(label=i % 2) for i in range(100))
+    predictions = {i: i % 2 for i in range(100)} | {0: 1, 1: 0, 2: 1}  # 3 wrong of the 64 sampled at most: < 10 %
+    check_batch_norm(tmp_path, Config(), NeverRun(), dataset, predictions, torch.device("cpu"))
+    assert not (tmp_path / BATCH_NORM_FILE).exists()
