@@ -27,7 +27,8 @@ from auditor.causal import (
 from auditor.config import Config
 from auditor.data import AuditDataset, positions
 from auditor.evidence import write_evidence_counterfactuals
-from auditor.findings import find_all, number
+from auditor.findings import find_all, number, scope_of
+from auditor.findings.causal_evidence import causal_can_change
 from auditor.findings.place_evidence import needs_place_check
 from auditor.findings.model_health import state as health_state
 from auditor.findings.run import (
@@ -149,8 +150,11 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
     notes.extend(n for n in [note] if n)
     if cfg.findings.causal != "off":
         every_class = cfg.findings.causal == "all" or context.maps_miss_objects
-        wanted = set(causal_classes(findings, classes, every_class, cfg.findings.check_max_classes, cfg.findings.seed))
-        suspects = len(causal_classes(findings, classes, every_class))
+        masks = bool(run.records["has_mask"].any())
+        checkable = [f for f in findings if scope_of(f.kind) != "class" or causal_can_change(f, cfg.findings, masks)]
+        wanted = set(causal_classes(checkable, classes, every_class, cfg.findings.check_max_classes,
+                                    cfg.findings.seed))
+        suspects = len(causal_classes(checkable, classes, every_class))
         note = sampling_note("Causal check", len(wanted), suspects, "check_max_classes")
         notes.extend(n for n in [note] if n)
         wanted |= control_classes(wanted, len(classes), cfg.findings.seed)

@@ -452,3 +452,17 @@ def test_background_fill_tiles_the_square_with_the_image_s_own_pixels_from_besid
     assert background_fill(image, big)[0, 0, :3, :3].tolist() == [[0.0] * 3, [0.0] * 3, [12.0, 13.0, 14.0]]
     empty = torch.zeros(1, 4, 4, dtype=torch.bool)
     assert torch.equal(background_fill(image, empty), image)  # no object: nothing to fill
+
+
+def test_the_causal_check_reads_a_class_only_where_it_could_change_one_of_its_findings():
+    """Without masks, a low place finding whose pixels show the place to be the object can be neither raised (the
+    region erased is not known to be off the object) nor lowered: its class is not read again."""
+    from auditor.findings.causal_evidence import causal_can_change
+
+    on_object = Finding(kind="spatial_shortcut", severity="low", classes=["marked"], region=CORNER, message="m",
+                        metrics={"pixel_std_ratio": 0.6})
+    same_pixels = dataclasses.replace(on_object, metrics={"pixel_std_ratio": 0.02})  # a watermark's constancy
+    assert not causal_can_change(on_object, CFG, masks=False)
+    assert causal_can_change(on_object, CFG, masks=True)  # the background tests may raise it
+    assert causal_can_change(same_pixels, CFG, masks=False)  # erasing it may confirm it
+    assert causal_can_change(dataclasses.replace(on_object, severity="medium"), CFG, masks=False)  # may be lowered

@@ -116,6 +116,14 @@ def with_causal(f: Finding, row: dict | None, cfg: FindingsConfig) -> Finding:
     return dataclasses.replace(f, severity=severity, metrics={**f.metrics, **metrics(**extra)}, message=message)
 
 
+def causal_can_change(f: Finding, cfg: FindingsConfig, masks: bool) -> bool:
+    """Whether the causal check could change a class finding (`with_causal`): raise it (the background tests,
+    which need masks, or erasing a region known not to be the object) or lower it (refuted: not when low
+    already). Without masks, a low place finding on what its pixels show to be the object is neither, and its
+    class need not be read again."""
+    return masks or f.severity != "low" or (f.region is not None and off_the_object(f, cfg))
+
+
 def turns_others(f: Finding, cfg: FindingsConfig) -> bool:
     """Whether pasting the finding's place onto other classes' images turned at least transplant_min_gap (the high
     bar) more of them into the class than a random region did (place evidence): the model strongly uses what is
