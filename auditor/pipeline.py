@@ -45,7 +45,7 @@ from auditor.runs import (
 )
 from auditor.sweep import metric_prefix, pick_device, run_sweep, uses_channels_last
 from auditor.threads import fit_threads, one_thread
-from auditor.timing import recording, stage, work_counts
+from auditor.timing import peak_memory_mib, recording, stage, work_counts
 
 log = logging.getLogger("auditor")
 
@@ -394,6 +394,7 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float], loaded: Load
     writer.remove()  # only now: a run stopped in the findings or the report resumes from its shards
     manifest["timings"] = stage_timings(timings, stages, total=time.perf_counter() - started)
     manifest["work"] = work_counts()  # images each stage decoded and ran through the model (auditor.budget)
+    manifest["peak_memory_mib"] = round(peak_memory_mib(), 1)  # the process's, DataLoader workers apart
     write_json(run_dir / "manifest.json", clean_floats(manifest))
     return run_dir
 

@@ -7,14 +7,17 @@ stage's time is taken out of the stage around it, so the stages of a run add up 
 
 Stages also count their work (`count`): the images they decode from files and the images they run through the
 model. manifest.json keeps the counts (`work`), so a test can hold every stage after the sweep to its budget
-without timing anything.
+without timing anything, and the process's peak memory (`peak_memory_mib`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import resource
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 _open: list[list[float]] = []  # per open stage: the seconds its inner stages took
 _names: list[str] = []  # the open stages' names, innermost last
@@ -65,3 +68,18 @@ def stage(name: str) -> Iterator[None]:
             _open[-1][0] += elapsed
         if _timings is not None:
             _timings[name] = _timings.get(name, 0.0) + elapsed - inner
+
+
+def peak_memory_mib() -> float:
+    """This process's peak resident memory in MiB: Linux's VmHWM, which counts this program's own pages only.
+    Elsewhere getrusage's ru_maxrss, which on Linux would also count a large parent's pages when the process was
+    started from it (the kernel carries the high-water mark across fork and exec): a benchmark holding its images
+    while it starts the audit would read as the audit's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes, bytes on macOS
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,15 +40,16 @@ def write_manifest(folder: Path, count: int, classes: int, distinct: int = 64, s
 
 
 def one_run(manifest: str, out: str, classes: int) -> None:
-    """Audit in this process, then print this process's peak RSS in MiB."""
+    """Audit in this process, then print this process's peak RSS in MiB (`auditor.timing.peak_memory_mib`)."""
     from auditor.cli import main
+    from auditor.timing import peak_memory_mib
 
     code = main(["audit", "--data.manifest", manifest, "--model.factory", "benchmarks.memory:small_cnn",
                  "--model.factory_kwargs", f"{{num_classes: {classes}}}", "--data.mean", "[0.5, 0.5, 0.5]",
                  "--data.std", "[0.25, 0.25, 0.25]", "--sweep.batch_size", "256", "--sweep.shard_size", "2048",
                  "--out", out])
     assert code == 0, code
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_memory_mib())
 
 
 def small_cnn(num_classes: int = 10):

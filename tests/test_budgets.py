@@ -7,6 +7,9 @@ class's images breaks this test, whatever the machine's speed.
 """
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +126,15 @@ def test_a_broken_model_spends_nothing_on_checks_whose_findings_would_be_capped_
     assert not {"place_check", "causal_check", "mark_search", "counterfactual"} & set(manifest["work"])
     assert manifest["timings"]["causal_check_s"] == 0 and manifest["timings"]["mark_search_s"] == 0
     assert "The model is broken" in (out / "report.html").read_text()  # the report says so
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM is Linux's")
+def test_peak_memory_counts_this_processs_own_pages_not_a_parents():
+    """A child started from a process holding 400 MB: getrusage would report the parent's 400 MB (the kernel
+    carries the high-water mark across fork and exec); peak_memory_mib, the child's own tens of MB."""
+    held = np.ones(400 * 2**20 // 8)  # touched: resident
+    code = ("import resource; from auditor.timing import peak_memory_mib; "
+            "print(peak_memory_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    own, rusage = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                            check=True).stdout.split())
+    assert held.sum() > 0 and rusage > 380 and own < 200

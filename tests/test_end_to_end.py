@@ -69,6 +69,10 @@ def test_manifest_times_every_stage_and_the_report_states_the_causal_cap(tmp_pat
     # Each stage counts its own seconds once: together they cannot exceed the run.
     assert sum(timings[key] for key in STAGES) <= timings["total_s"] + 1e-6
     assert timings["causal_check_s"] > 0 and timings["report_s"] > 0
+    from auditor.timing import peak_memory_mib
+
+    peak = json.loads((out / "manifest.json").read_text())["peak_memory_mib"]
+    assert 0 < peak <= peak_memory_mib() + 0.05  # this process's peak so far, read at the run's end (rounded)
     causal = pd.read_csv(out / "causal.csv")
     assert causal["n"].sum() == 4 and sorted(causal["n"]) == [2, 2]  # the cap, spread evenly over both classes
     assert "Checked on 4 of the 12 images of 2 class(es) (findings.causal_max_images: 4" in (
