@@ -10,7 +10,7 @@ name first, most severe first, then a seeded sample of the rest. So a 1,000-clas
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -61,6 +61,17 @@ def share_of_run(cap: int | None, audited: int, check: str) -> int:
     return share if cap is None else min(cap, share)
 
 
+def affordable(costs: Iterable[int], allowance: int) -> int:
+    """How many of the first `costs` fit in `allowance` together; the first always does (a small run still gets
+    its most important test)."""
+    spent = taken = 0
+    for cost in costs:
+        if taken and spent + cost > allowance:
+            break
+        spent, taken = spent + cost, taken + 1
+    return taken
+
+
 def sampling_note(check: str, examined: int, n_classes: int, setting: str) -> str | None:
     """A note for findings.json (the report shows it) when a check examined fewer classes than the run has."""
     if examined >= n_classes:
@@ -108,10 +119,8 @@ def declared_budgets(findings, report, attention=None) -> dict[str, dict[str, in
     edited = findings.check_max_classes * 2 * findings.property_images  # the class's images and as many others'
     return {
         "batch_norm_check": {"images_read": bn, "forward_images": bn},
-        # the pixels are measured on the thumbs first, the references once per finding
-        "place_check": {"images_read": place, "forward_images": 3 * place,
-                        "thumbs_read": findings.check_max_classes * PLACE_FINDINGS_PER_CLASS * (
-                            refs + findings.max_samples)},
+        # the pixels are measured on the thumbs first: each class's references once, each finding's images
+        "place_check": {"images_read": place, "forward_images": 3 * place, "thumbs_read": place},
         "causal_check": {"images_read": causal, "forward_images": 5 * causal},  # erased, region, control, mixed x2
         "mark_search": {"images_read": marks, "forward_images": 3 * marks,
                         "thumbs_read": findings.mark_max_classes * (findings.mark_images + refs)},

@@ -169,9 +169,8 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
                                   bands=bands_from_findings(findings, classes))
             write_causal(run.path, causal)
             findings = apply_causal(findings, causal, cfg.findings)
-    findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of,
-                          thumbs=run.thumbs if rows else None, rows=rows, notes=notes, predictions=predictions,
-                          audited=len(predictions))
+    findings = with_marks(findings, model, dataset, classes, device, cfg.findings, references_of, thumbs=thumbs,
+                          notes=notes, predictions=predictions, audited=len(predictions))
     findings = number(one_cause(findings, run.records, run.thumbs, classes, cfg.findings))
     findings = property_check(findings, model, dataset, classes, device, cfg, make_loader, notes,
                               audited=len(predictions), predictions=predictions)

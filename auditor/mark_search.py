@@ -30,7 +30,7 @@ from auditor.findings.places import describe_place, regions_overlap
 from auditor.findings.record import SEVERITIES
 from auditor.findings.registry import merge
 from auditor.findings.repeated_mark import mark_finding
-from auditor.budget import classes_in_budget, flagged_classes, sampling_note, share_of_run
+from auditor.budget import affordable, classes_in_budget, flagged_classes, sampling_note, share_of_run
 from auditor.place_check import (
     Pixels,
     References,
@@ -137,8 +137,7 @@ def _class_sample(labels: np.ndarray, target: int, cfg: FindingsConfig) -> list[
 
 def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
                cfg: FindingsConfig, references_of: dict[int, References] | None = None,
-               thumbs: np.ndarray | None = None, rows: dict[int, int] | None = None,
-               notes: list[str] | None = None, predictions: dict[int, int] | None = None,
+               thumbs: Pixels | None = None, notes: list[str] | None = None, predictions: dict[int, int] | None = None,
                audited: int | None = None) -> list[Finding]:
     """The findings with a `repeated_mark` for each mark found that the model uses (medium or high), unless a
     place finding of the same class and place already tells it as strongly; a weaker one is merged into the mark's
@@ -146,7 +145,8 @@ def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: l
     and a centred object's saturated stroke repeats too (the real LeNet's digits: a dozen such windows per audit).
 
     Budgets per run: the search reads `mark_max_classes` classes (flagged first, then a seeded sample), from the
-    sweep's thumbs (dataset index -> records row in `rows`) where there are any, and the model tests at most
+    sweep's thumbs (a `Pixels` on thumbs.npy, as the place check reads them) where there are any, else from the
+    files, and the model tests at most
     `mark_max_tests` marks, those of flagged classes first, then the most repeated, and on a small run only as
     many as fit in RUN_SHARE of its `audited` images (`affordable_tests`). references_of: each class's
     other-class images as the place check read them (`check_places`); other classes' are read one class at a
@@ -155,7 +155,7 @@ def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: l
     if not cfg.mark_search:
         return findings
     references_of = {} if references_of is None else references_of
-    pixels = Pixels(dataset, thumbs, rows or {})
+    pixels = thumbs if thumbs is not None else Pixels(dataset, None, {})
     labels = np.array([s.label for s in dataset.samples])
     flagged = flagged_classes(findings, classes)
     searched_classes = classes_in_budget(flagged, len(classes), cfg.mark_max_classes, cfg.seed)
@@ -215,14 +215,7 @@ def with_marks(findings: list[Finding], model, dataset: AuditDataset, classes: l
 def affordable_tests(marks: list[Mark], keys: list, references: int, allowance: int) -> list:
     """The keys of the first `marks` whose tests fit in `allowance` forwards (the first always): a test runs its
     carriers erased and under the control erasure, and `references` other images pasted and under the control."""
-    spent, affordable = 0, []
-    for mark, key in zip(marks, keys):
-        cost = 2 * len(mark.carriers) + 2 * references
-        if affordable and spent + cost > allowance:
-            break
-        affordable.append(key)
-        spent += cost
-    return affordable
+    return keys[: affordable((2 * len(mark.carriers) + 2 * references for mark in marks), allowance)]
 
 
 def _fold(findings: list[Finding], mark: Finding) -> list[Finding]:

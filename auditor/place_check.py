@@ -180,7 +180,7 @@ class Pixels:
             self.std = torch.tensor(dataset.cfg.std[:channels]).view(1, -1, 1, 1)
 
     def usable(self, indices: list[int]) -> list[int]:
-        """The indices the search can read (with thumbs: those the sweep audited)."""
+        """The indices that can be read (with thumbs: those the sweep audited)."""
         return indices if self.thumbs is None else [i for i in indices if i in self.rows]
 
     def read(self, indices: list[int]) -> torch.Tensor | None:
@@ -236,6 +236,7 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
     checked = set(classes_in_budget([index[f.classes[0]] for f in wanted if f.classes[0] in index], len(classes),
                                     cfg.check_max_classes, cfg.seed, fill=False))
     references_of = {} if references_of is None else references_of  # read once per class, whatever reads it
+    small_references_of: dict[int, torch.Tensor | None] = {}  # their thumbs, likewise
     out = []
     with stage("place_check_s"):
         for f in findings:
@@ -252,7 +253,9 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
             pixels = None
             if thumbs is not None and thumbs.thumbs is not None:
                 small = thumbs.read(thumbs.usable(donor_indices))
-                small_references = thumbs.read(thumbs.usable(reference_indices(labels, target, cfg)))
+                if target not in small_references_of:
+                    small_references_of[target] = thumbs.read(thumbs.usable(reference_indices(labels, target, cfg)))
+                small_references = small_references_of[target]
                 if small is not None and small_references is not None:
                     pixels = pixel_figures(small, small_references, f.region, cfg.place_pixel_window, border)
                     if pixels_decided(pixels, decide):  # the place is likely the object: no file to decode

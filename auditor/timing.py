@@ -13,7 +13,6 @@ without timing anything, and the process's peak memory (`peak_memory_mib`).
 from __future__ import annotations
 
 import contextlib
-import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -81,5 +80,7 @@ def peak_memory_mib() -> float:
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
+    import resource  # noqa: PLC0415 - Unix only: the module stays importable everywhere
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes, bytes on macOS
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

@@ -138,3 +138,11 @@ def test_peak_memory_counts_this_processs_own_pages_not_a_parents():
     own, rusage = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                             check=True).stdout.split())
     assert held.sum() > 0 and rusage > 380 and own < 200
+
+
+def test_affordable_counts_the_first_costs_that_fit_together_and_the_first_always():
+    from auditor.budget import affordable
+
+    assert affordable([5, 3, 4], 8) == 2 and affordable([5, 3, 4], 12) == 3 and affordable([5, 3, 4], 11) == 2
+    assert affordable([9, 1], 4) == 1  # the first, over the allowance alone; nothing after it
+    assert affordable([], 10) == 0

@@ -135,7 +135,8 @@ def is_border(place) -> bool:
 
 def place_region(place, mean_map: np.ndarray, cfg: FindingsConfig) -> list[float]:
     """A finding's region for a place: the box (`reported_region`), or for the border band its side holding the
-    most attention (`strongest_side`), where the report points and the causal check erases."""
+    most attention (`strongest_side`), where the report points (the checks take the whole band from
+    `metrics.border_band`)."""
     box = strongest_side(mean_map, cfg.frame_band) if is_border(place) else place
     return reported_region(box, mean_map.shape[0], cfg)
 
