@@ -12,7 +12,9 @@ it never matches itself at another place as closely as a mark does. With masks, 
 makes the class's attention fall off its objects: the class's background_reliance finding is that cause too, and is
 folded into the group (`registry.merge`, its evidence kept). Likewise a class's property_shortcut whose property
 departs on the class's backgrounds rather than on its objects (a greener cast from the grass behind every crescent)
-is its background_reliance's cause too, and is folded into it (`absorb_property`).
+is its background_reliance's cause too, and is folded into it (`absorb_property`); where the maps raised no
+background_reliance (the model reads a brightness from the whole image and its attention stays on the object), the
+property finding, confirmed on the model, is the class's background_reliance.
 """
 
 from __future__ import annotations
@@ -242,24 +244,47 @@ def background_property(f: Finding, records: pd.DataFrame, thumbs: np.ndarray, m
 
 def absorb_property(findings: list[Finding], records: pd.DataFrame, thumbs: np.ndarray | None, masks,
                     classes: list[str], cfg: FindingsConfig) -> list[Finding]:
-    """Each class's property_shortcut folded into the class's background_reliance (medium or above) where the
-    property is the backgrounds' (`background_property`): one cause, one card."""
-    background = {f.classes[0] for f in findings if f.kind == "background_reliance" and f.severity != "low"}
-    if thumbs is None or masks is None or not background:
+    """Each class's property_shortcut whose property is the backgrounds' (`background_property`) told as what it
+    is, the class's background reliance: folded into the class's background_reliance where that is medium or
+    above (one cause, one card); where the maps raised none (a brightness the model reads from the whole image
+    leaves its attention on the object), the property finding itself, once the model check made it medium or
+    above, becomes the class's background_reliance (`as_background_reliance`), a low one's figures kept."""
+    if thumbs is None or masks is None:
         return findings
+    background = {f.classes[0] for f in findings if f.kind == "background_reliance" and f.severity != "low"}
     absorbed: dict[str, tuple[int, Finding]] = {}
     for i, f in enumerate(findings):
-        if (f.kind == "property_shortcut" and "property" in f.metrics and f.classes[0] in background
-                and f.classes[0] in classes and f.classes[0] not in absorbed):
+        if (f.kind == "property_shortcut" and "property" in f.metrics and f.classes[0] in classes
+                and (f.classes[0] in background or f.severity != "low") and f.classes[0] not in absorbed):
             found = background_property(f, records, thumbs, masks, classes, cfg)
             if found is not None:
                 absorbed[f.classes[0]] = (i, found)
-    gone = {i for i, _ in absorbed.values()}
+    raised = {c for c in absorbed if c not in background}
     out = []
     for i, f in enumerate(findings):
-        if i in gone:
+        c = f.classes[0] if f.classes else None
+        if c in absorbed and i == absorbed[c][0]:
+            if c in raised:
+                low = [g for g in findings if g.kind == "background_reliance" and g.classes == f.classes]
+                out.append(as_background_reliance(absorbed[c][1], low))
             continue
-        if f.kind == "background_reliance" and f.classes[0] in absorbed:
-            f = merge(f, absorbed[f.classes[0]][1])
+        if f.kind == "background_reliance" and c in absorbed:
+            if c not in raised:
+                out.append(merge(f, absorbed[c][1]))
+            continue
         out.append(f)
     return out
+
+
+def as_background_reliance(found: Finding, low: list[Finding]) -> Finding:
+    """The property_shortcut `found` (with `background_property`'s figures) as the class's background_reliance, at
+    its severity: its message opened by where the property departs; a low background_reliance's metrics of the
+    same class kept under its kind's prefix (its "not confirmed" sentence is what this evidence overturns)."""
+    m = found.metrics
+    name = PROPERTIES[int(m["property"])]
+    extra = {f"background_reliance.{key}": value for g in low for key, value in g.metrics.items()}
+    opening = (f"Class '{found.classes[0]}' relies on its backgrounds: their {name} departs from other classes' "
+               f"backgrounds by {abs(m['background_effect']):.1f} standard deviations, while its objects' departs from "
+               f"other classes' objects by {abs(m['object_effect']):.1f}; the model uses it. ")
+    return dataclasses.replace(found, kind="background_reliance", metrics={**m, **extra},
+                               message=opening + found.message)

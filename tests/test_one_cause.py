@@ -162,3 +162,26 @@ def test_a_property_of_the_backgrounds_is_folded_into_the_class_s_background_rel
     objects = property_run(on_background=False)
     assert absorb_property(*objects, ["cat", "dog"], CFG) == objects[0]  # brighter objects: another cause
     assert absorb_property(findings, records, thumbs, None, ["cat", "dog"], CFG) == findings  # no masks
+
+
+@pytest.mark.parametrize("maps_said", ["nothing", "low"])
+def test_a_used_property_of_the_backgrounds_is_the_class_s_background_reliance_where_the_maps_raised_none(maps_said):
+    findings, records, thumbs, masks = property_run(on_background=True)
+    if maps_said == "nothing":
+        findings = findings[1:]
+    else:
+        findings[0] = dataclasses.replace(findings[0], severity="low", message="Not confirmed.")
+    out = absorb_property(findings, records, thumbs, masks, ["cat", "dog"], CFG)
+    assert [(f.kind, f.severity, f.classes) for f in out] == [
+        ("background_reliance", "high", ["cat"]), ("property_shortcut", "low", ["dog"])]
+    card = out[0]
+    assert card.message.startswith("Class 'cat' relies on its backgrounds: their brightness departs")
+    assert card.message.endswith("Cats are brighter.") and "Not confirmed" not in card.message
+    assert card.metrics["background_effect"] > abs(card.metrics["object_effect"])
+    assert ("background_reliance.object_score" in card.metrics) == (maps_said == "low")
+    # the model check left it low (not used): it stays a property finding; brighter objects: another cause
+    unused = [dataclasses.replace(f, severity="low") for f in findings]
+    assert absorb_property(unused, records, thumbs, masks, ["cat", "dog"], CFG) == unused
+    objects, o_records, o_thumbs, o_masks = property_run(on_background=False)
+    objects = objects[1:]
+    assert absorb_property(objects, o_records, o_thumbs, o_masks, ["cat", "dog"], CFG) == objects
