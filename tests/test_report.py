@@ -268,15 +268,16 @@ def test_per_class_metrics_on_a_hand_sized_table():
     assert table.loc["c", "support"] == 0 and np.isnan(table.loc["c", "recall"])
 
 
-def test_class_means_average_maps_per_true_class():
+def test_class_mean_averages_maps_per_true_class():
     maps = np.zeros((3, 2, 2, 2), np.float16)
     maps[0, 1, 0, 0], maps[1, 1, 1, 1], maps[2, 1, 0, 1] = 1, 1, 1
     masks = np.zeros((3, 2, 2), np.float16)
     masks[2] = 1
     records = pd.DataFrame({"row": [2, 0, 1], "label_idx": [1, 0, 0], "has_mask": [True, False, False]})
-    mean_maps, mean_masks = tables.class_means(records, maps, masks, 2)
-    assert np.allclose(mean_maps[0], [[0.5, 0], [0, 0.5]]) and np.allclose(mean_maps[1], [[0, 1], [0, 0]])
-    assert np.allclose(mean_masks[0], 0) and np.allclose(mean_masks[1], 1)
+    (map_0, mask_0), (map_1, mask_1) = (tables.class_mean(records, maps, masks, c) for c in (0, 1))
+    assert np.allclose(map_0, [[0.5, 0], [0, 0.5]]) and np.allclose(map_1, [[0, 1], [0, 0]])
+    assert np.allclose(mask_0, 0) and np.allclose(mask_1, 1)
+    assert np.allclose(tables.class_mean(records, maps, masks, 5)[0], 0)  # a class with no image: zeros
 
 
 def test_region_box_is_the_findings_fractions():

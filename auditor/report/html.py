@@ -209,7 +209,6 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
     at_issue = tables.classes_at_issue(findings, confusion, classes)  # the per-class table's order
     focus = sorted(at_issue[: max(1, cfg.focus_classes)])  # the classes that get figures when there are many
 
-    mean_maps, mean_masks = tables.class_means(records, run.maps, run.masks, k)
     regions_by_class: dict[str, list] = {}
     for finding in findings:
         box = tables.region_box(finding.get("region"))
@@ -224,7 +223,8 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
         key = (i, tuple(boxes))
         if key not in class_map_uris:
             side = int(cfg.thumb_px * 1.5)
-            class_map_uris[key] = images.class_map_thumbnail(mean_maps[i], mean_masks[i], boxes, side, cfg.jpeg_quality)
+            mean_map, mean_mask = tables.class_mean(records, run.maps, run.masks, i)
+            class_map_uris[key] = images.class_map_thumbnail(mean_map, mean_mask, boxes, side, cfg.jpeg_quality)
         return class_map_uris[key]
 
     pair_cards = _pair_cards(pairs, class_index, records, gallery, cfg)
