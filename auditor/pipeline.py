@@ -31,6 +31,7 @@ from auditor.data import AuditDataset, Sample, build_samples, read_class_names, 
 from auditor.distributed import Ranks, barrier, init_ranks, shutdown
 from auditor.errors import AuditorError
 from auditor.geometry import measure_geometry
+from auditor.heap import map_large_allocations
 from auditor.outdir import claimed
 from auditor.models import LoadedModel, find_target_layer, hookable, model_fingerprint, open_model
 from auditor.runs import (
@@ -346,6 +347,7 @@ def _run_audit(cfg: Config, ranks: Ranks, stages: dict[str, float], loaded: Load
     if not ranks.is_main:
         return None
     swept = time.perf_counter()
+    map_large_allocations()  # the checks' large temporaries go back to the OS when freed (auditor.heap)
     with stage("merge_s"):
         if loading is not None:  # imports the sweep did not cover count after it; and two threads importing one
             loading.join()  # package whose modules import each other (cleanlab) can meet it half-initialised
