@@ -830,3 +830,25 @@ def test_validator_accepts_a_new_kind_and_a_pair():
     doc = valid_doc()
     doc["findings"][0].update(kind="texture_bias", pair={"true": "dog", "pred": "cat"}, region=None)
     assert validate_findings(doc) == []
+
+
+def test_a_label_error_pair_of_a_class_recognised_by_a_needed_cue_says_it_may_be_the_shortcut_s_cost():
+    from auditor.findings.suspected_label_error import note_shortcut_costs  # noqa: PLC0415
+
+    def place(cls, severity, kept, kept_control):
+        return Finding(id="F001", kind="strategy_cluster", severity=severity, classes=[cls], region=[0, 0, 0.25, 0.25],
+                       metrics={"erased_rate": kept, "erased_control_rate": kept_control}, message="A sticker.")
+
+    def suspects(true):
+        return Finding(id="F002", kind="suspected_label_error", severity="high", classes=[true, "triangle"],
+                       pair={"true": true, "pred": "triangle"}, message="30 images labelled ...")
+
+    # erased, 0 % of the diamonds' carriers keep the class; under the control 100 %: the class needs its cue
+    out = note_shortcut_costs([place("diamond", "high", 0.0, 1.0), suspects("diamond"), suspects("arrow")])
+    assert out[1].message.startswith("30 images labelled ... The model recognises 'diamond' by a cue its images "
+                                     "need (F001: erased, 100% more of them lose the class")
+    assert "shortcut's cost" in out[1].message and out[2] == suspects("arrow") and out[0] == place("diamond", "high", 0.0, 1.0)
+    assert out[1].severity == "high" and out[1].metrics == {}  # the ranking and the card's weight are left alone
+    # a cue the class does not need (0.9 - 0.5 = 0.4 < 0.5), or a low place finding: nothing added
+    for cue in (place("diamond", "high", 0.5, 0.9), place("diamond", "low", 0.0, 1.0)):
+        assert note_shortcut_costs([cue, suspects("diamond")])[1] == suspects("diamond")
