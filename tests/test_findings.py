@@ -836,8 +836,8 @@ def test_a_label_error_pair_of_a_class_recognised_by_a_needed_cue_says_it_may_be
     from auditor.findings.suspected_label_error import note_shortcut_costs  # noqa: PLC0415
 
     def place(cls, severity, kept, kept_control):
-        return Finding(id="F001", kind="strategy_cluster", severity=severity, classes=[cls], region=[0, 0, 0.25, 0.25],
-                       metrics={"erased_rate": kept, "erased_control_rate": kept_control}, message="A sticker.")
+        return Finding(id="F001", kind="strategy_cluster", severity=severity, classes=[cls],
+                       region=[0, 0, 0.25, 0.25], metrics={"erased_rate": kept, "erased_control_rate": kept_control}, message="A sticker.")
 
     def suspects(true):
         return Finding(id="F002", kind="suspected_label_error", severity="high", classes=[true, "triangle"],

@@ -261,9 +261,10 @@ NEEDS_CUE = 0.5  # erasing a place's cue loses the class for this many more of i
 def note_shortcut_costs(findings: list[Finding]) -> list[Finding]:
     """Each suspected_label_error whose true class the model recognises by a cue its images need (a place finding
     at medium or above whose erasure figure is NEEDS_CUE or more) says so: images of that class that lack the cue
-    are mistaken like wrong labels, and the model alone cannot tell them from real label errors (on the planted
-    benchmarks, diamonds without their sticker, predicted triangle as surely as triangles labelled diamond). The
-    ranking is left as it is: the reviewer checks the pair against the shortcut's images."""
+    are mistaken like wrong labels, and the model alone cannot tell them from real label errors (colour seeds 3
+    and 7: diamonds without their sticker, predicted triangle nearly as surely as the planted flips, triangles
+    labelled arrow). The ranking is left as it is: demoting the pair would bury real label errors into the class
+    too. The reviewer checks the pair against the shortcut's images."""
     needed = {}
     for f in findings:
         if (f.kind in (*PLACE_KINDS, "repeated_mark") and f.severity != "low" and f.classes
