@@ -17,6 +17,8 @@ import functools
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 LARGE = 1 << 20  # bytes: allocations from this size are mapped afresh and unmapped on free
+SESSION = 32 << 20  # glibc's ceiling for its dynamic threshold on 64-bit: where a long session's threshold ends up
+_set = False
 
 
 @functools.cache
@@ -33,5 +35,18 @@ def _libc():
 def map_large_allocations(threshold: int = LARGE) -> bool:
     """From now on, allocations of `threshold` bytes or more are mapped afresh and returned to the OS when freed
     (a fixed mmap threshold, which also stops glibc from raising it). Returns whether the allocator took it."""
+    global _set
     libc = _libc()
-    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1)
+    _set = bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1)
+    return _set
+
+
+def hand_back() -> None:
+    """After the audit, in a process that goes on (a notebook, a training script calling auditor.api): the
+    threshold at glibc's own ceiling, where its dynamic one would have settled, so that the session's later
+    allocations are not each mapped afresh. glibc cannot return to the dynamic threshold once it was set."""
+    global _set
+    libc = _libc()
+    if _set and libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, SESSION)
+    _set = False

@@ -31,7 +31,7 @@ from auditor.data import AuditDataset, Sample, build_samples, read_class_names, 
 from auditor.distributed import Ranks, barrier, init_ranks, shutdown
 from auditor.errors import AuditorError
 from auditor.geometry import measure_geometry
-from auditor.heap import map_large_allocations
+from auditor.heap import hand_back, map_large_allocations
 from auditor.outdir import claimed
 from auditor.models import LoadedModel, find_target_layer, hookable, model_fingerprint, open_model
 from auditor.runs import (
@@ -308,6 +308,7 @@ def run_audit(cfg: Config, loaded: LoadedModel | None = None, images: Callable |
         with recording() as stages, claimed(cfg.run.out_dir, cfg.data):  # ours only, one writer (auditor.outdir)
             return _run_audit(cfg, ranks, stages, loaded, images)
     finally:
+        hand_back()  # the allocator as a long session would have it (auditor.heap)
         shutdown(ranks)
 
 
