@@ -179,6 +179,9 @@ def test_a_used_property_of_the_backgrounds_is_the_class_s_background_reliance_w
     assert card.message.endswith("Cats are brighter.") and "Not confirmed" not in card.message
     assert card.metrics["background_effect"] > abs(card.metrics["object_effect"])
     assert ("background_reliance.object_score" in card.metrics) == (maps_said == "low")
+    # backgrounds that depart less than a property must to be reported (objects and all darker): a property card
+    strict = dataclasses.replace(CFG, property_min_effect=card.metrics["background_effect"] + 0.01)
+    assert absorb_property(findings, records, thumbs, masks, ["cat", "dog"], strict) == findings
     # the model check left it low (not used): it stays a property finding; brighter objects: another cause
     unused = [dataclasses.replace(f, severity="low") for f in findings]
     assert absorb_property(unused, records, thumbs, masks, ["cat", "dog"], CFG) == unused
