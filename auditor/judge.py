@@ -27,6 +27,7 @@ from auditor.causal import (
 from auditor.config import Config
 from auditor.data import AuditDataset, positions
 from auditor.evidence import write_evidence_counterfactuals
+from auditor.heap import heap_for_forwards
 from auditor.findings import find_all, number, scope_of
 from auditor.findings.causal_evidence import causal_can_change
 from auditor.findings.place_evidence import needs_place_check
@@ -105,7 +106,8 @@ def judge(
         (run_dir / stale).unlink(missing_ok=True)
     run = load_run(run_dir)
     predictions = sweep_predictions(run.records, dataset.samples)
-    with counting_forwards(model), channels_last_inputs(model, uses_channels_last(device, cfg)):
+    with counting_forwards(model), heap_for_forwards(model), \
+            channels_last_inputs(model, uses_channels_last(device, cfg)):
         if cfg.findings.health_batch_norm_images > 0:
             check_batch_norm(run_dir, cfg, model, dataset, predictions, device)
         context = run_context(run, cfg.findings)
