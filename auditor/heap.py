@@ -20,6 +20,8 @@ import ctypes.util
 import functools
 from collections.abc import Iterator
 
+from auditor.hooks import forward_hook
+
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 LARGE = 1 << 20  # bytes: allocations from this size are mapped afresh and unmapped on free
 SESSION = 32 << 20  # glibc's ceiling for its dynamic threshold on 64-bit: where a long session's threshold ends up
@@ -61,17 +63,19 @@ def heap_for_forwards(model) -> Iterator[None]:
     def done(*_) -> None:
         _threshold(LARGE)
 
-    handles = []
-    if _set:
-        try:
-            handles = [model.register_forward_pre_hook(running), model.register_forward_hook(done)]
-        except (AttributeError, RuntimeError):  # a module that takes no Python hooks runs as the rest does
-            handles = []
-    try:
+    if not _set:
         yield
+        return
+    try:
+        before = model.register_forward_pre_hook(running)
+    except (AttributeError, RuntimeError):  # a module that takes no Python hooks runs as the rest does
+        yield
+        return
+    try:
+        with forward_hook(model, done):
+            yield
     finally:
-        for handle in handles:
-            handle.remove()
+        before.remove()
 
 
 def hand_back() -> None:
