@@ -846,7 +846,8 @@ def test_a_label_error_pair_of_a_class_recognised_by_a_needed_cue_says_it_may_be
     # erased, 0 % of the diamonds' carriers keep the class; under the control 100 %: the class needs its cue
     out = note_shortcut_costs([place("diamond", "high", 0.0, 1.0), suspects("diamond"), suspects("arrow")])
     assert out[1].message.startswith("30 images labelled ... The model recognises 'diamond' by a cue its images "
-                                     "need (F001: erased, 100% more of them lose the class")
+                                     "need (F001: with it erased, 0% of them keep the class, under a control "
+                                     "erasure 100%)")
     assert "shortcut's cost" in out[1].message and out[2] == suspects("arrow") and out[0] == place("diamond", "high", 0.0, 1.0)
     assert out[1].severity == "high" and out[1].metrics == {}  # the ranking and the card's weight are left alone
     # a cue the class does not need (0.9 - 0.5 = 0.4 < 0.5), or a low place finding: nothing added

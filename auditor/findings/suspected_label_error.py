@@ -276,10 +276,11 @@ def note_shortcut_costs(findings: list[Finding]) -> list[Finding]:
         cue = needed.get(true)
         if cue is not None:
             f = dataclasses.replace(f, message=(
-                f"{f.message} The model recognises '{true}' by a cue its images need ({cue.id}: erased, "
-                f"{erasure_effect(cue):.0%} more of them lose the class than under a control erasure), so "
-                f"images of '{true}' without it are mistaken for other classes too: some of these may be that "
-                f"shortcut's cost rather than wrong labels; compare them with {cue.id}'s images."))
+                f"{f.message} The model recognises '{true}' by a cue its images need ({cue.id}: with it erased, "
+                f"{cue.metrics['erased_rate']:.0%} of them keep the class, under a control erasure "
+                f"{cue.metrics['erased_control_rate']:.0%}), so images of '{true}' without it are mistaken for other "
+                f"classes too: some of these may be that shortcut's cost rather than wrong labels; compare them with "
+                f"{cue.id}'s images."))
         out.append(f)
     return out
 
