@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from auditor.causal import region_mask
 from auditor.config import FindingsConfig
+from auditor.findings.place_evidence import TESTED_PLACE_KINDS
 from auditor.findings.places import describe_place, regions_overlap
 from auditor.findings.record import Finding, metrics, more_severe
 from auditor.geometry import upsample
@@ -37,7 +38,6 @@ from auditor.place_check import distinctive_window
 from auditor.properties import property_maps
 from auditor.property_names import PROPERTIES
 
-GROUPED_KINDS = ("spatial_shortcut", "strategy_cluster", "repeated_mark")
 MEMBERS, REFERENCES = 32, 64  # images read per finding and per class's yardstick: enough for a mean
 
 
@@ -126,7 +126,7 @@ def one_cause(findings: list[Finding], records: pd.DataFrame, thumbs: np.ndarray
     labels = records["label_idx"].to_numpy()
     by_class: dict[str, list[int]] = {}
     for i, f in enumerate(findings):
-        if (f.kind in GROUPED_KINDS and f.region is not None and f.severity != "low" and f.classes
+        if (f.kind in TESTED_PLACE_KINDS and f.region is not None and f.severity != "low" and f.classes
                 and f.classes[0] in classes):
             by_class.setdefault(f.classes[0], []).append(i)
     parent = list(range(len(findings)))

@@ -33,6 +33,8 @@ from auditor.findings.record import Finding, metrics
 from auditor.findings.spatial_shortcut import strong
 
 PLACE_KINDS = ("spatial_shortcut", "strategy_cluster")
+TESTED_PLACE_KINDS = (*PLACE_KINDS, "repeated_mark")  # every finding at a place the model was tested on: the
+# rules' places (place evidence) and the mark search's marks (their own tests)
 
 
 def needs_place_check(f: Finding) -> bool:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_object_score, informative, object_scores
-from auditor.findings.place_evidence import PLACE_KINDS, erasure_effect
+from auditor.findings.place_evidence import TESTED_PLACE_KINDS, erasure_effect
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import object_score, rank_auc
 
@@ -267,7 +267,7 @@ def note_shortcut_costs(findings: list[Finding]) -> list[Finding]:
     too. The reviewer checks the pair against the shortcut's images."""
     needed = {}
     for f in findings:
-        if (f.kind in (*PLACE_KINDS, "repeated_mark") and f.severity != "low" and f.classes
+        if (f.kind in TESTED_PLACE_KINDS and f.severity != "low" and f.classes
                 and erasure_effect(f) >= NEEDS_CUE):
             needed.setdefault(f.classes[0], f)
     out = []
