@@ -1,7 +1,10 @@
 """Plotly figures of the report, built from aggregates only (no I/O, no per-image points).
 
-A figure's size depends on the number of classes and bins, never on the number of images, which keeps a
-100,000-image report small. Every label is HTML-escaped because plotly renders a subset of HTML in text:
+Each figure is a plain plotly.js figure dict ({"data": [...], "layout": {...}}), not a `plotly.graph_objects`
+Figure: the page's plotly.js draws it either way, and a run's first graph object loads plotly's 3 MB validator
+schema (0.13 s) for nothing; tests/test_figures.py validates every figure against that schema instead. A figure's
+size depends on the number of classes and bins, never on the number of images, which keeps a 100,000-image report
+small. Every label is HTML-escaped because plotly renders a subset of HTML in text:
 escaped, `<img ...>` in a class name shows as text (plotly turns `&lt;` back into a literal `<`).
 """
 
@@ -10,7 +13,6 @@ from __future__ import annotations
 import html
 
 import numpy as np
-import plotly.graph_objects as go
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 INK = "#1f2933"
@@ -47,7 +49,11 @@ def _axis(title: str = "", **extra) -> dict:
     return dict(title=dict(text=title), gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, automargin=True, **extra)
 
 
-def confusion_figure(counts: np.ndarray, names: list[str], show_text: bool) -> go.Figure:
+def _figure(traces: list[dict], layout: dict) -> dict:
+    return {"data": traces, "layout": layout}
+
+
+def confusion_figure(counts: np.ndarray, names: list[str], show_text: bool) -> dict:
     """Counts heatmap (rows true, columns predicted) with a button to show each row as shares of its total.
 
     Clicking a cell is wired in the page's script (scroll to that pair's gallery), keyed by the cell's
@@ -57,13 +63,14 @@ def confusion_figure(counts: np.ndarray, names: list[str], show_text: bool) -> g
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.round(np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0), 4)
     ticks = [label(n) for n in names]
-    heatmap = go.Heatmap(
+    heatmap = dict(
+        type="heatmap",
         z=counts.tolist(),
         x=ticks,
         y=ticks,
         colorscale=SEQUENTIAL,
         colorbar=dict(title=dict(text="images"), thickness=12),
-        texttemplate="%{z}" if show_text else None,
+        texttemplate="%{z}" if show_text else "",
         hovertemplate="true: %{y}<br>predicted: %{x}<br>%{z}<extra></extra>",
         xgap=1,
         ygap=1,
@@ -110,10 +117,10 @@ def confusion_figure(counts: np.ndarray, names: list[str], show_text: bool) -> g
         yaxis=_axis("true class", type="category", autorange="reversed"),
         updatemenus=[menu],
     )
-    return go.Figure(data=[heatmap], layout=layout)
+    return _figure([heatmap], layout)
 
 
-def energy_by_class_figure(names: list[str], pred_stats: list[dict], true_stats: list[dict]) -> go.Figure:
+def energy_by_class_figure(names: list[str], pred_stats: list[dict], true_stats: list[dict]) -> dict:
     """Energy in the mask per class as box plots drawn from precomputed quartiles (no raw points)."""
     traces = []
     for stats, name, color in ((pred_stats, "predicted-class map", BLUE), (true_stats, "true-class map", ORANGE)):
@@ -121,7 +128,8 @@ def energy_by_class_figure(names: list[str], pred_stats: list[dict], true_stats:
         if not keep:
             continue
         traces.append(
-            go.Box(
+            dict(
+                type="box",
                 name=name,
                 x=[label(names[i]) for i in keep],
                 q1=[stats[i]["q1"] for i in keep],
@@ -130,7 +138,7 @@ def energy_by_class_figure(names: list[str], pred_stats: list[dict], true_stats:
                 lowerfence=[stats[i]["low"] for i in keep],
                 upperfence=[stats[i]["high"] for i in keep],
                 mean=[stats[i]["mean"] for i in keep],
-                marker_color=color,
+                marker=dict(color=color),
                 line=dict(width=1.5),
                 boxpoints=False,
             )
@@ -141,7 +149,7 @@ def energy_by_class_figure(names: list[str], pred_stats: list[dict], true_stats:
         xaxis=_axis("true class", type="category"),
         yaxis=_axis("energy in mask", range=[0, 1.02]),
     )
-    return go.Figure(data=traces, layout=layout)
+    return _figure(traces, layout)
 
 
 def quartiles(values: np.ndarray) -> dict | None:
@@ -154,7 +162,7 @@ def quartiles(values: np.ndarray) -> dict | None:
     return {"low": low, "q1": q1, "median": median, "q3": q3, "high": high, "mean": float(values.mean())}
 
 
-def confidence_figure(p_right: np.ndarray, p_wrong: np.ndarray, bins: int = 20) -> go.Figure:
+def confidence_figure(p_right: np.ndarray, p_wrong: np.ndarray, bins: int = 20) -> dict:
     """Histogram of the predicted-class probability for right and wrong predictions, as shares of each
     group, so a small group of errors is not dwarfed by the correct ones."""
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -166,12 +174,13 @@ def confidence_figure(p_right: np.ndarray, p_wrong: np.ndarray, bins: int = 20) 
         counts, _ = np.histogram(np.clip(values, 0.0, 1.0), bins=edges)
         share = counts / max(1, counts.sum())
         traces.append(
-            go.Bar(
+            dict(
+                type="bar",
                 x=np.round(centers, 4).tolist(),
                 y=np.round(share, 5).tolist(),
                 customdata=counts.tolist(),
                 name=f"{name} ({len(values):,})",
-                marker_color=color,
+                marker=dict(color=color),
                 opacity=0.7,
                 width=1.0 / bins,
                 hovertemplate="p = %{x:.2f}<br>%{y:.1%} of " + name + " (%{customdata})<extra></extra>",
@@ -183,7 +192,7 @@ def confidence_figure(p_right: np.ndarray, p_wrong: np.ndarray, bins: int = 20) 
         xaxis=_axis("probability of the predicted class", range=[0, 1]),
         yaxis=_axis("share of predictions", tickformat=".0%"),
     )
-    return go.Figure(data=traces, layout=layout)
+    return _figure(traces, layout)
 
 
 CAUSAL_SERIES = (
@@ -197,16 +206,17 @@ CAUSAL_SERIES = (
 )
 
 
-def causal_figure(names: list[str], rows: list[dict]) -> go.Figure:
+def causal_figure(names: list[str], rows: list[dict]) -> dict:
     """Accuracy per class on the original images, with the object removed, with the suspected shortcut
     removed, and with its objects on its own and on other classes' backgrounds: high background-only accuracy
     means the class is recognised without its object, a drop on others' backgrounds that it needs its own."""
     traces = [
-        go.Bar(
+        dict(
+            type="bar",
             name=title,
             x=[label(n) for n in names],
             y=[row.get(column) for row in rows],
-            marker_color=color,
+            marker=dict(color=color),
             hovertemplate="%{x}<br>" + title + ": %{y:.1%}<extra></extra>",
         )
         for column, title, color in CAUSAL_SERIES
@@ -218,10 +228,10 @@ def causal_figure(names: list[str], rows: list[dict]) -> go.Figure:
         xaxis=_axis("class", type="category"),
         yaxis=_axis("accuracy", range=[0, 1.02], tickformat=".0%"),
     )
-    return go.Figure(data=traces, layout=layout)
+    return _figure(traces, layout)
 
 
-def property_figure(name: str, class_name: str, ours: np.ndarray, rest: np.ndarray, bins: int = 30) -> go.Figure:
+def property_figure(name: str, class_name: str, ours: np.ndarray, rest: np.ndarray, bins: int = 30) -> dict:
     """A property_shortcut finding's property: histogram of the class's images against the other classes', as
     shares of each group (one scale for both, so a shifted class shows as a shifted bump)."""
     ours, rest = (np.asarray(v, dtype=np.float64) for v in (ours, rest))
@@ -233,9 +243,9 @@ def property_figure(name: str, class_name: str, ours: np.ndarray, rest: np.ndarr
     traces = []
     for values, group, color in ((rest, "other classes", "#9aa5b1"), (ours, class_name, ORANGE)):
         counts, _ = np.histogram(values, bins=edges)
-        traces.append(go.Bar(x=np.round(centers, 5).tolist(), y=np.round(counts / max(1, counts.sum()), 5).tolist(),
-                             customdata=counts.tolist(), name=f"{label(group)} ({len(values):,})", marker_color=color,
+        traces.append(dict(type="bar", x=np.round(centers, 5).tolist(), y=np.round(counts / max(1, counts.sum()), 5).tolist(),
+                             customdata=counts.tolist(), name=f"{label(group)} ({len(values):,})", marker=dict(color=color),
                              opacity=0.7, width=float(edges[1] - edges[0]),
                              hovertemplate=name + " %{x:.3g}<br>%{y:.1%} (%{customdata})<extra></extra>"))
     layout = _layout(height=280, barmode="overlay", xaxis=_axis(name), yaxis=_axis("share of images", tickformat=".0%"))
-    return go.Figure(data=traces, layout=layout)
+    return _figure(traces, layout)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.io as pio
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
@@ -202,8 +201,9 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
     gallery = _Gallery(run, cfg, data_cfg)
     fig_json: dict[str, str] = {}
 
-    def add_figure(fig_id: str, fig) -> str:
-        fig_json[fig_id] = pio.to_json(fig, validate=False)
+    def add_figure(fig_id: str, fig: dict) -> str:
+        fig_json[fig_id] = json.dumps(clean_floats(fig), default=_json_default, allow_nan=False,
+                                      separators=(",", ":"))
         return fig_id
 
     at_issue = tables.classes_at_issue(findings, confusion, classes)  # the per-class table's order
