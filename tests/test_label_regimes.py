@@ -20,3 +20,23 @@ def test_thinned_drops_a_seeded_share_of_the_flips_only():
     assert len(kept) == 7 and set(kept["id"]) >= {"i6", "i7", "i8", "i9"}  # 3 of 6 flips dropped, others kept
     assert list(thinned(records, flipped, 0.5)["id"]) == list(kept["id"])  # seeded
     assert thinned(records, flipped, 1.0) is records
+
+
+def test_relabelled_into_moves_right_predictions_of_the_source_only():
+    from benchmarks.label_regimes import relabelled_into
+
+    probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.7, 0.0, 0.3], [0.1, 0.9, 0.0], [0.9, 0.05, 0.05]],
+                     dtype=np.float16)
+    records = pd.DataFrame({
+        "row": range(5), "id": list("abcde"), "label": ["src", "src", "src", "cue", "src"],
+        "label_idx": [0, 0, 0, 1, 0], "correct": [True, True, False, True, True],
+        "p_true": np.array([0.9, 0.8, 0.7, 0.9, 0.9], dtype=np.float32), "true_energy_in_mask": [0.5] * 5,
+    })
+    moved_records, moved = relabelled_into(records, probs, "src", flipped={"e"}, into=["cue", "src"], n=5)
+    assert moved == {"a", "b"}  # right and not flipped: c is wrong, e a planted flip; nothing into its own class
+    rows = moved_records.set_index("id").loc[["a", "b"]]
+    assert list(rows["label"]) == ["cue", "cue"] and list(rows["label_idx"]) == [1, 1]
+    assert not rows["correct"].any() and rows["true_energy_in_mask"].isna().all()
+    assert np.allclose(rows["p_true"], [0.1, 0.2], atol=1e-3)  # the probability of the new label
+    assert records["label"].tolist()[0] == "src"  # the caller's records are left alone
+    assert relabelled_into(records, probs, "src", set(), ["cue"], 0) == (records, set())

@@ -258,6 +258,16 @@ NEEDS_CUE = 0.5  # erasing a place's cue loses the class for this many more of i
 # without it are mistaken for other classes whatever their labels
 
 
+def needed_cues(findings: list[Finding]) -> dict[str, Finding]:
+    """Class -> the first place finding (medium or above) whose cue the model needs to recognise the class: erasing
+    it loses the class for NEEDS_CUE more of its carriers than a control erasure."""
+    needed = {}
+    for f in findings:
+        if f.kind in TESTED_PLACE_KINDS and f.severity != "low" and f.classes and erasure_effect(f) >= NEEDS_CUE:
+            needed.setdefault(f.classes[0], f)
+    return needed
+
+
 def note_shortcut_costs(findings: list[Finding]) -> list[Finding]:
     """Each suspected_label_error whose true class the model recognises by a cue its images need (a place finding
     at medium or above whose erasure figure is NEEDS_CUE or more) says so: images of that class that lack the cue
@@ -265,11 +275,7 @@ def note_shortcut_costs(findings: list[Finding]) -> list[Finding]:
     and 7: diamonds without their sticker, predicted triangle nearly as surely as the planted flips, triangles
     labelled arrow). The ranking is left as it is: demoting the pair would bury real label errors into the class
     too. The reviewer checks the pair against the shortcut's images."""
-    needed = {}
-    for f in findings:
-        if (f.kind in TESTED_PLACE_KINDS and f.severity != "low" and f.classes
-                and erasure_effect(f) >= NEEDS_CUE):
-            needed.setdefault(f.classes[0], f)
+    needed = needed_cues(findings)
     out = []
     for f in findings:
         true = f.pair["true"] if f.kind == KIND.name and f.pair else None
