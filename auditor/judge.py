@@ -147,7 +147,7 @@ def model_checks(run, findings, notes: list[str], model, dataset: AuditDataset, 
     rows = thumb_rows(run, dataset)
     thumbs = Pixels(dataset, run.thumbs, rows) if rows else None
     findings = number(check_places(findings, model, dataset, classes, device, cfg.findings, references_of,
-                                   predictions, thumbs))
+                                   predictions, thumbs, share_of_run(None, len(predictions), "place_check"), notes))
     place_classes = {f.classes[0] for f in findings if needs_place_check(f)}
     note = sampling_note("Place check", min(len(place_classes), cfg.findings.check_max_classes), len(place_classes),
                          "check_max_classes")

@@ -19,6 +19,7 @@ from auditor.causal import border_mask, erase, region_mask
 from auditor.config import FindingsConfig
 from auditor.data import AuditDataset, positions
 from auditor.findings import Finding
+from auditor.findings.record import SEVERITIES
 from auditor.findings.place_evidence import (
     masks_checked,
     needs_place_check,
@@ -218,15 +219,27 @@ def other_class_images(dataset: AuditDataset, target: int, cfg: FindingsConfig, 
     return stacked_images(dataset, indices), torch.tensor([predictions[i] for i in indices], dtype=torch.long)
 
 
+def place_test_cost(donors: int, references: list[int], target: int, predictions: dict[int, int] | None) -> int:
+    """Images one place test runs through the model (`place_figures`): its donors erased at the place and at the
+    control, and the other classes' images the sweep did not call the class pasted with both; without the sweep's
+    predictions those images are run once more to find them."""
+    if predictions is None:
+        return 2 * donors + 3 * len(references)
+    return 2 * donors + 2 * sum(1 for i in references if i in predictions and predictions[i] != target)
+
+
 def check_places(findings: list[Finding], model, dataset: AuditDataset, classes: list[str], device,
                  cfg: FindingsConfig, references_of: dict[int, References] | None = None,
-                 predictions: dict[int, int] | None = None, thumbs: Pixels | None = None) -> list[Finding]:
+                 predictions: dict[int, int] | None = None, thumbs: Pixels | None = None,
+                 forwards: int | None = None, notes: list[str] | None = None) -> list[Finding]:
     """Every place finding with its pixel, transplant and erasure figures folded in (`with_place_evidence`), for
-    the findings of at most `check_max_classes` classes (most severe first); the others, where masks did not
-    check them, are kept at low. references_of: a dict that keeps each class's other-class images once read, for
-    the repeated-mark search; predictions: the sweep's, by dataset index (`other_class_images`); thumbs: the
-    sweep's thumbs (a `Pixels` on thumbs.npy), where the pixel figures are measured, so that a finding the
-    pixels decide decodes no file (a thumb is the model's input, area-pooled: the pixels keep their contrasts)."""
+    the findings of at most `check_max_classes` classes (most severe first), tested most severe first while their
+    images run through the model stay within `forwards` (the run's allowance, `auditor.budget.share_of_run`; the
+    first test always runs); the others, where masks did not check them, are kept at low, and `notes` says how
+    many. references_of: a dict that keeps each class's other-class images once read, for the repeated-mark search;
+    predictions: the sweep's, by dataset index (`other_class_images`); thumbs: the sweep's thumbs (a `Pixels` on
+    thumbs.npy), where the pixel figures are measured, so that a finding the pixels decide decodes no file (a thumb
+    is the model's input, area-pooled: the pixels keep their contrasts)."""
     wanted = [f for f in findings if needs_place_check(f)]
     if not wanted:
         return findings
@@ -237,15 +250,17 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
                                     cfg.check_max_classes, cfg.seed, fill=False))
     references_of = {} if references_of is None else references_of  # read once per class, whatever reads it
     small_references_of: dict[int, torch.Tensor | None] = {}  # their thumbs, likewise
-    out = []
+    out: list[Finding | None] = list(findings)  # None: dropped (`worth_reporting`)
+    spent = over_budget = 0
+    by_severity = sorted(range(len(findings)), key=lambda n: SEVERITIES.index(findings[n].severity))
     with stage("place_check_s"):
-        for f in findings:
+        for n in by_severity:
+            f = findings[n]
             target = index.get(f.classes[0])
             if not needs_place_check(f) or target is None:
-                out.append(f)
                 continue
             if target not in checked:  # over the run's budget: without masks, nothing but the maps speaks for it
-                out.append(f if masks_checked(f) else dataclasses.replace(f, severity="low"))
+                out[n] = f if masks_checked(f) else dataclasses.replace(f, severity="low")
                 continue
             decide = None if masks_checked(f) else cfg.place_max_pixel_std_ratio
             donor_indices = [position[s] for s in f.samples if s in position]
@@ -260,19 +275,26 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
                     pixels = pixel_figures(small, small_references, f.region, cfg.place_pixel_window, border)
                     if pixels_decided(pixels, decide):  # the place is likely the object: no file to decode
                         judged = with_place_evidence(f, pixels, cfg)
-                        if worth_reporting(judged, cfg):
-                            out.append(judged)
+                        out[n] = judged if worth_reporting(judged, cfg) else None
                         continue
+            cost = place_test_cost(len(donor_indices), reference_indices(labels, target, cfg), target, predictions)
+            if forwards is not None and spent and spent + cost > forwards:  # over the run's forward passes
+                over_budget += 1
+                out[n] = f if masks_checked(f) else dataclasses.replace(f, severity="low")
+                continue
+            spent += cost
             if target not in references_of:
                 references_of[target] = other_class_images(dataset, target, cfg, labels, predictions)
             references, called = references_of[target]
             donors = stacked_images(dataset, donor_indices)
             if donors is None or references is None or donors.shape[1:] != references.shape[1:]:
-                out.append(f)
                 continue
             figures = place_figures(model, donors, references, f.region, target, device, cfg.seed, decide,
                                     cfg.place_pixel_window, called, border, pixels)
             judged = with_place_evidence(f, figures, cfg)
-            if worth_reporting(judged, cfg):
-                out.append(judged)
-    return out
+            out[n] = judged if worth_reporting(judged, cfg) else None
+    if over_budget and notes is not None:
+        notes.append(f"Place check: {over_budget} place finding(s) not tested on the model, the run's forward "
+                     f"passes for it ({forwards}: auditor.budget.RUN_SHARE) spent on the more severe ones; "
+                     "without masks they stay low.")
+    return [f for f in out if f is not None]

@@ -853,3 +853,21 @@ def test_a_label_error_pair_of_a_class_recognised_by_a_needed_cue_says_it_may_be
     # a cue the class does not need (0.9 - 0.5 = 0.4 < 0.5), or a low place finding: nothing added
     for cue in (place("diamond", "high", 0.5, 0.9), place("diamond", "low", 0.0, 1.0)):
         assert note_shortcut_costs([cue, suspects("diamond")])[1] == suspects("diamond")
+
+
+def test_label_errors_csv_rows_of_a_class_recognised_by_a_needed_cue_say_so_in_their_reason():
+    from auditor.findings.suspected_label_error import LABEL_ERROR_COLUMNS, label_error_table  # noqa: PLC0415
+
+    sticker = Finding(id="F001", kind="strategy_cluster", severity="high", classes=["diamond"],
+                      metrics={"erased_rate": 0.0, "erased_control_rate": 1.0}, message="A sticker.")
+    pair = Finding(id="F002", kind="suspected_label_error", severity="high", classes=["arrow", "triangle"],
+                   pair={"true": "arrow", "pred": "triangle"}, message="...")
+    columns = [c for c in LABEL_ERROR_COLUMNS if c not in ("rank", "finding", "reason")]
+    suspects = pd.DataFrame({c: [0.5, 0.5] for c in columns}).assign(
+        id=["a", "d"], path=["a.png", "d.png"], label=["arrow", "diamond"], pred=["triangle", "triangle"])
+    table = label_error_table(suspects, [sticker.to_dict(), pair.to_dict()])
+    assert list(table.columns) == list(LABEL_ERROR_COLUMNS) and list(table["rank"]) == [1, 2]  # order kept
+    assert list(table["finding"]) == ["F002", ""]
+    assert table.loc[0, "reason"] == "predicted triangle"
+    assert table.loc[1, "reason"] == ("predicted triangle; 'diamond' is recognised by a cue its images need (F001): "
+                                      "may be that shortcut's cost")

@@ -246,12 +246,21 @@ def test_pixel_std_by_hand():
     assert pixel_std(images, mask) == pytest.approx(2**0.5 / 2)
 
 
-def test_place_evidence_does_not_change_the_severity_of_a_finding_checked_against_masks():
+def test_place_evidence_lowers_a_finding_checked_against_masks_only_where_the_model_does_not_use_the_place():
     run, _ = corner_run()
     (f,) = of_kind(find_all(*run.arrays(), CFG)[0], "spatial_shortcut")
-    judged = with_place_evidence(f, {"pixel_std_ratio": 0.9, "transplant_rate": 0.0, "transplant_control_rate": 0.0},
-                                 CFG)
+    inert = {"pixel_std_ratio": 0.9, "transplant_rate": 0.0, "transplant_control_rate": 0.0}
+    # merged with the class's background_reliance: the background may be used where this place is not
+    judged = with_place_evidence(f, inert, CFG)
     assert judged.severity == f.severity == "high" and judged.metrics["pixel_std_ratio"] == 0.9
+    place_only = dataclasses.replace(f, metrics={k: v for k, v in f.metrics.items() if "." not in k})
+    unused = with_place_evidence(place_only, inert, CFG)
+    assert unused.severity == "low" and unused.message.endswith("the model does not use what is there.")
+    # erasing it loses the class for 0.25 more of its images than the control (>= erasure_min_effect 0.2): used
+    needed = with_place_evidence(place_only, {**inert, "erased_rate": 0.7, "erased_control_rate": 0.95}, CFG)
+    assert needed.severity == "high"
+    untested = with_place_evidence(place_only, {"pixel_std_ratio": 0.9}, CFG)  # the model not run: the maps stand
+    assert untested.severity == "high"
 
 
 def test_causal_region_erasing_confirms_a_mask_free_place_only_once_its_pixels_rule_out_the_object():
@@ -561,6 +570,53 @@ def test_check_places_gives_a_finding_the_same_references_whatever_comes_before_
     alone = check_places([finding(2)], CornerDetector(), dataset, classes, "cpu", place_check)
     after = check_places([finding(0), finding(1), finding(2)], CornerDetector(), dataset, classes, "cpu", place_check)
     assert alone[0].metrics["reference_pixel_std"] == after[2].metrics["reference_pixel_std"]
+
+
+def test_check_places_tests_the_most_severe_findings_within_the_runs_forward_passes(tmp_path):
+    from auditor.config import DataConfig
+    from auditor.data import AuditDataset, build_samples
+    from auditor.findings import Finding
+    from auditor.budget import counting_forwards
+    from auditor.place_check import check_places, place_test_cost
+    from auditor.sources import write_image_folder
+    from auditor.timing import recording, work_counts
+
+    rng = np.random.default_rng(1)
+    images = (objects(90, rng, centred=False, watermark=False)[:, 0].numpy() * 255).astype(np.uint8)
+    labels = [i % 3 for i in range(90)]
+    write_image_folder(tmp_path / "data", None, images, None, labels, ["a", "b", "c"], [f"{i:03d}" for i in range(90)])
+    cfg = DataConfig(root=str(tmp_path / "data"), grayscale=True, mean=[0.0], std=[1.0])
+    samples, classes = build_samples(cfg, ["a", "b", "c"])
+    dataset = AuditDataset(samples, cfg)
+    place_check = dataclasses.replace(CFG, place_check_images=16, place_max_pixel_std_ratio=10.0)
+    predictions = {i: 0 for i in range(90)}  # the sweep called every image 'a'
+
+    def finding(cls: int, severity: str) -> Finding:
+        return Finding(kind="spatial_shortcut", severity=severity, classes=[classes[cls]], region=[0.0, 0.0, 0.5, 0.5],
+                       samples=[s.id for s in samples if s.label == cls][:8], metrics={"hit_rate": 1.0},
+                       message="A place.")  # fmt: skip
+
+    # by hand: 8 donors erased twice (16), and of class b's 16 references those the sweep did not call 'b' (all
+    # 16: every image was called 'a') pasted twice (32): 48; for class a, its references were all called 'a': 16
+    assert place_test_cost(8, list(range(1, 90, 3))[:16], 1, predictions) == 48
+    assert place_test_cost(8, list(range(1, 90, 3))[:16], 0, predictions) == 16
+    assert place_test_cost(8, list(range(16)), 1, None) == 16 + 48  # without predictions the references run once more
+
+    findings = [finding(1, "low"), finding(2, "high"), finding(1, "medium")]
+    notes: list[str] = []
+    model = CornerDetector()
+    with recording(), counting_forwards(model):
+        checked = check_places(findings, model, dataset, classes, "cpu", place_check,
+                               predictions=predictions, forwards=60, notes=notes)
+        work = work_counts()
+    tested = ["erased_rate" in f.metrics for f in checked]
+    assert tested == [False, True, False]  # the high one first (48 passes); the next (48 more) would pass 60
+    assert [f.severity for f in checked] == ["low", checked[1].severity, "low"]  # no masks: untested stay low
+    assert work["place_check"]["forward_images"] == 48
+    assert notes == ["Place check: 2 place finding(s) not tested on the model, the run's forward passes for it (60: "
+                     "auditor.budget.RUN_SHARE) spent on the more severe ones; without masks they stay low."]
+    unlimited = check_places(findings, CornerDetector(), dataset, classes, "cpu", place_check, predictions=predictions)
+    assert all("erased_rate" in f.metrics for f in unlimited)
 
 
 def test_class_wide_erasure_does_not_refute_a_place_the_findings_own_images_need():

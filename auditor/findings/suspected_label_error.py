@@ -294,13 +294,19 @@ def note_shortcut_costs(findings: list[Finding]) -> list[Finding]:
 def label_error_table(suspects: pd.DataFrame, findings: list[dict]) -> pd.DataFrame:
     """label_errors.csv: every suspect in the one global order, most likely label error first (rank 1), with
     the id of its pair's finding (empty for pairs too small to be reported) and why it is listed ("predicted
-    <pred>"; findings.duplicate_conflict adds near-duplicates)."""
+    <pred>"; findings.duplicate_conflict adds near-duplicates). A suspect labelled a class that the model recognises
+    by a cue its images need (`needed_cues`) says so in its reason, as its pair's card does: the model mistakes that
+    class's images without the cue too, so the row may be the shortcut's cost (a reviewer filtering the file sees it
+    on the row, without the card)."""
     pair_finding = {
         (f["pair"]["true"], f["pair"]["pred"]): f["id"] for f in findings if f["kind"] == KIND.name
     }
     finding = [pair_finding.get((t, p), "") for t, p in zip(suspects["label"], suspects["pred"])]
-    table = suspects.assign(finding=finding, rank=np.arange(1, len(suspects) + 1),
-                            reason=[f"predicted {pred}" for pred in suspects["pred"]])
+    cues = {name: f.id for name, f in needed_cues([Finding(**f) for f in findings]).items()}
+    reason = [f"predicted {pred}" + (f"; '{label}' is recognised by a cue its images need ({cues[label]}): may be "
+                                     "that shortcut's cost" if label in cues else "")
+              for label, pred in zip(suspects["label"], suspects["pred"])]
+    table = suspects.assign(finding=finding, rank=np.arange(1, len(suspects) + 1), reason=reason)
     return table.loc[:, list(LABEL_ERROR_COLUMNS)].round(
         {"p_pred": 6, "p_true": 6, "threshold": 6, "object_score": 6, "label_object_score": 6, "suspicion": 6}
     )
