@@ -296,5 +296,5 @@ def check_places(findings: list[Finding], model, dataset: AuditDataset, classes:
     if over_budget and notes is not None:
         notes.append(f"Place check: {over_budget} place finding(s) not tested on the model, the run's forward "
                      f"passes for it ({forwards}: auditor.budget.RUN_SHARE) spent on the more severe ones; "
-                     "without masks they stay low.")
+                     "without masks they stay low, with masks they keep the maps' severity.")
     return [f for f in out if f is not None]

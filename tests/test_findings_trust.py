@@ -614,7 +614,8 @@ def test_check_places_tests_the_most_severe_findings_within_the_runs_forward_pas
     assert [f.severity for f in checked] == ["low", checked[1].severity, "low"]  # no masks: untested stay low
     assert work["place_check"]["forward_images"] == 48
     assert notes == ["Place check: 2 place finding(s) not tested on the model, the run's forward passes for it (60: "
-                     "auditor.budget.RUN_SHARE) spent on the more severe ones; without masks they stay low."]
+                     "auditor.budget.RUN_SHARE) spent on the more severe ones; without masks they stay low, with masks "
+                     "they keep the maps' severity."]
     unlimited = check_places(findings, CornerDetector(), dataset, classes, "cpu", place_check, predictions=predictions)
     assert all("erased_rate" in f.metrics for f in unlimited)
 
