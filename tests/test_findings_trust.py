@@ -546,11 +546,12 @@ def test_pixel_std_ratio_weights_each_pixel_by_the_squared_contrast_by_hand():
     assert d == pytest.approx(2**0.5) and r == pytest.approx(0.5**0.5) and ratio == pytest.approx(2.0)
 
 
-def test_check_places_gives_a_finding_the_same_references_whatever_comes_before_it(tmp_path):
+def three_class_places(tmp_path):
+    """90 random 16 x 16 images of classes a, b, c (every third), the checks' settings for them, and a maker of
+    one place finding per class (its first 8 images, the top-left quarter)."""
     from auditor.config import DataConfig
     from auditor.data import AuditDataset, build_samples
     from auditor.findings import Finding
-    from auditor.place_check import check_places
     from auditor.sources import write_image_folder
 
     rng = np.random.default_rng(1)
@@ -559,42 +560,32 @@ def test_check_places_gives_a_finding_the_same_references_whatever_comes_before_
     write_image_folder(tmp_path / "data", None, images, None, labels, ["a", "b", "c"], [f"{i:03d}" for i in range(90)])
     cfg = DataConfig(root=str(tmp_path / "data"), grayscale=True, mean=[0.0], std=[1.0])
     samples, classes = build_samples(cfg, ["a", "b", "c"])
-    dataset = AuditDataset(samples, cfg)
     place_check = dataclasses.replace(CFG, place_check_images=16, place_max_pixel_std_ratio=10.0)
 
-    def finding(cls: int) -> Finding:
-        return Finding(kind="spatial_shortcut", severity="low", classes=[classes[cls]], region=[0.0, 0.0, 0.5, 0.5],
+    def finding(cls: int, severity: str = "low") -> Finding:
+        return Finding(kind="spatial_shortcut", severity=severity, classes=[classes[cls]], region=[0.0, 0.0, 0.5, 0.5],
                        samples=[s.id for s in samples if s.label == cls][:8], metrics={"hit_rate": 1.0},
                        message="A place.")  # fmt: skip
 
+    return AuditDataset(samples, cfg), classes, place_check, finding
+
+
+def test_check_places_gives_a_finding_the_same_references_whatever_comes_before_it(tmp_path):
+    from auditor.place_check import check_places
+
+    dataset, classes, place_check, finding = three_class_places(tmp_path)
     alone = check_places([finding(2)], CornerDetector(), dataset, classes, "cpu", place_check)
     after = check_places([finding(0), finding(1), finding(2)], CornerDetector(), dataset, classes, "cpu", place_check)
     assert alone[0].metrics["reference_pixel_std"] == after[2].metrics["reference_pixel_std"]
 
 
 def test_check_places_tests_the_most_severe_findings_within_the_runs_forward_passes(tmp_path):
-    from auditor.config import DataConfig
-    from auditor.data import AuditDataset, build_samples
-    from auditor.findings import Finding
     from auditor.budget import counting_forwards
     from auditor.place_check import check_places, place_test_cost
-    from auditor.sources import write_image_folder
     from auditor.timing import recording, work_counts
 
-    rng = np.random.default_rng(1)
-    images = (objects(90, rng, centred=False, watermark=False)[:, 0].numpy() * 255).astype(np.uint8)
-    labels = [i % 3 for i in range(90)]
-    write_image_folder(tmp_path / "data", None, images, None, labels, ["a", "b", "c"], [f"{i:03d}" for i in range(90)])
-    cfg = DataConfig(root=str(tmp_path / "data"), grayscale=True, mean=[0.0], std=[1.0])
-    samples, classes = build_samples(cfg, ["a", "b", "c"])
-    dataset = AuditDataset(samples, cfg)
-    place_check = dataclasses.replace(CFG, place_check_images=16, place_max_pixel_std_ratio=10.0)
+    dataset, classes, place_check, finding = three_class_places(tmp_path)
     predictions = {i: 0 for i in range(90)}  # the sweep called every image 'a'
-
-    def finding(cls: int, severity: str) -> Finding:
-        return Finding(kind="spatial_shortcut", severity=severity, classes=[classes[cls]], region=[0.0, 0.0, 0.5, 0.5],
-                       samples=[s.id for s in samples if s.label == cls][:8], metrics={"hit_rate": 1.0},
-                       message="A place.")  # fmt: skip
 
     # by hand: 8 donors erased twice (16), and of class b's 16 references those the sweep did not call 'b' (all
     # 16: every image was called 'a') pasted twice (32): 48; for class a, its references were all called 'a': 16
