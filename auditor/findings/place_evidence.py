@@ -24,9 +24,9 @@ run. It is high only when pasting it turns many (transplant_min_gap).
 
 With masks the place is known to be off the object, and the maps' finding keeps its severity, unless the model,
 tested, does not use what is there (neither effect reaches its minimum): then it is low too, as a place the model
-looks at but does not need (512 COCO photos with masks: four medium and high places of a fitted head on random
-features, erasing them lost nothing and pasting them turned 0-6 % of other images; on the planted-bias benchmarks
-one place, a clean class's medium). A place merged with its class's background_reliance keeps that part's
+looks at but does not need (512 COCO photos with masks: three of the four unmerged medium and high places of a
+fitted head on random features, erasing them lost nothing and pasting them turned 0-6 % of other images; on the
+planted-bias benchmarks one place, a clean class's medium). A place merged with its class's background_reliance keeps that part's
 severity: the background may still be used where one place of it is not.
 """
 
