@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from auditor.config import AttentionConfig
+from auditor.hooks import forward_pre_hook
 from auditor.property_names import PIXEL_PROPERTIES
 from auditor.timing import count
 
@@ -94,15 +95,8 @@ def counting_forwards(model: torch.nn.Module) -> Iterator[None]:
         if args and isinstance(args[0], torch.Tensor):
             count(forward_images=args[0].shape[0])
 
-    try:
-        handle = model.register_forward_pre_hook(hook)
-    except (AttributeError, RuntimeError):  # a module that takes no Python hooks is audited uncounted
-        handle = None
-    try:
+    with forward_pre_hook(model, hook, required=False):  # a module that takes no Python hooks is audited uncounted
         yield
-    finally:
-        if handle is not None:
-            handle.remove()
 
 
 def declared_budgets(findings, report, attention=None) -> dict[str, dict[str, int]]:

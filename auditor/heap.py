@@ -20,7 +20,7 @@ import ctypes.util
 import functools
 from collections.abc import Iterator
 
-from auditor.hooks import forward_hook
+from auditor.hooks import forward_hook, forward_pre_hook
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 LARGE = 1 << 20  # bytes: allocations from this size are mapped afresh and unmapped on free
@@ -66,16 +66,9 @@ def heap_for_forwards(model) -> Iterator[None]:
     if not _set:
         yield
         return
-    try:
-        before = model.register_forward_pre_hook(running)
-    except (AttributeError, RuntimeError):  # a module that takes no Python hooks runs as the rest does
+    with forward_pre_hook(model, running, required=False) as hooked, \
+            (forward_hook(model, done) if hooked else contextlib.nullcontext()):  # no Python hooks: as the rest runs
         yield
-        return
-    try:
-        with forward_hook(model, done):
-            yield
-    finally:
-        before.remove()
 
 
 def hand_back() -> None:

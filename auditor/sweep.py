@@ -23,6 +23,7 @@ from auditor.duplicates import image_features
 from auditor.faithfulness import deletion_drops
 from auditor.properties import file_properties, thumb_properties
 from auditor.geometry import MapGeometry, upsample
+from auditor.hooks import forward_pre_hook
 from auditor import metrics
 from auditor.metrics import MAP_KINDS, MapView
 from auditor.runs import ARRAY_FIELDS, ShardWriter
@@ -67,11 +68,8 @@ def channels_last_inputs(model: nn.Module, enabled: bool) -> Iterator[None]:
             return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
         return None
 
-    handle = model.register_forward_pre_hook(hook)
-    try:
+    with forward_pre_hook(model, hook):
         yield
-    finally:
-        handle.remove()
 
 
 def make_loader(dataset: AuditDataset, indices: Sequence[int], cfg: Config, device: torch.device) -> DataLoader:

@@ -62,10 +62,29 @@ def test_geometry_probe_leaves_no_hook():
 
 
 def test_hooks_are_registered_in_one_place():
-    """Every forward hook auditor puts on a model goes through auditor.hooks, so none can be left behind."""
+    """Every forward hook and forward pre-hook auditor puts on a model goes through auditor.hooks, so none can be
+    left behind."""
     package = Path(__file__).resolve().parents[1] / "auditor"
     registering = sorted(
         str(path.relative_to(package)) for path in package.rglob("*.py")
-        if "register_forward_hook" in path.read_text() and path.name != "hooks.py"
+        if ("register_forward_hook" in path.read_text() or "register_forward_pre_hook" in path.read_text())
+        and path.name != "hooks.py"
     )  # fmt: skip
     assert registering == []
+
+
+def test_forward_pre_hook_is_removed_on_exit_and_optional_where_the_model_takes_none():
+    from auditor.hooks import forward_pre_hook
+
+    model = nn.Linear(2, 1)
+    seen = []
+    with pytest.raises(ValueError), forward_pre_hook(model, lambda _m, args: seen.append(args[0].shape)) as hooked:
+        assert hooked
+        model(torch.zeros(3, 2))
+        raise ValueError("the block fails")
+    assert seen == [torch.Size([3, 2])] and not model._forward_pre_hooks  # removed though the block raised
+    scripted = torch.jit.script(nn.Linear(2, 1))  # takes no Python hooks
+    with forward_pre_hook(scripted, lambda *_: None, required=False) as hooked:
+        assert hooked is False
+    with pytest.raises((AttributeError, RuntimeError)), forward_pre_hook(scripted, lambda *_: None):
+        pass
