@@ -278,6 +278,10 @@ class FindingsConfig:
     label_error_min_independence: float = 0.75  # a pair is high only when its images explain its labels this
     # little (1 - 2 x (AUC - 0.5) of p(label) among the images confidently predicted as the pair's class; 0.75 =
     # AUC 0.625)
+    label_error_min_pair_sure: int = 8  # a pair's own evidence (the pair score) orders its suspects ahead of the
+    # rest only when its labels are that independent and it holds this many sure mistakes; every other suspect goes
+    # in cleanlab's self-confidence order. Pairs of few errors are what a real test set has (errors spread over
+    # many pairs), where one image's probabilities say more than a pair of two (benchmarks/label_regimes.py)
     label_error_max_samples: int = 100  # suspects listed per finding (each is an image to relabel; all of
     # them are in label_errors.csv)
     label_error_medium_rate: float = 0.03  # share of the labelled class among the run's top-ranked suspects (as
@@ -377,7 +381,7 @@ _SHARES = (
 )  # fmt: skip
 _COUNTS = ("min_support", "bootstrap", "pair_min_count", "label_error_min_count", "spray_min_support", "spray_size",
            "spray_neighbors", "spray_max_clusters", "spray_max_images", "place_check_images",
-           "property_images")  # 1 or more
+           "property_images", "label_error_min_pair_sure")  # 1 or more
 _RANGES = {
     "data.limit": ("[1, inf)", "the number of samples to audit; leave it unset for all"),
     "sweep.batch_size": ("[1, inf)", "images per forward pass"),

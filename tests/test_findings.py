@@ -598,10 +598,14 @@ def test_suspected_label_error_ranks_confident_on_object_mistakes_first():
     assert CFG.label_error_min_object_score <= score[half_on] < score[on_object]  # the premise of the ranking
     (f,) = of_kind(run.find()[0], "suspected_label_error")
     assert f.pair == {"true": "dog", "pred": "cat"} and f.classes == ["dog", "cat"]
-    assert f.samples == [on_object, half_on, no_mask]
+    # Three sure mistakes are too few for a labelling fault (label_error_min_pair_sure): cleanlab's order, p_true up.
+    assert f.samples == [half_on, on_object, no_mask]
     assert f.metrics["threshold"] == pytest.approx(records.loc[records.label == "cat", "p_true"].mean())
     assert f.metrics["count"] == 3
     assert f.severity == "medium"  # 3 of 35 dogs: above label_error_medium_rate, below the high rate
+    # As a fault pair, the surest first, the object's evidence for the prediction added: on the object first.
+    (f,) = of_kind(run.find(dataclasses.replace(CFG, label_error_min_pair_sure=3))[0], "suspected_label_error")
+    assert f.samples == [on_object, half_on, no_mask]
 
 
 def test_suspected_label_error_high_for_systematic_label_noise_and_quiet_below_threshold():
@@ -736,25 +740,27 @@ def test_label_errors_csv_lists_every_suspect_in_one_global_order_and_findings_l
     run, rng = clean_run()
     cfg = dataclasses.replace(CFG, max_samples=3)  # class findings keep 3 examples; label errors are not examples
     many = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.01 * (i + 1), p_pred=0.97)
-            for i in range(6)]  # fmt: skip
+            for i in range(8)]  # fmt: skip
     surest = run.add("dog", square(4, 4, 5), "object", pred="bird", p_true=0.001, p_pred=0.99)  # a lone suspect
     run.add("dog", square(4, 4, 5), "object", pred="cat", p_true=0.3, p_pred=0.5)  # wrong, not confident
     write_run(tmp_path, run)
     doc = write_findings(tmp_path, cfg)
     (f,) = [f for f in doc["findings"] if f["kind"] == "suspected_label_error"]
-    assert f["pair"] == {"true": "bird", "pred": "cat"} and f["samples"] == many  # all 6, least p_true first
+    assert f["pair"] == {"true": "bird", "pred": "cat"} and f["samples"] == many  # all 8, least p_true first
 
     table = pd.read_csv(tmp_path / "label_errors.csv", keep_default_na=False)
     assert list(table.columns) == list(LABEL_ERROR_COLUMNS)
-    # One global order by suspicion (issue 11): the six one-way bird -> cat suspects before the lone dog -> bird
-    # mistake, though that is the surest single one: one confident mistake is as likely the model's as the label's.
-    assert list(table["id"]) == [*many, surest] and list(table["rank"]) == list(range(1, 8))
-    assert list(table["finding"]) == [*[f["id"]] * 6, ""]
+    # One global order by suspicion (issue 11): the eight one-way bird -> cat suspects, a labelling fault (as many
+    # sure mistakes as label_error_min_pair_sure, labels independent: no probs.npy to say otherwise), before the
+    # lone dog -> bird mistake, though that is the surest single one.
+    assert list(table["id"]) == [*many, surest] and list(table["rank"]) == list(range(1, 10))
+    assert list(table["finding"]) == [*[f["id"]] * 8, ""]
     assert (table["suspicion"].diff().dropna() <= 0).all()  # most suspect first
-    assert table.loc[6, "p_pred"] == pytest.approx(0.99) and table.loc[6, "label"] == "dog"
+    assert (table["suspicion"][:8] > 1).all() and table.loc[8, "suspicion"] == pytest.approx(1 - 0.001)
+    assert table.loc[8, "p_pred"] == pytest.approx(0.99) and table.loc[8, "label"] == "dog"
     capped = dataclasses.replace(cfg, label_error_max_samples=2)
     (f,) = of_kind(run.find(capped)[0], "suspected_label_error")
-    assert f.samples == many[:2] and f.metrics["count"] == 6
+    assert f.samples == many[:2] and f.metrics["count"] == 8
 
 
 def test_write_findings_folds_in_causal_csv(tmp_path):

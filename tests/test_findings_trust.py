@@ -353,6 +353,25 @@ def test_flips_the_images_do_not_explain_outrank_a_larger_look_alike_pair_which_
     assert in_rule_order[0].classes == ["cat", "bird"]  # label_errors.csv's order
 
 
+def test_a_labelling_fault_comes_first_and_spread_errors_follow_in_cleanlabs_order_by_hand():
+    """A pair of 8 sure mistakes with independent labels (no probs.npy: nothing says otherwise) is a labelling
+    fault: suspicion 1 + 1^2 x 8 / (8 + 10) + 0.01 x sureness 1 = 1.4544. Pairs of one or two (as errors spread over
+    a real test set fall) follow by 1 - p(label), whatever their pair: the lone dog -> bird at p(label) 0.001 before
+    the two dog -> cat, which the pair score alone put first (2 / 12 against 1 / 11)."""
+    run, rng = clean_run()
+    fault = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=0.96,
+                     has_mask=False) for _ in range(8)]  # fmt: skip
+    pair = [run.add("dog", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=p, p_pred=0.95, has_mask=False)
+            for p in (0.2, 0.05)]  # fmt: skip
+    lone = run.add("dog", square(*run.place(rng, 5), 5), "object", pred="bird", p_true=0.001, p_pred=0.99,
+                   has_mask=False)
+    suspects = label_error_suspects(run.arrays()[0], CFG)
+    assert list(suspects["id"]) == [*fault, lone, pair[1], pair[0]]
+    assert suspects["suspicion"].tolist() == pytest.approx([1 + 8 / 18 + 0.01] * 8 + [0.999, 0.95, 0.8], abs=1e-6)
+    assert label_error_suspects(run.arrays()[0], dataclasses.replace(CFG, label_error_min_pair_sure=9))[
+        "suspicion"].max() == pytest.approx(0.999, abs=1e-6)  # one sure mistake short: no fault, cleanlab's order
+
+
 def test_a_look_alike_pair_alone_at_the_top_is_medium_at_most():
     run, rng = clean_run()
     for _ in range(12):
