@@ -40,3 +40,25 @@ def test_relabelled_into_moves_right_predictions_of_the_source_only():
     assert np.allclose(rows["p_true"], [0.1, 0.2], atol=1e-3)  # the probability of the new label
     assert records["label"].tolist()[0] == "src"  # the caller's records are left alone
     assert relabelled_into(records, probs, "src", set(), ["cue"], 0) == (records, set())
+
+
+def test_scattered_relabels_right_predictions_as_another_class_each():
+    from benchmarks.label_regimes import scattered
+
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]],
+                     dtype=np.float16)
+    records = pd.DataFrame({
+        "row": range(5), "id": list("abcde"), "label": ["x", "y", "z", "y", "z"], "label_idx": [0, 1, 2, 1, 2],
+        "correct": [True, True, True, False, True], "p_true": np.array([0.9, 0.8, 0.6, 0.3, 0.8], dtype=np.float32),
+        "true_energy_in_mask": [0.5] * 5,
+    })
+    spread_records, spread = scattered(records, probs, flipped={"e"}, n=5)
+    assert spread == {"a", "b", "c"}  # right and not flipped: d is wrong, e a planted flip
+    before, after = records.set_index("id").loc[sorted(spread)], spread_records.set_index("id").loc[sorted(spread)]
+    assert (after["label_idx"] != before["label_idx"]).all()  # another class each
+    assert [dict(zip([0, 1, 2], "xyz"))[t] for t in after["label_idx"]] == list(after["label"])
+    assert not after["correct"].any() and after["true_energy_in_mask"].isna().all()
+    rows = after["row"].to_numpy()
+    assert np.allclose(after["p_true"], probs[rows, after["label_idx"].to_numpy()].astype(float), atol=1e-3)
+    assert scattered(records, probs, {"e"}, 5)[0].equals(spread_records)  # seeded
+    assert scattered(records, probs, set(), 0) == (records, set())
