@@ -38,7 +38,7 @@ from auditor.findings.run import (
     run_context,
     write_document,
 )
-from auditor.findings.suspected_label_error import note_shortcut_costs
+from auditor.findings.suspected_label_error import with_shortcut_costs
 from auditor.mark_search import with_marks
 from auditor.one_cause import absorb_property, one_cause
 from auditor.place_check import Pixels, check_places
@@ -120,7 +120,7 @@ def judge(
             doc = write_document(run_dir, findings, notes, context)
             return _verdict(doc)
         findings = model_checks(run, findings, notes, model, dataset, classes, device, cfg, predictions, context)
-        findings = note_shortcut_costs(findings)  # the place findings' model figures are final now
+        findings = with_shortcut_costs(findings, context)  # the place findings' model figures are final now
     doc = write_document(run_dir, findings, notes, context)
     if layer is not None:
         shown = write_evidence_counterfactuals(run_dir, cfg, model, layer, dataset, doc["findings"], reshape, geometry)

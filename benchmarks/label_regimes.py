@@ -2,7 +2,8 @@
 
 Reads the run directories the planted-bias benchmarks leave (`<out>/run-masks`, `<out>/run-no-masks`, and
 `<out>/flipped.json`), ranks their suspects again with the current code (`label_error_suspects` on records.parquet
-and probs.npy: no model, no audit) and prints, per run, the precision at k of that ranking and of cleanlab's
+and probs.npy, with the classes whose recognition needs a shortcut cue in the run's findings.json as the audit
+ranks them, `needed_cues`: no model, no audit) and prints, per run, the precision at k of that ranking and of cleanlab's
 `get_label_quality_scores(method="self_confidence")` on the same probabilities; k = the flips the model predicts as
 their true class, as planted.py scores it. With --keep-flips below 1, a seeded share of the flipped images is
 dropped from the run first: a smaller flip share (the audit of issue 26 had 12 % of a class flipped, the benchmarks
@@ -123,7 +124,7 @@ def score_run(run_dir: Path, flipped: set[str], keep: float, into: int = 0, scat
     k = len(relevant)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cleanlab warns about small classes
-        ours = label_error_suspects(records, FindingsConfig(), probs=probs)["id"]
+        ours = label_error_suspects(records, FindingsConfig(), probs=probs, shortcut_classes=set(cues))["id"]  # as the audit
         floor = cleanlab_ranking(records, probs)
     return {"into cue classes": ",".join(c for c in cues if c != source) if moved else "", "k": k,
             "label_errors.csv": precision_at_k(ours, relevant, k),

@@ -838,27 +838,36 @@ def test_validator_accepts_a_new_kind_and_a_pair():
     assert validate_findings(doc) == []
 
 
-def test_a_label_error_pair_of_a_class_recognised_by_a_needed_cue_says_it_may_be_the_shortcut_s_cost():
-    from auditor.findings.suspected_label_error import note_shortcut_costs  # noqa: PLC0415
+def test_a_class_recognised_by_a_needed_cue_has_no_labelling_fault_and_its_cards_say_it_may_be_the_cost():
+    from auditor.findings.context import Context  # noqa: PLC0415
+    from auditor.findings.suspected_label_error import suspects_of, with_shortcut_costs  # noqa: PLC0415
+
+    run, rng = clean_run()
+    birds = [run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.01 * (i + 2), p_pred=0.96,
+                     has_mask=False) for i in range(8)]  # fmt: skip
+    lone = run.add("dog", square(4, 4, 5), "object", pred="bird", p_true=0.015, p_pred=0.97, has_mask=False)
+    records, maps, masks, classes = run.arrays()
+    context = Context(records, maps, masks, classes, CFG)
+    findings, _ = find_all(records, maps, masks, classes, CFG, context=context)
+    assert list(suspects_of(context)["id"]) == [*birds, lone]  # 8 sure mistakes, independent labels: a fault
 
     def place(cls, severity, kept, kept_control):
-        return Finding(id="F001", kind="strategy_cluster", severity=severity, classes=[cls],
-                       region=[0, 0, 0.25, 0.25], metrics={"erased_rate": kept, "erased_control_rate": kept_control}, message="A sticker.")
+        return Finding(id="F009", kind="strategy_cluster", severity=severity, classes=[cls], region=[0, 0, 0.25, 0.25],
+                       metrics={"erased_rate": kept, "erased_control_rate": kept_control}, message="A sticker.")
 
-    def suspects(true):
-        return Finding(id="F002", kind="suspected_label_error", severity="high", classes=[true, "triangle"],
-                       pair={"true": true, "pred": "triangle"}, message="30 images labelled ...")
-
-    # erased, 0 % of the diamonds' carriers keep the class; under the control 100 %: the class needs its cue
-    out = note_shortcut_costs([place("diamond", "high", 0.0, 1.0), suspects("diamond"), suspects("arrow")])
-    assert out[1].message.startswith("30 images labelled ... The model recognises 'diamond' by a cue its images "
-                                     "need (F001: with it erased, 0% of them keep the class, under a control "
-                                     "erasure 100%)")
-    assert "shortcut's cost" in out[1].message and out[2] == suspects("arrow") and out[0] == place("diamond", "high", 0.0, 1.0)
-    assert out[1].severity == "high" and out[1].metrics == {}  # the ranking and the card's weight are left alone
-    # a cue the class does not need (0.9 - 0.5 = 0.4 < 0.5), or a low place finding: nothing added
-    for cue in (place("diamond", "high", 0.5, 0.9), place("diamond", "low", 0.0, 1.0)):
-        assert note_shortcut_costs([cue, suspects("diamond")])[1] == suspects("diamond")
+    # erased, 0 % of the birds' carriers keep the class; under the control 100 %: the class needs its cue
+    out = with_shortcut_costs([*findings, place("bird", "high", 0.0, 1.0)], context)
+    assert list(suspects_of(context, {"bird"})["id"]) == [lone, *birds]  # cleanlab's order: p_true 0.015, 0.02, ...
+    (card,) = of_kind(out, "suspected_label_error")
+    assert card.message.startswith(of_kind(findings, "suspected_label_error")[0].message + " The model recognises "
+                                   "'bird' by a cue its images need (F009: with it erased, 0% of them keep the class, "
+                                   "under a control erasure 100%)")
+    assert "shortcut's cost" in card.message and "not as a labelling fault" in card.message
+    others = [f for f in findings if f.kind != "suspected_label_error"]
+    assert [f for f in out if f.kind != "suspected_label_error"] == [*others, place("bird", "high", 0.0, 1.0)]
+    # a cue the class does not need (0.9 - 0.5 = 0.4 < 0.5), or a low place finding: the findings as they were
+    for cue in (place("bird", "high", 0.5, 0.9), place("bird", "low", 0.0, 1.0)):
+        assert with_shortcut_costs([*findings, cue], context) == [*findings, cue]
 
 
 def test_label_errors_csv_rows_of_a_class_recognised_by_a_needed_cue_say_so_in_their_reason():

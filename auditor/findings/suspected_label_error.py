@@ -120,7 +120,8 @@ def label_independence(records: pd.DataFrame, probs, suspects: pd.DataFrame, cfg
     return pd.Series([independence[pair] for pair in pairs], index=suspects.index)
 
 
-def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None, context: Context | None = None):
+def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None, context: Context | None = None,
+                        shortcut_classes=frozenset()):
     """Every suspected label error of the run, most likely first (one global order), with `in_top` marking the
     first of them up to cleanlab's estimate of the number of wrong labels.
 
@@ -140,9 +141,14 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     squared x c / (c + label_error_pair_pseudo_count), c its sure mistakes, and within a pair surest first
     (`sureness`, plus label_error_object_weight x how much more the object draws the predicted class's map than the
     label's, where a mask exists: a 7 carrying a 1's stroke draws both maps). suspicion = 1 + that pair score
-    + 0.01 x that. Every other suspect follows in cleanlab's order, suspicion = 1 - p(label). On the planted-bias
-    benchmarks and the regimes benchmarks/label_regimes.py simulates from them this keeps the fault pairs'
-    precision and comes near cleanlab where the errors are spread (benchmarks/README.md).
+    + 0.01 x that. Every other suspect follows in cleanlab's order, suspicion = 1 - p(label).
+
+    No pair labelled one of `shortcut_classes` is a fault: classes the model recognises by a cue their images need
+    (`needed_cues`), whose images without the cue it mistakes surely and with labels as independent as wrong
+    ones (colour: diamonds without their sticker, predicted triangle), so their pair figures cannot tell a
+    labelling fault from the shortcut's cost; their own probabilities still rank a wrong label the model never
+    learned high. On the planted-bias benchmarks and the regimes benchmarks/label_regimes.py simulates from them this
+    keeps the fault pairs' precision and comes near cleanlab where the errors are spread (benchmarks/README.md).
     """
     reference = context.class_score if context is not None else class_object_score(object_scores(records, cfg), cfg)
     flagged, estimate = confident_learning(records, probs, cfg)
@@ -161,7 +167,8 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     surely = sureness(suspects["p_pred"], suspects["threshold"], cfg)
     confident = (surely >= 1.0).groupby([suspects["label_idx"], suspects["pred_idx"]]).transform("sum")
     pair_score = independent**2 * confident / (confident + cfg.label_error_pair_pseudo_count)
-    fault = (independent >= cfg.label_error_min_independence) & (confident >= cfg.label_error_min_pair_sure)
+    fault = (independent >= cfg.label_error_min_independence) & (confident >= cfg.label_error_min_pair_sure) & (
+        ~suspects["label"].astype(str).isin(list(shortcut_classes)))
     on_object = suspects[["object_score", "label_object_score"]].clip(0, 1).fillna(0)
     speaks_for_pred = on_object["object_score"] - on_object["label_object_score"]
     within = surely + cfg.label_error_object_weight * speaks_for_pred
@@ -171,10 +178,12 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
 
 
-def suspects_of(context: Context) -> pd.DataFrame:
-    """The run's suspects, computed once: the rule groups them, label_errors.csv lists them."""
-    return context.cached("label_suspects", lambda: label_error_suspects(
-        context.records, context.cfg, probs=context.probs, context=context
+def suspects_of(context: Context, shortcut_classes=frozenset()) -> pd.DataFrame:
+    """The run's suspects, computed once per set of shortcut classes: the rule groups them, label_errors.csv lists
+    them."""
+    shortcut_classes = frozenset(shortcut_classes)
+    return context.cached(("label_suspects", shortcut_classes), lambda: label_error_suspects(
+        context.records, context.cfg, probs=context.probs, context=context, shortcut_classes=shortcut_classes
     ))
 
 
@@ -193,7 +202,11 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
     label_error_max_samples of its suspects, most suspect first: unlike a class finding's examples, each is an
     image to relabel. Pairs come in the order of their best suspect in the global ranking.
     """
-    suspects = suspects_of(Context.of(context, records, maps, masks, classes, cfg))
+    return pair_findings(suspects_of(Context.of(context, records, maps, masks, classes, cfg)), records, classes, cfg)
+
+
+def pair_findings(suspects: pd.DataFrame, records: pd.DataFrame, classes: list[str], cfg: FindingsConfig):
+    """The findings of `find`, one per pair true -> pred, from the run's ranked suspects."""
     class_size = records.groupby("label_idx").size()
     n_top = max(int(suspects["in_top"].sum()), 1)
     findings = []
@@ -271,25 +284,33 @@ def needed_cues(findings: list[Finding]) -> dict[str, Finding]:
     return needed
 
 
-def note_shortcut_costs(findings: list[Finding]) -> list[Finding]:
-    """Each suspected_label_error whose true class the model recognises by a cue its images need (a place finding
-    at medium or above whose erasure figure is NEEDS_CUE or more) says so: images of that class that lack the cue
-    are mistaken like wrong labels, and the model alone cannot tell them from real label errors (colour seeds 3
-    and 7: diamonds without their sticker, predicted triangle nearly as surely as the planted flips, triangles
-    labelled arrow). The ranking is left as it is: demoting the pair would bury real label errors into the class
-    too. The reviewer checks the pair against the shortcut's images."""
+def with_shortcut_costs(findings: list[Finding], context: Context) -> list[Finding]:
+    """The findings with the label findings judged again now that the place findings' model figures are final.
+
+    A class the model recognises by a cue its images need (`needed_cues`) has its images without the cue
+    mistaken surely, their labels as independent of what the model sees as wrong labels' (colour seeds 3, 7 and 11:
+    diamonds without their sticker, predicted triangle), so no pair labelled it is a labelling fault
+    (`label_error_suspects`' shortcut_classes): its suspects go in cleanlab's order, where a wrong label the model
+    never learned still ranks high and the shortcut's cost lower. On the saved benchmark runs this halved the runs
+    below cleanlab's floor (benchmarks/label_regimes.py; benchmarks/README.md says where it costs). Each such pair's
+    card says so, to be compared with the cue's images. The same set ranks label_errors.csv (`write_document`).
+    """
     needed = needed_cues(findings)
-    out = []
-    for f in findings:
-        true = f.pair["true"] if f.kind == KIND.name and f.pair else None
-        cue = needed.get(true)
+    if not needed:
+        return findings
+    suspects = suspects_of(context, needed)
+    labels = pair_findings(suspects, context.records, context.classes, context.cfg)
+    out = [f for f in findings if f.kind != KIND.name]
+    for f in labels:
+        cue = needed.get(f.pair["true"])
         if cue is not None:
             f = dataclasses.replace(f, message=(
-                f"{f.message} The model recognises '{true}' by a cue its images need ({cue.id}: with it erased, "
-                f"{cue.metrics['erased_rate']:.0%} of them keep the class, under a control erasure "
-                f"{cue.metrics['erased_control_rate']:.0%}), so images of '{true}' without it are mistaken for other "
-                f"classes too: some of these may be that shortcut's cost rather than wrong labels; compare them with "
-                f"{cue.id}'s images."))
+                f"{f.message} The model recognises '{f.pair['true']}' by a cue its images need ({cue.id}: with it "
+                f"erased, {cue.metrics['erased_rate']:.0%} of them keep the class, under a control erasure "
+                f"{cue.metrics['erased_control_rate']:.0%}), so images of '{f.pair['true']}' without it are mistaken "
+                f"for other classes too: some of these may be that shortcut's cost rather than wrong labels, so they "
+                f"are ranked by their own probabilities, not as a labelling fault; compare them with {cue.id}'s "
+                "images."))
         out.append(f)
     return out
 
