@@ -112,7 +112,8 @@ def score_run(run_dir: Path, flipped: set[str], keep: float, into: int = 0, scat
     probs = np.load(run_dir / "probs.npy")
     records = thinned(records, flipped, keep)
     kept = records[records["id"].isin(flipped)]
-    source = kept["pred"].astype(str).value_counts().index[0] if len(kept) else None  # the flips' true class
+    wrong = kept[~kept["correct"].astype(bool)]  # a model that learned the flips predicts many as their label
+    source = wrong["pred"].astype(str).value_counts().index[0] if len(wrong) else None  # the flips' true class
     relevant = set(kept["id"][kept["pred"].astype(str) == source])  # k: the flips predicted as their true class
     cues: list[str] = []
     if (run_dir / "findings.json").is_file():
