@@ -151,7 +151,10 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     keeps the fault pairs' precision and comes near cleanlab where the errors are spread (benchmarks/README.md).
     """
     reference = context.class_score if context is not None else class_object_score(object_scores(records, cfg), cfg)
-    flagged, estimate = confident_learning(records, probs, cfg)
+    flagged, estimate = (  # cleanlab on [N, C] probabilities, once a run: the order is computed again when
+        # with_shortcut_costs knows the cue classes
+        context.cached("confident_learning", lambda: confident_learning(records, probs, cfg)) if context is not None
+        else confident_learning(records, probs, cfg))
     threshold = self_confidence_threshold(records)
     wrong = records[flagged & ~records["correct"].astype(bool) & records["p_pred"].notna()]
     checked = informative(wrong, "pred_energy_in_mask", cfg)
