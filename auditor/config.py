@@ -269,7 +269,7 @@ class FindingsConfig:
     # image the model gets wrong is a candidate and the ranking (label independence among confident predictions,
     # then sureness) sorts them; confident learning's per-class thresholds ("prune_by_noise_rate") drop the wrong
     # labels a less confident model predicts below them (a benchmark ResNet: 23 of 82 flipped 7s)
-    label_error_min_count: int = 3  # fewest suspects a pair needs to be reported
+    label_error_min_count: int = 3  # fewest of the run's top-ranked suspects a pair needs to be reported
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
     label_error_object_weight: float = 0.5  # rank bonus within a pair per unit object score the predicted class's
     # map draws above the label's: suspects whose object speaks for the prediction rank first

@@ -673,8 +673,9 @@ def bird_cat_pair(p_pred: float, cats_called_cat: float = 0.9, cfg=CFG):
         run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.02, p_pred=p_pred)
     records, maps, masks, classes = run.arrays()
     findings, _ = find_all(records, maps, masks, classes, cfg, probs=probs_of(run))
-    (f,) = of_kind(findings, "suspected_label_error")
-    return f
+    found = of_kind(findings, "suspected_label_error")
+    assert len(found) <= 1
+    return found[0] if found else None
 
 
 def test_a_pair_of_unsure_mistakes_is_listed_but_not_raised_by_them():
@@ -682,6 +683,9 @@ def test_a_pair_of_unsure_mistakes_is_listed_but_not_raised_by_them():
     sure of as of the predicted class's own images: unsure confusions of look-alikes are not labelling faults."""
     sure, unsure = bird_cat_pair(0.97), bird_cat_pair(0.55)  # cats are called cat at 0.9
     assert sure.severity == "high" and sure.metrics["confident_top_ranked"] == 8
+    # cleanlab estimates one wrong label among the unsure: fewer top-ranked than label_error_min_count, no card
+    assert unsure is None
+    unsure = bird_cat_pair(0.55, cfg=dataclasses.replace(CFG, label_error_min_count=1))
     assert unsure.metrics["top_ranked"] > 0 and unsure.metrics["confident_top_ranked"] == 0
     assert unsure.severity == "low"
 

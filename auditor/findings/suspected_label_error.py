@@ -200,8 +200,10 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
     independence of at least label_error_min_independence: where the images explain their labels, the pair is
     two classes that look alike, worth a look (medium at most) but not a labelling fault.
 
-    A pair none of whose suspects ranks among them gets no finding: every mistake is a suspect, and such a pair
-    is ordinary confusion (its suspects stay in label_errors.csv, ranked low). A finding lists up to
+    A pair with fewer than label_error_min_count suspects among them gets no finding: every mistake is a suspect, and
+    such a pair is ordinary confusion, or one or two of the errors a real test set spreads over many pairs, which
+    cleanlab's order ranks each on its own (its suspects stay in label_errors.csv, in the global order; a card each
+    put a dozen low cards on a planted-bias audit). A finding lists up to
     label_error_max_samples of its suspects, most suspect first: unlike a class finding's examples, each is an
     image to relabel. Pairs come in the order of their best suspect in the global ranking.
     """
@@ -215,8 +217,8 @@ def pair_findings(suspects: pd.DataFrame, records: pd.DataFrame, classes: list[s
     findings = []
     for (t, p), group in suspects.groupby(["label_idx", "pred_idx"], sort=False):
         top = int(group["in_top"].sum())
-        if len(group) < cfg.label_error_min_count or top == 0:  # none among the likely wrong labels: confusion
-            continue
+        if top < cfg.label_error_min_count:  # too few among the likely wrong labels: confusion, or errors spread
+            continue  # one or two a pair, each in label_errors.csv in the global order
         surely = sureness(group["p_pred"], group["threshold"], cfg) >= 1.0
         sure = int((group["in_top"] & surely).sum())
         rate = sure / class_size[t]
