@@ -150,11 +150,22 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     learned high. On the planted-bias benchmarks and the regimes benchmarks/label_regimes.py simulates from them this
     keeps the fault pairs' precision and comes near cleanlab where the errors are spread (benchmarks/README.md).
     """
+    suspects, fault_order, may_be_fault, estimate = (  # independent of shortcut_classes: scored once a run, though
+        # with_shortcut_costs orders the suspects again once it knows the cue classes (2.3 s at 50,000 x 1,000)
+        context.cached("label_scores", lambda: _scored(records, cfg, probs, context)) if context is not None
+        else _scored(records, cfg, probs, context))
+    fault = may_be_fault & ~suspects["label"].astype(str).isin(list(shortcut_classes))
+    suspicion = fault_order.where(fault, 1.0 - suspects["p_true"].fillna(1.0))
+    suspects = suspects.assign(suspicion=suspicion).sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
+    return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
+
+
+def _scored(records: pd.DataFrame, cfg: FindingsConfig, probs, context: Context | None):
+    """`label_error_suspects`' figures, before any order: the suspects (with their label_independence), the
+    suspicion each would have in a labelling-fault pair (1 + pair score + WITHIN_PAIR x within-pair term), whether
+    its pair clears the two fault bars, and cleanlab's estimate of the wrong labels."""
     reference = context.class_score if context is not None else class_object_score(object_scores(records, cfg), cfg)
-    flagged, estimate = (  # cleanlab on [N, C] probabilities, once a run: the order is computed again when
-        # with_shortcut_costs knows the cue classes
-        context.cached("confident_learning", lambda: confident_learning(records, probs, cfg)) if context is not None
-        else confident_learning(records, probs, cfg))
+    flagged, estimate = confident_learning(records, probs, cfg)
     threshold = self_confidence_threshold(records)
     wrong = records[flagged & ~records["correct"].astype(bool) & records["p_pred"].notna()]
     checked = informative(wrong, "pred_energy_in_mask", cfg)
@@ -170,15 +181,12 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     surely = sureness(suspects["p_pred"], suspects["threshold"], cfg)
     confident = (surely >= 1.0).groupby([suspects["label_idx"], suspects["pred_idx"]]).transform("sum")
     pair_score = independent**2 * confident / (confident + cfg.label_error_pair_pseudo_count)
-    fault = (independent >= cfg.label_error_min_independence) & (confident >= cfg.label_error_min_pair_sure) & (
-        ~suspects["label"].astype(str).isin(list(shortcut_classes)))
+    may_be_fault = (independent >= cfg.label_error_min_independence) & (confident >= cfg.label_error_min_pair_sure)
     on_object = suspects[["object_score", "label_object_score"]].clip(0, 1).fillna(0)
     speaks_for_pred = on_object["object_score"] - on_object["label_object_score"]
     within = surely + cfg.label_error_object_weight * speaks_for_pred
-    suspicion = (1.0 + pair_score + WITHIN_PAIR * within).where(fault, 1.0 - suspects["p_true"].fillna(1.0))
-    suspects = suspects.assign(label_independence=independent, suspicion=suspicion)
-    suspects = suspects.sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
-    return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
+    return (suspects.assign(label_independence=independent), 1.0 + pair_score + WITHIN_PAIR * within, may_be_fault,
+            estimate)
 
 
 def suspects_of(context: Context, shortcut_classes=frozenset()) -> pd.DataFrame:
