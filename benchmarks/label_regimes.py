@@ -65,6 +65,16 @@ def thinned(records: pd.DataFrame, flipped: set[str], keep: float, seed: int = 0
     return records.drop(index=drop).reset_index(drop=True)
 
 
+def relabel(records: pd.DataFrame, probs: np.ndarray, pick, label_idx, labels: list[str]) -> None:
+    """In place: the `pick` rows labelled `label_idx` / `labels`, wrong now, with the model's probability of the new
+    label as p_true, and no true-class map figures (the sweep drew none for the new label)."""
+    records.loc[pick, "label_idx"] = label_idx
+    records.loc[pick, "label"] = labels
+    records.loc[pick, "correct"] = False
+    records.loc[pick, "p_true"] = np.asarray(probs[records.loc[pick, "row"].to_numpy(), label_idx], dtype=np.float32)
+    records.loc[pick, [c for c in records.columns if c.startswith("true_")]] = np.nan
+
+
 def relabelled_into(records: pd.DataFrame, probs: np.ndarray, source: str, flipped: set[str], into: list[str],
                     n: int, seed: int = 0) -> tuple[pd.DataFrame, set[str]]:
     """The records with, per class in `into`, n seeded images of `source` that the model gets right (and that
@@ -79,10 +89,7 @@ def relabelled_into(records: pd.DataFrame, probs: np.ndarray, source: str, flipp
         pool = records.index[(records["label"].astype(str) == source) & records["correct"].astype(bool)
                              & ~records["id"].isin(flipped | moved)]
         pick = rng.choice(pool, size=min(n, len(pool)), replace=False)
-        t = index[name]
-        records.loc[pick, ["label", "label_idx", "correct"]] = [name, t, False]
-        records.loc[pick, "p_true"] = np.asarray(probs[records.loc[pick, "row"].to_numpy(), t], dtype=np.float32)
-        records.loc[pick, [c for c in records.columns if c.startswith("true_")]] = np.nan
+        relabel(records, probs, pick, np.full(len(pick), index[name]), [name] * len(pick))
         moved |= set(records.loc[pick, "id"])
     return records, moved
 
@@ -99,11 +106,7 @@ def scattered(records: pd.DataFrame, probs: np.ndarray, flipped: set[str], n: in
     pool = records.index[records["correct"].astype(bool) & ~records["id"].isin(flipped)]
     pick = rng.choice(pool, size=min(n, len(pool)), replace=False)
     new = (records.loc[pick, "label_idx"].to_numpy() + rng.integers(1, probs.shape[1], size=len(pick))) % probs.shape[1]
-    records.loc[pick, "label_idx"] = new
-    records.loc[pick, "label"] = [names[t] for t in new]
-    records.loc[pick, "correct"] = False
-    records.loc[pick, "p_true"] = np.asarray(probs[records.loc[pick, "row"].to_numpy(), new], dtype=np.float32)
-    records.loc[pick, [c for c in records.columns if c.startswith("true_")]] = np.nan
+    relabel(records, probs, pick, new, [names[t] for t in new])
     return records, set(records.loc[pick, "id"])
 
 
