@@ -21,6 +21,7 @@ spread like this); with --keep-flips 0 they are the only errors. Exact for a hel
     python benchmarks/label_regimes.py /tmp/f0 /tmp/f0-audit --keep-flips 1 0.5 0.3
     python benchmarks/label_regimes.py /tmp/f0 /tmp/f0-audit --keep-flips 1 0.3 --into-cue-class 0 10 30
     python benchmarks/label_regimes.py /tmp/f0 /tmp/f0-audit --keep-flips 1 0 --scatter 40 120
+    python benchmarks/label_regimes.py /tmp/f0 --keep-flips 0.3 --pairs   # which pairs rank first, and why
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ if __package__ in (None, ""):  # run as a script: make `auditor` importable from
 
 from auditor.config import FindingsConfig  # noqa: E402
 from auditor.findings.record import Finding  # noqa: E402
-from auditor.findings.suspected_label_error import label_error_suspects, needed_cues  # noqa: E402
+from auditor.findings.suspected_label_error import label_error_suspects, needed_cues, sureness  # noqa: E402
 
 
 def precision_at_k(ranking, flipped: set[str], k: int) -> float:
@@ -110,7 +111,21 @@ def scattered(records: pd.DataFrame, probs: np.ndarray, flipped: set[str], n: in
     return records, set(records.loc[pick, "id"])
 
 
-def score_run(run_dir: Path, flipped: set[str], keep: float, into: int = 0, scatter: int = 0) -> dict:
+def pair_summary(ranked: pd.DataFrame, errors: set[str], cfg: FindingsConfig) -> str:
+    """In ranking order, the pairs of the fault tier (marked *) and the pairs holding 3 or more of the errors:
+    label>pred, its sure mistakes (`sureness`), its label independence, the errors in it."""
+    sure = sureness(ranked["p_pred"], ranked["threshold"], cfg) >= 1.0
+    flagged = ranked.assign(sure=sure, error=ranked["id"].isin(errors), fault=ranked["suspicion"] > 1)
+    parts = []
+    for (label, pred), pair in flagged.groupby(["label", "pred"], sort=False, observed=True):
+        if pair["fault"].any() or pair["error"].sum() >= 3:
+            parts.append(f"{label}>{pred}{'*' if pair['fault'].any() else ''} sure {int(pair['sure'].sum())} "
+                         f"indep {pair['label_independence'].iloc[0]:.2f} errors {int(pair['error'].sum())}")
+    return "; ".join(parts)
+
+
+def score_run(run_dir: Path, flipped: set[str], keep: float, into: int = 0, scatter: int = 0,
+              pairs: bool = False) -> dict:
     records = pd.read_parquet(run_dir / "records.parquet")
     probs = np.load(run_dir / "probs.npy")
     records = thinned(records, flipped, keep)
@@ -128,11 +143,12 @@ def score_run(run_dir: Path, flipped: set[str], keep: float, into: int = 0, scat
     k = len(relevant)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cleanlab warns about small classes
-        ours = label_error_suspects(records, FindingsConfig(), probs=probs, shortcut_classes=set(cues))["id"]  # as the audit
+        ranked = label_error_suspects(records, FindingsConfig(), probs=probs, shortcut_classes=set(cues))  # as the audit
         floor = cleanlab_ranking(records, probs)
-    return {"into cue classes": ",".join(c for c in cues if c != source) if moved else "", "k": k,
-            "label_errors.csv": precision_at_k(ours, relevant, k),
-            "cleanlab self_confidence": precision_at_k(floor, relevant, k)}
+    score = {"into cue classes": ",".join(c for c in cues if c != source) if moved else "", "k": k,
+             "label_errors.csv": precision_at_k(ranked["id"], relevant, k),
+             "cleanlab self_confidence": precision_at_k(floor, relevant, k)}
+    return {**score, "pairs": pair_summary(ranked, relevant, FindingsConfig())} if pairs else score
 
 
 def main(argv=None) -> int:
@@ -143,6 +159,9 @@ def main(argv=None) -> int:
                         help="images relabelled into each class whose recognition needs a shortcut cue")
     parser.add_argument("--scatter", type=int, nargs="+", default=[0], metavar="N",
                         help="right predictions relabelled each as a random other class (errors spread over pairs)")
+    parser.add_argument("--pairs", action="store_true",
+                        help="a column with the fault tier's pairs and those holding the errors (sure mistakes, label "
+                             "independence)")
     args = parser.parse_args(argv)
     rows = []
     for out in args.outs:
@@ -154,7 +173,7 @@ def main(argv=None) -> int:
             for keep in args.keep_flips:
                 for into in args.into_cue_class:
                     for scatter in args.scatter:
-                        score = score_run(out / f"run-{mode}", flipped, keep, into, scatter)
+                        score = score_run(out / f"run-{mode}", flipped, keep, into, scatter, args.pairs)
                         if score["k"]:  # no label error left to find (every flip dropped, none relabelled)
                             rows.append({"family": scores.get("benchmark", "?"), "seed": scores.get("seed", "?"),
                                          "flips in": scores.get("flips", "train-and-audit"), "mode": mode,
