@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -17,6 +18,8 @@ from plotly.offline import get_plotlyjs
 
 from auditor.config import DataConfig, ReportConfig, config_from_dict
 from auditor.errors import ConfigError
+from auditor.findings.record import Finding
+from auditor.findings.registry import merge
 from auditor.report import images as im
 from auditor.report import render_report, tables
 from auditor.report.html import next_steps
@@ -79,6 +82,28 @@ def test_each_finding_has_a_card_with_its_evidence(rendered):
         assert f'alt="image {sample}"' in shortcut_card  # the evidence gallery shows the rule's samples
     assert "Class-average attention with the flagged region boxed" in shortcut_card
     assert "Causal check" in shortcut_card and "What to do next" in shortcut_card
+
+
+def test_a_merged_cards_own_figures_come_first_and_each_merged_kinds_are_folded(tmp_path):
+    """registry.merge prefixes the other finding's metrics with its kind (nested when that one had merged
+    another): the card shows its own figures, and each merged kind's under a closed <details> of its own."""
+    run_dir = write_synthetic_run(tmp_path / "run", n_images=24)
+    doc = json.loads((run_dir / "findings.json").read_text())
+    cluster = Finding(kind="strategy_cluster", severity="medium", classes=["a"], metrics={"share": 0.25}, message="m")
+    inner = Finding(kind="spatial_shortcut", severity="low", classes=["a"], metrics={"hit_rate": 0.5}, message="m")
+    merged = merge(Finding(**doc["findings"][0]), merge(cluster, inner))
+    doc["findings"][0] = dataclasses.asdict(merged)
+    (run_dir / "findings.json").write_text(json.dumps(doc))
+    html = render_report(run_dir).read_text()
+    card = html[html.find('id="finding-1"') : html.find('id="finding-2"')]
+    own = card[card.find('<dl class="metrics">') : card.find("</dl>")]
+    first_key = next(iter(doc["findings"][0]["metrics"]))
+    assert f"<dt>{first_key}</dt>" in own and "<dt>share<" not in own and "hit_rate" not in own
+    groups = re.findall(r'<details class="merged-metrics">\s*<summary>Numbers of the merged (.*?) finding \((\d+)\)'
+                        r"</summary>(.*?)</details>", card, re.S)
+    names = [(name, int(n)) for name, n, _ in groups]
+    assert names == [("strategy cluster", 1), ("strategy cluster › spatial shortcut", 1)]
+    assert "<dt>share</dt><dd>0.250</dd>" in groups[0][2] and "<dt>hit_rate</dt><dd>0.500</dd>" in groups[1][2]
 
 
 def test_hostile_class_name_is_escaped_everywhere(rendered):

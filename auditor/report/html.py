@@ -432,7 +432,7 @@ def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_m
             "pair": pair,
             "pair_anchor": pair_anchors.get(pair) if pair else None,
             "has_region": box is not None,
-            "metrics": [(str(key), fmt_metric(value)) for key, value in (finding.get("metrics") or {}).items()],
+            **_metric_groups(finding.get("metrics") or {}),
             "gallery": gallery.items(positions) if with_gallery and not side_by_side else [],
             "pairs": _side_by_side(samples, gallery) if with_gallery and side_by_side else [],
             "class_maps": [{"name": c, "uri": class_map(class_index[c], boxes)} for c in known[:2]]
@@ -483,6 +483,21 @@ def _side_by_side(samples: list, gallery: _Gallery) -> list[tuple[dict, dict]]:
         if len(found) == 2:
             pairs.append((gallery.item(found[0]), gallery.item(found[1])))
     return pairs[: max(0, gallery.cfg.gallery_size)]
+
+
+def _metric_groups(values: dict) -> dict:
+    """A card's own figures, and those of each finding merged into it (keys "<kind>.<name>", as
+    `findings.registry.merge` prefixes them, nested where a merged finding had merged another) under that kind: a
+    merged card stays readable with its own figures first and the others folded away, one group per merged kind."""
+    own, merged = [], {}
+    for key, value in values.items():
+        kind, dot, name = str(key).rpartition(".")
+        if dot:
+            merged.setdefault(kind, []).append((name, fmt_metric(value)))
+        else:
+            own.append((str(key), fmt_metric(value)))
+    return {"metrics": own,
+            "merged_metrics": [(kind.replace("_", " ").replace(".", " › "), rows) for kind, rows in merged.items()]}
 
 
 def fmt_metric(value) -> str:
