@@ -260,11 +260,16 @@ def pair_findings(suspects: pd.DataFrame, records: pd.DataFrame, classes: list[s
 
 
 def _independence(independence: float, unexplained: bool, true: str, pred: str) -> str:
+    """The card's sentence on label independence. Independent labels are wrong labels or an inconsistent line
+    between two classes: the model's figures cannot tell the two apart (Fashion-MNIST's short-sleeved shirts,
+    predicted T-shirt, have labels as independent as planted flips; benchmarks/README.md)."""
     auc = 0.5 + (1.0 - independence) / 2.0
     if unexplained:
         return (
             f"Among the images predicted {pred!r}, the model's probability of {true!r} does not tell which carry "
-            f"the label {true!r} (AUC {auc:.2f}, 0.5 = chance): labels put in the wrong class, not look-alikes."
+            f"the label {true!r} (AUC {auc:.2f}, 0.5 = chance): the labels do not follow what the images show, so "
+            f"either labels were put in the wrong class or the annotators drew the line between {true!r} and "
+            f"{pred!r} inconsistently (compare these images with {pred!r}'s own: either way the labels need a rule)."
         )
     return (
         f"Among the images predicted {pred!r}, those labelled {true!r} are the more {true!r}-like (AUC {auc:.2f}): "
