@@ -40,6 +40,7 @@ from auditor.findings import (
 )
 from auditor.findings.place_evidence import with_place_evidence
 from auditor.findings.places import around_the_border, strongest_side
+from auditor.findings.registry import merge, merged_sentences
 from auditor.runs import RECORD_COLUMNS, save_npy_atomic, save_parquet_atomic, write_json
 
 S = 16  # map side
@@ -886,3 +887,17 @@ def test_label_errors_csv_rows_of_a_class_recognised_by_a_needed_cue_say_so_in_t
     assert table.loc[0, "reason"] == "predicted triangle"
     assert table.loc[1, "reason"] == ("predicted triangle; 'diamond' is recognised by a cue its images need (F001): "
                                       "may be that shortcut's cost")
+
+
+def test_merged_sentences_gives_back_each_merged_findings_sentence_with_its_kind():
+    """`merge` joins the sentences as "<own> Also <kind in words>: <other>", nested merges flattened in order."""
+    own = Finding(kind="repeated_mark", severity="high", classes=["a"], metrics={"n": 1}, message="A mark: 58 of 128.")
+    cluster = Finding(kind="strategy_cluster", severity="medium", classes=["a"], metrics={"n": 2}, message="Two.")
+    corner = Finding(kind="spatial_shortcut", severity="low", classes=["a"], metrics={"n": 3}, message="Corner: 67%.")
+    merged = merge(own, merge(cluster, corner))
+    assert merged.message == "A mark: 58 of 128. Also strategy cluster: Two. Also spatial shortcut: Corner: 67%."
+    assert merged_sentences(merged.message) == [
+        ("", "A mark: 58 of 128."), ("strategy cluster", "Two."), ("spatial shortcut", "Corner: 67%.")
+    ]
+    assert merged.metrics == {"n": 1, "strategy_cluster.n": 2, "strategy_cluster.spatial_shortcut.n": 3}
+    assert merged_sentences("No merge here.") == [("", "No merge here.")]

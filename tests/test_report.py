@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from markupsafe import escape
 from plotly.offline import get_plotlyjs
 
 from auditor.config import DataConfig, ReportConfig, config_from_dict
@@ -84,13 +85,16 @@ def test_each_finding_has_a_card_with_its_evidence(rendered):
     assert "Causal check" in shortcut_card and "What to do next" in shortcut_card
 
 
-def test_a_merged_cards_own_figures_come_first_and_each_merged_kinds_are_folded(tmp_path):
+def test_a_merged_card_shows_its_own_sentence_and_figures_first_and_each_merged_finding_apart(tmp_path):
     """registry.merge prefixes the other finding's metrics with its kind (nested when that one had merged
-    another): the card shows its own figures, and each merged kind's under a closed <details> of its own."""
+    another) and adds its sentence: the card shows its own sentence and figures, and each merged kind's sentence on
+    its own line and its figures under a closed <details> of their own."""
     run_dir = write_synthetic_run(tmp_path / "run", n_images=24)
     doc = json.loads((run_dir / "findings.json").read_text())
-    cluster = Finding(kind="strategy_cluster", severity="medium", classes=["a"], metrics={"share": 0.25}, message="m")
-    inner = Finding(kind="spatial_shortcut", severity="low", classes=["a"], metrics={"hit_rate": 0.5}, message="m")
+    cluster = Finding(kind="strategy_cluster", severity="medium", classes=["a"], metrics={"share": 0.25},
+                      message="A cluster: yes.")
+    inner = Finding(kind="spatial_shortcut", severity="low", classes=["a"], metrics={"hit_rate": 0.5},
+                    message="A corner.")
     merged = merge(Finding(**doc["findings"][0]), merge(cluster, inner))
     doc["findings"][0] = dataclasses.asdict(merged)
     (run_dir / "findings.json").write_text(json.dumps(doc))
@@ -104,6 +108,10 @@ def test_a_merged_cards_own_figures_come_first_and_each_merged_kinds_are_folded(
     names = [(name, int(n)) for name, n, _ in groups]
     assert names == [("strategy cluster", 1), ("strategy cluster › spatial shortcut", 1)]
     assert "<dt>share</dt><dd>0.250</dd>" in groups[0][2] and "<dt>hit_rate</dt><dd>0.500</dd>" in groups[1][2]
+    own_sentence = doc["findings"][0]["message"].split(" Also ")[0]
+    assert f"<p>{escape(own_sentence)}</p>" in card  # each finding's sentence on its own line
+    assert '<p class="merged-message"><span class="muted">Also strategy cluster:</span> A cluster: yes.</p>' in card
+    assert '<p class="merged-message"><span class="muted">Also spatial shortcut:</span> A corner.</p>' in card
 
 
 def test_hostile_class_name_is_escaped_everywhere(rendered):

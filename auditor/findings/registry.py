@@ -8,6 +8,7 @@ is the order findings of equal severity are listed in.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from auditor.config import FindingsConfig
 from auditor.findings import (
@@ -98,6 +99,16 @@ def merge(keep: Finding, other: Finding) -> Finding:
         metrics={**keep.metrics, **extra},
         message=f"{keep.message} Also {other.kind.replace('_', ' ')}: {other.message}",
     )
+
+
+_ALSO = re.compile(r" Also ([a-z]+(?: [a-z]+)*): ")  # how `merge` joins the sentences; no rule writes "Also x: "
+
+
+def merged_sentences(message: str) -> list[tuple[str, str]]:
+    """A finding's message as (kind in words, sentence) pairs, the finding's own first with kind "": the report
+    shows the sentences of the findings merged into it (`merge`, nested or not) each on its own line."""
+    parts = _ALSO.split(message)
+    return [("", parts[0])] + list(zip(parts[1::2], parts[2::2], strict=True))
 
 
 def without_repeats(findings: list[Finding], cfg: FindingsConfig) -> list[Finding]:

@@ -24,6 +24,7 @@ from auditor import __version__
 from auditor.config import Config, DataConfig, ReportConfig, config_from_dict
 from auditor.baseline import accepted_findings
 from auditor.findings import KINDS, model_health_state
+from auditor.findings.registry import merged_sentences
 from auditor.localisation import BOX_COLUMNS as CAM_BOX_COLUMNS
 from auditor.property_names import PROPERTIES
 from auditor.report import figures, images, tables
@@ -428,6 +429,7 @@ def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_m
             "title": str(finding.get("kind", "finding")).replace("_", " ").capitalize(),
             "severity": str(finding.get("severity", "low")).lower(),
             "message": str(finding.get("message", "")),
+            "sentences": merged_sentences(str(finding.get("message", ""))),
             "classes": classes,
             "pair": pair,
             "pair_anchor": pair_anchors.get(pair) if pair else None,
