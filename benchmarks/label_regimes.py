@@ -22,6 +22,10 @@ spread like this); with --keep-flips 0 they are the only errors. Exact for a hel
     python benchmarks/label_regimes.py /tmp/f0 /tmp/f0-audit --keep-flips 1 0.3 --into-cue-class 0 10 30
     python benchmarks/label_regimes.py /tmp/f0 /tmp/f0-audit --keep-flips 1 0 --scatter 40 120
     python benchmarks/label_regimes.py /tmp/f0 --keep-flips 0.3 --pairs   # which pairs rank first, and why
+    python benchmarks/label_regimes.py /tmp/f0 /tmp/f0-audit --keep-flips 1 0 --scatter 0 40 --fault-discount 0 0.01 1
+
+With --fault-discount, the audit's order is mixed with cleanlab's (`discounted`): measured on 15 saved runs, every
+mix that lifts the spread errors costs the planted flips as much (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -111,6 +115,17 @@ def scattered(records: pd.DataFrame, probs: np.ndarray, flipped: set[str], n: in
     return records, set(records.loc[pick, "id"])
 
 
+def discounted(ranked: pd.DataFrame, discount: float) -> pd.Series:
+    """The ids in the order where a suspect of a labelling-fault pair (suspicion above 1) ranks as if the model gave
+    its label `discount` x its probability, and every other suspect by its probability (cleanlab's order): 0 is the
+    audit's order (the fault pairs first), 1 cleanlab's over the same suspects; between, the two orders mixed."""
+    if discount <= 0:
+        return ranked["id"]
+    p_label = ranked["p_true"].fillna(1.0).astype(float)
+    key = p_label.where(ranked["suspicion"] <= 1, p_label * discount)
+    return ranked.assign(key=-key).sort_values(["key", "p_pred"], ascending=False, kind="stable")["id"]
+
+
 def pair_summary(ranked: pd.DataFrame, errors: set[str], cfg: FindingsConfig) -> str:
     """In ranking order, the pairs of the fault tier (marked *) and the pairs holding 3 or more of the errors:
     label>pred, its sure mistakes (`sureness`), its label independence, the errors in it."""
@@ -125,7 +140,7 @@ def pair_summary(ranked: pd.DataFrame, errors: set[str], cfg: FindingsConfig) ->
 
 
 def score_run(run_dir: Path, flipped: set[str], keep: float, into: int = 0, scatter: int = 0,
-              pairs: bool = False) -> dict:
+              pairs: bool = False, discounts=(0.0,)) -> list[dict]:
     records = pd.read_parquet(run_dir / "records.parquet")
     probs = np.load(run_dir / "probs.npy")
     records = thinned(records, flipped, keep)
@@ -143,12 +158,17 @@ def score_run(run_dir: Path, flipped: set[str], keep: float, into: int = 0, scat
     k = len(relevant)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cleanlab warns about small classes
-        ranked = label_error_suspects(records, FindingsConfig(), probs=probs, shortcut_classes=set(cues))  # as the audit
+        ranked = label_error_suspects(records, FindingsConfig(), probs=probs,
+                                      shortcut_classes=set(cues))  # as the audit
         floor = cleanlab_ranking(records, probs)
-    score = {"into cue classes": ",".join(c for c in cues if c != source) if moved else "", "k": k,
-             "label_errors.csv": precision_at_k(ranked["id"], relevant, k),
-             "cleanlab self_confidence": precision_at_k(floor, relevant, k)}
-    return {**score, "pairs": pair_summary(ranked, relevant, FindingsConfig())} if pairs else score
+    scores = []
+    for discount in discounts:
+        score = {"into cue classes": ",".join(c for c in cues if c != source) if moved else "", "k": k,
+                 "fault discount": discount,
+                 "label_errors.csv": precision_at_k(discounted(ranked, discount), relevant, k),
+                 "cleanlab self_confidence": precision_at_k(floor, relevant, k)}
+        scores.append({**score, "pairs": pair_summary(ranked, relevant, FindingsConfig())} if pairs else score)
+    return scores
 
 
 def main(argv=None) -> int:
@@ -159,6 +179,9 @@ def main(argv=None) -> int:
                         help="images relabelled into each class whose recognition needs a shortcut cue")
     parser.add_argument("--scatter", type=int, nargs="+", default=[0], metavar="N",
                         help="right predictions relabelled each as a random other class (errors spread over pairs)")
+    parser.add_argument("--fault-discount", type=float, nargs="+", default=[0.0], metavar="D",
+                        help="also rank a labelling-fault pair's suspects as if the model gave their label D x its "
+                             "probability (0: the audit's order; 1: cleanlab's): how the two orders trade the regimes")
     parser.add_argument("--pairs", action="store_true",
                         help="a column with the fault tier's pairs and those holding the errors (sure mistakes, label "
                              "independence)")
@@ -173,22 +196,26 @@ def main(argv=None) -> int:
             for keep in args.keep_flips:
                 for into in args.into_cue_class:
                     for scatter in args.scatter:
-                        score = score_run(out / f"run-{mode}", flipped, keep, into, scatter, args.pairs)
-                        if score["k"]:  # no label error left to find (every flip dropped, none relabelled)
-                            rows.append({"family": scores.get("benchmark", "?"), "seed": scores.get("seed", "?"),
-                                         "flips in": scores.get("flips", "train-and-audit"), "mode": mode,
-                                         "flips kept": keep, "relabelled into": into, "scattered": scatter, **score})
+                        for score in score_run(out / f"run-{mode}", flipped, keep, into, scatter, args.pairs,
+                                               args.fault_discount):
+                            if score["k"]:  # no label error left to find (every flip dropped, none relabelled)
+                                rows.append({"family": scores.get("benchmark", "?"), "seed": scores.get("seed", "?"),
+                                             "flips in": scores.get("flips", "train-and-audit"), "mode": mode,
+                                             "flips kept": keep, "relabelled into": into, "scattered": scatter,
+                                             **score})
     table = pd.DataFrame(rows)
     columns = list(table.columns)
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in table.itertuples(index=False):
         print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |")
     print()
-    for (keep, into, scatter), part in table.groupby(["flips kept", "relabelled into", "scattered"]):
+    regimes = ["fault discount", "flips kept", "relabelled into", "scattered"]
+    for (discount, keep, into, scatter), part in table.groupby(regimes):
         below = part[part["label_errors.csv"] < part["cleanlab self_confidence"]]
-        print(f"flips kept {keep:g}, relabelled into each cue class {into}, scattered {scatter}: runs below the floor "
-              f"{len(below)} of {len(part)}; below 0.8: {(part['label_errors.csv'] < 0.8).sum()}; mean precision at k "
-              f"{part['label_errors.csv'].mean():.2f} (cleanlab {part['cleanlab self_confidence'].mean():.2f})")
+        order = f"fault discount {discount:g}, " if len(args.fault_discount) > 1 else ""
+        print(f"{order}flips kept {keep:g}, relabelled into each cue class {into}, scattered {scatter}: runs below the "
+              f"floor {len(below)} of {len(part)}; below 0.8: {(part['label_errors.csv'] < 0.8).sum()}; mean precision "
+              f"at k {part['label_errors.csv'].mean():.2f} (cleanlab {part['cleanlab self_confidence'].mean():.2f})")
     return 0
 
 

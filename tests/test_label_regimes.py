@@ -62,3 +62,14 @@ def test_scattered_relabels_right_predictions_as_another_class_each():
     assert np.allclose(after["p_true"], probs[rows, after["label_idx"].to_numpy()].astype(float), atol=1e-3)
     assert scattered(records, probs, {"e"}, 5)[0].equals(spread_records)  # seeded
     assert scattered(records, probs, set(), 0) == (records, set())
+
+
+def test_discounted_mixes_the_fault_pairs_order_with_cleanlabs_by_hand():
+    """Suspicion above 1: a labelling-fault pair's suspect (the audit puts it first); else 1 - p(label)."""
+    from benchmarks.label_regimes import discounted
+
+    ranked = pd.DataFrame({"id": ["f1", "f2", "s1", "s2"], "suspicion": [1.6, 1.5, 0.999, 0.9],
+                           "p_true": [0.2, 0.05, 0.001, 0.1], "p_pred": [0.8, 0.9, 0.99, 0.9]})
+    assert list(discounted(ranked, 0.0)) == ["f1", "f2", "s1", "s2"]  # the audit's order, as ranked
+    assert list(discounted(ranked, 1.0)) == ["s1", "f2", "s2", "f1"]  # cleanlab's: 0.001, 0.05, 0.1, 0.2
+    assert list(discounted(ranked, 0.1)) == ["s1", "f2", "f1", "s2"]  # 0.001, 0.1 x 0.05, 0.1 x 0.2, 0.1
