@@ -29,6 +29,7 @@ from tests.synthetic_run import CLASSES, CORNER, HOSTILE, SHORTCUT_CLASS, write_
 SECTIONS = [
     "verdict",
     "findings",
+    "label-errors",
     "confusion",
     "per-class",
     "pairs",
@@ -112,6 +113,28 @@ def test_a_merged_card_shows_its_own_sentence_and_figures_first_and_each_merged_
     assert f"<p>{escape(own_sentence)}</p>" in card  # each finding's sentence on its own line
     assert '<p class="merged-message"><span class="muted">Also strategy cluster:</span> A cluster: yes.</p>' in card
     assert '<p class="merged-message"><span class="muted">Also spatial shortcut:</span> A corner.</p>' in card
+
+
+def test_label_errors_list_the_files_first_rows_and_show_the_ones_no_card_shows(tmp_path):
+    """label_errors.csv's head in its order, each row linked to its pair's card; a gallery of the first suspects
+    whose pair has no card (errors spread one or two a pair would otherwise be in the file alone)."""
+    run_dir = write_synthetic_run(tmp_path / "run", n_images=24)
+    records = pd.read_parquet(run_dir / "records.parquet")
+    wrong = records[~records["correct"].astype(bool)]
+    carded, alone = wrong["id"].iloc[0], list(wrong["id"].iloc[1:3])
+    rows = [{"rank": n + 1, "id": i, "path": "x.png", "label": "a", "pred": "b", "p_pred": 0.9, "p_true": 0.01 * n,
+             "finding": "F002" if i == carded else "", "reason": "predicted b"} for n, i in enumerate([carded, *alone])]
+    pd.DataFrame(rows).to_csv(run_dir / "label_errors.csv", index=False)
+    html = render_report(run_dir).read_text()
+    section = html[html.find('<section id="label-errors">') : html.find('<section id="confusion">')]
+    assert "ranks 3 suspected label errors, most likely first; 1 of them belong to a pair with a card above" in section
+    table = section[section.find('id="label-error-table"') : section.find("</table>")]
+    assert re.findall(r'<td class="mono">(.*?)</td>', table) == [carded, *alone]  # the file's order
+    assert table.count('<a href="#finding-2">F002</a>') == 1  # F002: the synthetic context_confusion pair's card
+    gallery = section[section.find("The likeliest label errors that no card shows") :]
+    assert [i for i in alone if f'alt="image {i}"' in gallery] == alone and f'alt="image {carded}"' not in gallery
+    (run_dir / "label_errors.csv").unlink()
+    assert "No suspected label errors" in render_report(run_dir).read_text()
 
 
 def test_hostile_class_name_is_escaped_everywhere(rendered):

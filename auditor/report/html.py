@@ -232,6 +232,7 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
     finding_cards = _finding_cards(
         findings, class_index, records, gallery, cfg, causal, class_map, pair_cards, add_figure
     )
+    label_errors = _label_errors(tables.read_label_errors(run.path), finding_cards, gallery, cfg)
     accepted = accepted_findings(run.path)  # by the run's baseline (auditor.baseline)
     for card in finding_cards:
         card["accepted"] = accepted.get(card["id"])
@@ -295,6 +296,7 @@ def build_context(run: Run, cfg: ReportConfig, data_cfg: DataConfig) -> dict:
         "causal_cap": _causal_cap(run, causal),
         "pairs": pair_cards,
         "n_pairs_total": len(pairs),
+        "label_errors": label_errors,
         "class_maps": class_maps,
         "has_energy": has_energy,
         "skipped": _skipped(run, summary, cfg),
@@ -390,6 +392,33 @@ def _pair_cards(pairs, class_index, records, gallery: _Gallery, cfg: ReportConfi
             }
         )
     return cards
+
+
+LABEL_ERROR_ROWS = 20  # label_errors.csv rows listed in the report; the file has them all
+
+
+def _label_errors(table: pd.DataFrame | None, finding_cards: list[dict], gallery: _Gallery,
+                  cfg: ReportConfig) -> dict | None:
+    """label_errors.csv in the report: its first rows, each linked to its pair's card, and a gallery of the first
+    suspects that no card shows. A pair gets a card only with several of the run's likeliest errors, so errors spread
+    one or two a pair, as most test sets have them, would otherwise be in the file alone."""
+    if table is None or table.empty:
+        return None
+    anchors = {card["id"]: card["anchor"] for card in finding_cards}
+    carded = table["finding"].notna() & table["finding"].isin(list(anchors))
+    alone = table.loc[~carded, "id"]
+    head = table.head(LABEL_ERROR_ROWS)
+    return {
+        "n": len(table),
+        "n_carded": int(carded.sum()),
+        "rows": [
+            {"rank": row.get("rank", n + 1), "id": row["id"], "label": row["label"], "pred": row["pred"],
+             "p_true": row.get("p_true"), "p_pred": row.get("p_pred"), "finding": row["finding"] if carded[i] else None,
+             "anchor": anchors.get(row["finding"]) if carded[i] else None}
+            for n, (i, row) in enumerate(head.iterrows())
+        ],
+        "alone": gallery.items(gallery.positions_of_ids(list(alone.head(max(0, cfg.gallery_size))))),
+    }
 
 
 def _pair_positions(records: pd.DataFrame, true_idx: int, pred_idx: int) -> list[int]:

@@ -84,6 +84,16 @@ def read_causal(run_dir: Path) -> pd.DataFrame | None:
     return frame if "class" in frame else None
 
 
+def read_label_errors(run_dir: Path) -> pd.DataFrame | None:
+    """label_errors.csv (one row per suspected label error, most likely first), if written."""
+    path = Path(run_dir) / "label_errors.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"id": str, "label": str, "pred": str, "finding": str}, keep_default_na=False,
+                        na_values=[""])
+    return frame if {"id", "label", "pred", "finding"} <= set(frame.columns) else None
+
+
 def read_confusion(run_dir: Path, records: pd.DataFrame, k: int) -> np.ndarray:
     """The K x K count matrix (rows true, columns predicted) from confusion.csv, else from the records."""
     path = Path(run_dir) / "confusion.csv"
