@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import re
 import types
@@ -19,6 +20,8 @@ from typing import Any
 import yaml
 
 from auditor.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -273,8 +276,6 @@ class FindingsConfig:
     label_error_min_object_score: float = 0.2  # with a mask, the predicted map must sit on the object this much
     label_error_object_weight: float = 0.5  # rank bonus within a pair per unit object score the predicted class's
     # map draws above the label's: suspects whose object speaks for the prediction rank first
-    label_error_pair_pseudo_count: float = 10.0  # a pair's score is its label independence squared x c / (c + this),
-    # c its sure mistakes: how many a pair needs before it outranks a large pair of look-alike classes
     label_error_min_independence: float = 0.75  # a pair is high only when its images explain its labels this
     # little (1 - 2 x (AUC - 0.5) of p(label) among the images confidently predicted as the pair's class; 0.75 =
     # AUC 0.625)
@@ -511,8 +512,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
+RETIRED = {  # keys an earlier version had, still in the manifests of its run directories: read and left out
+    ("findings", "label_error_pair_pseudo_count"): "fault pairs are ordered by how surely their labels are "
+    "independent (suspected_label_error.label_independence)",
+}
+
+
 def config_from_dict(raw: dict) -> Config:
-    """Build a Config from nested dicts, naming any unknown key or wrongly typed value."""
+    """Build a Config from nested dicts, naming any unknown key or wrongly typed value. A key that an earlier
+    version had (RETIRED) is left out with a warning, so its run directories (manifest.json) still load."""
     sections = {f.name: f for f in dataclasses.fields(Config)}
     built = {}
     for section, values in raw.items():
@@ -526,6 +534,9 @@ def config_from_dict(raw: dict) -> Config:
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for name, value in values.items():
+            if (section, name) in RETIRED:
+                log.warning("config: %s.%s is no longer used (%s); ignored", section, name, RETIRED[section, name])
+                continue
             if name not in hints:
                 raise ConfigError(_unknown(f"key in section {section!r}", name, hints))
             kwargs[name] = _check_type(f"{section}.{name}", value, hints[name])

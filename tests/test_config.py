@@ -75,3 +75,16 @@ def test_file_errors(tmp_path):
 def test_round_trip_through_the_manifest():
     cfg = load_config(None, ["sweep.batch_size=7", "data.resize=[10, 12]"])
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_retired_key_in_an_older_runs_manifest_is_left_out_with_a_warning(caplog):
+    """Run directories keep their config in manifest.json: one written before a key was retired still loads."""
+    from auditor.config import RETIRED
+
+    section, name = next(iter(RETIRED))
+    with caplog.at_level("WARNING", logger="auditor.config"):
+        cfg = config_from_dict({section: {name: 10.0, "label_error_min_count": 4}})
+    assert cfg.findings.label_error_min_count == 4 and not hasattr(cfg.findings, name)
+    assert f"{section}.{name} is no longer used" in caplog.text
+    with pytest.raises(ConfigError, match="Unknown config key"):
+        config_from_dict({section: {name + "_typo": 1}})

@@ -308,12 +308,19 @@ def test_label_independence_by_hand():
 
     records, probs = records_of(p0)
     suspects = records.iloc[[0, 1, 5]]
-    assert label_independence(records, probs, suspects, CFG).tolist() == pytest.approx([1.0, 1.0, 1.0])
-    assert label_independence(records, None, suspects, CFG).tolist() == [1.0, 1.0, 1.0]  # no probs.npy: no evidence
+    independence = label_independence(records, probs, suspects, CFG)
+    assert independence["label_independence"].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    # One image labelled t and two labelled p in each pair, AUC 1/2: its standard error (Hanley & McNeil) is
+    # sqrt((1/4 + 0 + 1 x (1/3 - 1/4)) / 2) = sqrt(1/6), so independence_low = 1 - 2 sqrt(1/6): three images say little
+    assert independence["independence_low"].tolist() == pytest.approx([1 - 2 * np.sqrt(1 / 6)] * 3)
+    no_probs = label_independence(records, None, suspects, CFG)  # no probs.npy: no evidence either way
+    assert no_probs["label_independence"].tolist() == [1.0] * 3 and no_probs["independence_low"].tolist() == [0.0] * 3
     # The confident 0 now more 0-like than every confident 1 (p(0) 0.12, still confident at p(1) 0.88): AUC 1,
     # independence 0, the label explained; the other pair unchanged.
     records, probs = records_of(np.where(np.arange(8) == 1, 0.12, p0))
-    assert label_independence(records, probs, records.iloc[[0, 1, 5]], CFG).tolist() == pytest.approx([0.0, 0.0, 1.0])
+    independence = label_independence(records, probs, records.iloc[[0, 1, 5]], CFG)
+    assert independence["label_independence"].tolist() == pytest.approx([0.0, 0.0, 1.0])
+    assert independence["independence_low"].tolist() == pytest.approx([0.0, 0.0, 1 - 2 * np.sqrt(1 / 6)])
 
 
 def look_alikes_and_flips(has_mask: bool) -> tuple[HandMadeRun, list[str], list[str], np.ndarray]:
@@ -355,7 +362,8 @@ def test_flips_the_images_do_not_explain_outrank_a_larger_look_alike_pair_which_
 
 def test_a_labelling_fault_comes_first_and_spread_errors_follow_in_cleanlabs_order_by_hand():
     """A pair of 8 sure mistakes with independent labels (no probs.npy: nothing says otherwise) is a labelling
-    fault: suspicion 1 + 1^2 x 8 / (8 + 10) + 0.01 x sureness 1 = 1.4544. Pairs of one or two (as errors spread over
+    fault: suspicion 1 + its pair score (how surely its labels are independent: 0, with no probabilities to tell)
+    + 0.01 x sureness 1 = 1.01. Pairs of one or two (as errors spread over
     a real test set fall) follow by 1 - p(label), whatever their pair: the lone dog -> bird at p(label) 0.001 before
     the two dog -> cat, which the pair score alone put first (2 / 12 against 1 / 11)."""
     run, rng = clean_run()
@@ -367,7 +375,7 @@ def test_a_labelling_fault_comes_first_and_spread_errors_follow_in_cleanlabs_ord
                    has_mask=False)
     suspects = label_error_suspects(run.arrays()[0], CFG)
     assert list(suspects["id"]) == [*fault, lone, pair[1], pair[0]]
-    assert suspects["suspicion"].tolist() == pytest.approx([1 + 8 / 18 + 0.01] * 8 + [0.999, 0.95, 0.8], abs=1e-6)
+    assert suspects["suspicion"].tolist() == pytest.approx([1 + 0 + 0.01] * 8 + [0.999, 0.95, 0.8], abs=1e-6)
     assert label_error_suspects(run.arrays()[0], dataclasses.replace(CFG, label_error_min_pair_sure=9))[
         "suspicion"].max() == pytest.approx(0.999, abs=1e-6)  # one sure mistake short: no fault, cleanlab's order
 
@@ -776,3 +784,20 @@ def test_a_small_mark_in_a_large_region_is_told_from_the_object_beside_it():
     unmarked = place_figures(CornerDetector(), images(12, mark=False), references, region, 1, "cpu", seed=0,
                              pixels_decide_above=CFG.place_max_pixel_std_ratio)  # fmt: skip
     assert unmarked["pixel_std_ratio"] > 0.5 and "transplant_rate" not in unmarked  # objects vary: the pixels decide
+
+
+def test_auc_standard_error_by_hand_and_against_a_bootstrap():
+    from auditor.findings.stats import auc_standard_error, rank_auc
+
+    # A = 0.5, 10 and 10: Q1 = Q2 = 1/3, A^2 = 0.25: (0.25 + 9 x (1/12) + 9 x (1/12)) / 100 = 0.0175
+    assert auc_standard_error(0.5, 10, 10) == pytest.approx(np.sqrt(0.0175))
+    # A = 0.8, 4 and 6: Q1 = 0.8 / 1.2, Q2 = 1.28 / 1.8; (0.16 + 3 (Q1 - 0.64) + 5 (Q2 - 0.64)) / 24
+    q1, q2 = 0.8 / 1.2, 1.28 / 1.8
+    assert auc_standard_error(0.8, 4, 6) == pytest.approx(np.sqrt((0.16 + 3 * (q1 - 0.64) + 5 * (q2 - 0.64)) / 24))
+    assert auc_standard_error(0.7, 0, 5) == 0.5 and auc_standard_error(0.7, 5, 0) == 0.5  # nothing to go on
+    rng = np.random.default_rng(0)  # independent check: the spread of the AUC over resampled images
+    positive = np.r_[np.ones(60, bool), np.zeros(240, bool)]
+    score = np.r_[rng.normal(0.5, 1, 60), rng.normal(0, 1, 240)]
+    auc = rank_auc(positive, score)
+    boot = [rank_auc(positive[i], score[i]) for i in (rng.integers(0, 300, 300) for _ in range(400))]
+    assert auc_standard_error(auc, 60, 240) == pytest.approx(np.std(boot), rel=0.2)

@@ -43,3 +43,14 @@ def rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
         return 0.5
     ranks = rankdata(score)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of an ROC AUC from n_pos positives and n_neg negatives (Hanley & McNeil 1982): how far a
+    pair's AUC, and so its label independence, can move by chance with this many images. 0.5 (no knowledge) when
+    either side is empty."""
+    if n_pos < 1 or n_neg < 1:
+        return 0.5
+    q1, q2 = auc / (2.0 - auc), 2.0 * auc * auc / (1.0 + auc)
+    variance = auc * (1.0 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)
+    return float(np.sqrt(max(variance, 0.0) / (n_pos * n_neg)))

@@ -20,7 +20,7 @@ from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_object_score, informative, object_scores
 from auditor.findings.place_evidence import TESTED_PLACE_KINDS, erasure_effect
 from auditor.findings.record import Finding, Kind, metrics
-from auditor.findings.stats import object_score, rank_auc
+from auditor.findings.stats import auc_standard_error, object_score, rank_auc
 
 KIND = Kind(
     name="suspected_label_error",
@@ -87,9 +87,9 @@ def confident_learning(records: pd.DataFrame, probs, cfg: FindingsConfig) -> tup
 WITHIN_PAIR = 0.01  # the within-pair term orders a fault pair's images; pair scores differ by more between pairs
 
 
-def label_independence(records: pd.DataFrame, probs, suspects: pd.DataFrame, cfg: FindingsConfig) -> pd.Series:
+def label_independence(records: pd.DataFrame, probs, suspects: pd.DataFrame, cfg: FindingsConfig) -> pd.DataFrame:
     """Per suspect: how little the model's belief in the label tells which of its pair's confident predictions
-    carry that label.
+    carry that label (column label_independence), and how little it surely tells (independence_low).
 
     Take the images the model predicts surely as the suspect's predicted class p (`sureness`: as surely as p's own
     images usually are, and at more than half), labelled p or the suspect's label t.
@@ -98,12 +98,14 @@ def label_independence(records: pd.DataFrame, probs, suspects: pd.DataFrame, cfg
     label is independent of the image and p(t) ranks them no better than chance (AUC near 0.5), whether the model
     learned to give t some probability on every such image (trained on the same noise) or none (a held-out test
     set). Only confident predictions count: ambiguous images, hard or look-alike, would say the label is
-    explained when the confidently predicted ones say it is not. Returns 1 - 2 x max(AUC - 0.5, 0): 1 for labels
-    the images do not explain, 0 for labels they fully explain, and 0 for a pair with no confident prediction
-    labelled t. Without probs.npy (run directories written before it) every pair gets 1.
+    explained when the confidently predicted ones say it is not. label_independence is 1 - 2 x max(AUC - 0.5, 0):
+    1 for labels the images do not explain, 0 for labels they fully explain, and 0 for a pair with no confident
+    prediction labelled t. independence_low is the same with the AUC one standard error higher
+    (`auc_standard_error`): a few images give a rough AUC, so a small pair's independence is less sure than a large
+    one's. Without probs.npy (run directories written before it) every pair gets 1 and 0.
     """
     if probs is None or suspects.empty:
-        return pd.Series(1.0, index=suspects.index)
+        return pd.DataFrame({"label_independence": 1.0, "independence_low": 0.0}, index=suspects.index)
     rows = records["row"].to_numpy()
     label_of, pred_of = records["label_idx"].to_numpy(), records["pred_idx"].to_numpy()
     confident = (sureness(records["p_pred"], self_confidence_threshold(records), cfg) >= 1.0).to_numpy()
@@ -115,9 +117,11 @@ def label_independence(records: pd.DataFrame, probs, suspects: pd.DataFrame, cfg
         labelled_t = (label_of[members] == t)[np.isfinite(label_prob)]
         label_prob = label_prob[np.isfinite(label_prob)]
         auc = rank_auc(labelled_t, label_prob) if labelled_t.any() else 1.0
-        independence[t, p] = 1.0 - 2.0 * max(auc - 0.5, 0.0)
-    pairs = zip(suspects["label_idx"], suspects["pred_idx"])
-    return pd.Series([independence[pair] for pair in pairs], index=suspects.index)
+        high = auc + auc_standard_error(auc, int(labelled_t.sum()), int((~labelled_t).sum()))
+        independence[t, p] = (1.0 - 2.0 * max(auc - 0.5, 0.0), 1.0 - 2.0 * min(max(high - 0.5, 0.0), 0.5))
+    pairs = list(zip(suspects["label_idx"], suspects["pred_idx"]))
+    return pd.DataFrame([independence[pair] for pair in pairs], index=suspects.index,
+                        columns=["label_independence", "independence_low"])
 
 
 def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None, context: Context | None = None,
@@ -137,8 +141,9 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     mistakes too. What tells such a pair apart: among the images the model predicts as surely as its class's own
     (confident learning's joint; `sureness`), the label is independent of the image (`label_independence`). So
     a pair whose labels are that independent (label_error_min_independence) and that holds label_error_min_pair_sure
-    sure mistakes or more is a labelling fault: its suspects come first, pairs ordered by their label independence
-    squared x c / (c + label_error_pair_pseudo_count), c its sure mistakes, and within a pair surest first
+    sure mistakes or more is a labelling fault: its suspects come first, pairs ordered by how surely their labels are
+    independent (independence_low: a big pair of look-alikes at 0.76 ranks below a small planted one at 0.88, which
+    a count weight had put first; Fashion-MNIST seed 23, benchmarks/README.md), and within a pair surest first
     (`sureness`, plus label_error_object_weight x how much more the object draws the predicted class's map than the
     label's, where a mask exists: a 7 carrying a 1's stroke draws both maps). suspicion = 1 + that pair score
     + 0.01 x that. Every other suspect follows in cleanlab's order, suspicion = 1 - p(label).
@@ -177,10 +182,10 @@ def _scored(records: pd.DataFrame, cfg: FindingsConfig, probs, context: Context 
     suspects = wrong.assign(
         threshold=threshold[wrong.index], object_score=score, label_object_score=label_score,
     )[~context_driven]
-    independent = label_independence(records, probs, suspects, cfg)
+    independence = label_independence(records, probs, suspects, cfg)
+    independent, pair_score = independence["label_independence"], independence["independence_low"]
     surely = sureness(suspects["p_pred"], suspects["threshold"], cfg)
     confident = (surely >= 1.0).groupby([suspects["label_idx"], suspects["pred_idx"]]).transform("sum")
-    pair_score = independent**2 * confident / (confident + cfg.label_error_pair_pseudo_count)
     may_be_fault = (independent >= cfg.label_error_min_independence) & (confident >= cfg.label_error_min_pair_sure)
     on_object = suspects[["object_score", "label_object_score"]].clip(0, 1).fillna(0)
     speaks_for_pred = on_object["object_score"] - on_object["label_object_score"]
