@@ -7,7 +7,8 @@ the window of its region where they differ most from other classes' images (`pla
 read from the sweep's thumbs (no file decoded, no model run). Two findings of one class are one cause when both
 windows differ from the other classes' images there by at least `group_min_contrast` x the references' pixel std,
 and from each other, under the eight turns and flips of a square (a frame's top side is its left side turned) and
-shifts of a pixel or two, by at most `group_max_difference` x that std. Background clutter that merely differs from other classes' is no cue:
+shifts of a pixel or two, by at most `group_max_difference` x that std, or one's window shows that closely somewhere
+in the other's region (a frame's corner is where one side's images differ most, a straight side where another's do). Background clutter that merely differs from other classes' is no cue:
 it never matches itself at another place as closely as a mark does. With masks, the same cue off the object also
 makes the class's attention fall off its objects: the class's background_reliance finding is that cause too, and is
 folded into the group (`registry.merge`, its evidence kept). Likewise a class's property_shortcut whose property
@@ -51,12 +52,15 @@ def turns(patch: torch.Tensor) -> list[torch.Tensor]:
 
 @dataclasses.dataclass(frozen=True)
 class Appearance:
-    """A place finding's look: the mean of its images at its distinctive window (`patch`, [C, S, S]) and how far
-    it stands from other classes' images there (`contrast`, in units of `scale`, their pixel std)."""
+    """A place finding's look: the mean of its images at its distinctive window (`patch`, [C, S, S]; `native`, the
+    window as cut, before resizing), over its whole region (`field`, [C, h, w]), and how far the window stands from
+    other classes' images (`contrast`, in units of `scale`, their pixel std)."""
 
     patch: torch.Tensor
     contrast: float
     scale: float
+    native: torch.Tensor | None = None
+    field: torch.Tensor | None = None
 
 
 def appearance(members: torch.Tensor, references: torch.Tensor, region, window: float) -> Appearance | None:
@@ -69,11 +73,14 @@ def appearance(members: torch.Tensor, references: torch.Tensor, region, window: 
     spot = distinctive_window(members, references, mask, side)
     rows, cols = torch.nonzero(spot.any(dim=1)).flatten(), torch.nonzero(spot.any(dim=0)).flatten()
     crop = (slice(None), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
-    ours, theirs = members.mean(dim=0)[crop], references.mean(dim=0)[crop]
+    mean = members.mean(dim=0)
+    ours, theirs = mean[crop], references.mean(dim=0)[crop]
     scale = max(float(references.std()), 1e-6)
     contrast = float((ours - theirs).square().mean().sqrt()) / scale
     patch = F.interpolate(ours[None], size=(side, side), mode="bilinear", align_corners=False)[0]
-    return Appearance(patch, contrast, scale)
+    rows, cols = torch.nonzero(mask.any(dim=1)).flatten(), torch.nonzero(mask.any(dim=0)).flatten()
+    field = mean[:, int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
+    return Appearance(patch, contrast, scale, native=ours, field=field)
 
 
 def difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -91,12 +98,31 @@ def difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return best
 
 
+def found_in(patch: torch.Tensor, field: torch.Tensor) -> float:
+    """Root-mean-square difference of a patch [C, h, w], turned or flipped, from the window of the `field`
+    [C, H, W] it matches best (inf where it does not fit): a frame's corner, where one finding's images differ
+    most, holds the straight side another finding's images show at the opposite edge."""
+    best = math.inf
+    for turned in turns(patch):
+        h, w = turned.shape[-2:]
+        if h > field.shape[-2] or w > field.shape[-1]:
+            continue
+        windows = field.unfold(1, h, 1).unfold(2, w, 1)  # [C, H - h + 1, W - w + 1, h, w]
+        best = min(best, float((windows - turned[:, None, None]).square().mean(dim=(0, 3, 4)).sqrt().min()))
+    return best
+
+
 def alike(a: Appearance, b: Appearance, cfg: FindingsConfig) -> bool:
     """Both stand out from other classes' images, and they match each other up to a turn, a flip or a small
-    shift (`difference`)."""
+    shift (`difference`), or one's distinctive window shows somewhere in the other's region (`found_in`)."""
     if min(a.contrast, b.contrast) < cfg.group_min_contrast:
         return False
-    return difference(a.patch, b.patch) / min(a.scale, b.scale) <= cfg.group_max_difference
+    closest = difference(a.patch, b.patch)
+    if a.native is not None and b.field is not None:
+        closest = min(closest, found_in(a.native, b.field))
+    if b.native is not None and a.field is not None:
+        closest = min(closest, found_in(b.native, a.field))
+    return closest / min(a.scale, b.scale) <= cfg.group_max_difference
 
 
 def grouped(members: list[Finding], size: int = 100) -> Finding:

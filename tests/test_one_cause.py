@@ -11,7 +11,7 @@ import torch
 
 from auditor.config import FindingsConfig
 from auditor.findings import Finding
-from auditor.one_cause import absorb_property, appearance, one_cause, turns, where_it_departs
+from auditor.one_cause import absorb_property, appearance, difference, one_cause, turns, where_it_departs
 
 CFG = FindingsConfig()
 SIZE = 32
@@ -188,3 +188,29 @@ def test_a_used_property_of_the_backgrounds_is_the_class_s_background_reliance_w
     objects, o_records, o_thumbs, o_masks = property_run(on_background=False)
     objects = objects[1:]
     assert absorb_property(objects, o_records, o_thumbs, o_masks, ["cat", "dog"], CFG) == objects
+
+
+def test_a_frame_found_at_a_corner_and_at_a_straight_side_is_one_finding():
+    """A 2 px frame on a class's images, one cluster along the left edge (its images differ most from other
+    classes' at a corner: the window holds two sides) and one along the right edge between the corners (one side):
+    the two windows differ, but the straight side shows in the left edge's region, so they are one cause."""
+    rng = np.random.default_rng(0)
+    n, others = 20, 80
+    thumbs = rng.integers(40, 120, size=(n + others, 3, SIZE, SIZE)).astype(np.uint8)
+    thumbs[:n, :, :2, :], thumbs[:n, :, -2:, :], thumbs[:n, :, :, :2], thumbs[:n, :, :, -2:] = 230, 230, 230, 230
+    records = pd.DataFrame({"id": [f"i{r}" for r in range(n + others)], "row": np.arange(n + others),
+                            "label_idx": np.r_[np.zeros(n, int), np.ones(others, int)]})
+    left, right = [0.0, 0.0, 0.25, 1.0], [0.75, 0.25, 1.0, 0.75]
+    findings = [Finding(kind="strategy_cluster", severity=severity, classes=["cat"], region=region,
+                        samples=[f"i{r}" for r in rows], metrics={"cluster_share": 0.5}, message=side)
+                for severity, region, rows, side in (("high", left, range(10), "left"),
+                                                     ("medium", right, range(10, 20), "right"))]
+    members = torch.from_numpy(thumbs[:10].astype(np.float32))
+    references = torch.from_numpy(thumbs[n:].astype(np.float32))
+    window = CFG.place_pixel_window / 2
+    corner, side = appearance(members, references, left, window), appearance(
+        torch.from_numpy(thumbs[10:20].astype(np.float32)), references, right, window)
+    assert corner.patch[:, 0, :].mean() > 200 and corner.patch[:, :, 0].mean() > 200  # two sides of the frame
+    assert difference(corner.patch, side.patch) / corner.scale > CFG.group_max_difference  # apart as patches
+    (f,) = one_cause(findings, records, thumbs, ["cat", "dog"], CFG)
+    assert f.metrics["places"] == 2 and f.region == left and len(f.samples) == 20
