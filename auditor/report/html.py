@@ -457,8 +457,7 @@ def _finding_cards(findings, class_index, records, gallery, cfg, causal, class_m
             "kind": str(finding.get("kind", "finding")),
             "title": str(finding.get("kind", "finding")).replace("_", " ").capitalize(),
             "severity": str(finding.get("severity", "low")).lower(),
-            "message": str(finding.get("message", "")),
-            "sentences": merged_sentences(str(finding.get("message", ""))),
+            "sentences": merged_sentences(str(finding.get("message", ""))),  # its own, then each merged one's
             "classes": classes,
             "pair": pair,
             "pair_anchor": pair_anchors.get(pair) if pair else None,
