@@ -278,7 +278,7 @@ class FindingsConfig:
     # map draws above the label's: suspects whose object speaks for the prediction rank first
     label_error_min_independence: float = 0.75  # a pair is high only when its images explain its labels this
     # little (1 - 2 x (AUC - 0.5) of p(label) among the images confidently predicted as the pair's class; 0.75 =
-    # AUC 0.625)
+    # AUC 0.625), with the AUC one standard error higher too
     label_error_min_pair_sure: int = 8  # a pair's own evidence (the pair score) orders its suspects ahead of the
     # rest only when its labels are that independent and it holds this many sure mistakes; every other suspect goes
     # in cleanlab's self-confidence order. Pairs of few errors are what a real test set has (errors spread over

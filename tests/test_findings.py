@@ -116,6 +116,21 @@ class HandMadeRun:
         return find_all(*self.arrays(), cfg)
 
 
+def probs_of(run: HandMadeRun) -> np.ndarray:
+    """Each image's probability vector: p_true at its label, p_pred at its prediction, the rest spread evenly."""
+    records, *_ = run.arrays()
+    k = len(run.classes)
+    probs = np.zeros((len(records), k))
+    for i, r in records.iterrows():
+        probs[i, r["label_idx"]] += r["p_true"]
+        if not r["correct"]:
+            probs[i, r["pred_idx"]] += r["p_pred"]
+        rest = 1.0 - probs[i].sum()
+        others = probs[i] == 0
+        probs[i, others] = rest / max(others.sum(), 1)
+    return probs
+
+
 def of_kind(findings, kind):
     return [f for f in findings if f.kind == kind]
 
@@ -614,8 +629,13 @@ def test_suspected_label_error_high_for_systematic_label_noise_and_quiet_below_t
     for _ in range(8):  # 8 of 38 images labelled bird look like cats to a confident model
         y, x = run.place(rng, 5)
         run.add("bird", square(y, x, 5), "object", pred="cat", p_true=0.02, p_pred=0.96)
-    (f,) = of_kind(run.find()[0], "suspected_label_error")
+    records, maps, masks, classes = run.arrays()
+    (f,) = of_kind(find_all(records, maps, masks, classes, CFG, probs=probs_of(run))[0], "suspected_label_error")
     assert f.severity == "high" and f.pair == {"true": "bird", "pred": "cat"}
+    # p(bird) 0.02 on each of them against 0.05 on every cat: AUC 0, its standard error 0, surely independent labels
+    assert f.metrics["label_independence"] == f.metrics["independence_low"] == 1.0
+    (f,) = of_kind(run.find()[0], "suspected_label_error")  # no probs.npy: nothing says the labels are independent
+    assert f.severity == "medium" and "medium at most" in f.message
 
     quiet, rng = clean_run()
     for _ in range(8):  # wrong but less sure than cats usually are: ordinary mistakes

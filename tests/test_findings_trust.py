@@ -21,24 +21,11 @@ from auditor.findings import suspected_label_error
 from auditor.findings.context import Context
 from auditor.findings.suspected_label_error import label_error_suspects
 from auditor.runs import save_npy_atomic
-from tests.test_findings import CFG, CORNER, HandMadeRun, blob, clean_run, corner_run, of_kind, square, write_run
+from tests.test_findings import (
+    CFG, CORNER, HandMadeRun, blob, clean_run, corner_run, of_kind, probs_of, square, write_run,
+)
 
 # ------------------------------------------------------------------------------------------------ model health
-
-
-def probs_of(run: HandMadeRun) -> np.ndarray:
-    """Each image's probability vector: p_true at its label, p_pred at its prediction, the rest spread evenly."""
-    records, *_ = run.arrays()
-    k = len(run.classes)
-    probs = np.zeros((len(records), k))
-    for i, r in records.iterrows():
-        probs[i, r["label_idx"]] += r["p_true"]
-        if not r["correct"]:
-            probs[i, r["pred_idx"]] += r["p_pred"]
-        rest = 1.0 - probs[i].sum()
-        others = probs[i] == 0
-        probs[i, others] = rest / max(others.sum(), 1)
-    return probs
 
 
 def collapsed_run() -> HandMadeRun:
@@ -699,16 +686,20 @@ def test_a_pair_of_unsure_mistakes_is_listed_but_not_raised_by_them():
 
 
 def test_suspects_count_toward_severity_only_where_the_model_prefers_their_class_outright():
-    """A hard predicted class sets a low confident-learning threshold (cats called cat at 0.4): mistakes at 0.45
-    pass it, yet the model does not prefer cat over all other classes together. They stay listed, not high; the
-    same pair at 0.6 is high."""
-    unsure, sure = bird_cat_pair(0.45, cats_called_cat=0.4), bird_cat_pair(0.6, cats_called_cat=0.4)
-    assert unsure.metrics["threshold"] == pytest.approx(0.4) and unsure.metrics["top_ranked"] == 8
+    """A hard predicted class sets a low confident-learning threshold (cats called cat at 0.375): mistakes at 0.45
+    pass it, yet the model does not prefer cat over all other classes together. They stay listed, low; the same
+    pair at 0.6 counts all 8, medium: no cat is called cat surely, so nothing to compare the birds' p(bird) with
+    says their labels are surely independent (independence_low 0). With the threshold alone the cats are sure
+    too, their p(bird) (0.3125) above every bird's (0.02): independent labels, and the pair is high."""
+    unsure, sure = bird_cat_pair(0.45, cats_called_cat=0.375), bird_cat_pair(0.6, cats_called_cat=0.375)
+    assert unsure.metrics["threshold"] == pytest.approx(0.375) and unsure.metrics["top_ranked"] == 8
     assert unsure.metrics["confident_top_ranked"] == 0 and unsure.severity == "low"
-    assert sure.metrics["confident_top_ranked"] == 8 and sure.severity == "high"
+    assert sure.metrics["confident_top_ranked"] == 8 and sure.severity == "medium"
+    assert sure.metrics["independence_low"] == 0.0
     lenient = dataclasses.replace(CFG, label_error_min_p_pred=0.0)  # confident learning's threshold alone
-    lenient = bird_cat_pair(0.45, cats_called_cat=0.4, cfg=lenient)
+    lenient = bird_cat_pair(0.45, cats_called_cat=0.375, cfg=lenient)
     assert lenient.metrics["confident_top_ranked"] == 8 and lenient.severity == "high"
+    assert lenient.metrics["independence_low"] == 1.0
 
 
 def test_a_model_that_never_names_a_class_is_suspect_and_says_which():
