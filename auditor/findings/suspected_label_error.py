@@ -213,7 +213,7 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
     independence of at least label_error_min_independence, surely (`independence_low`, the AUC one standard error
     higher): where the images explain their labels, the pair is two classes that look alike, worth a look (medium at
     most) but not a labelling fault, and a pair of look-alikes just past the bar may be that too (Fashion-MNIST seed
-    23's shirts predicted T-shirt: 0.76, and 0.68 within one standard error). Without probs.npy nothing says so.
+    23's shirts predicted T-shirt: 0.76, and 0.67 within one standard error). Without probs.npy nothing says so.
 
     A pair with fewer than label_error_min_count suspects among them gets no finding: every mistake is a suspect, and
     such a pair is ordinary confusion, or one or two of the errors a real test set spreads over many pairs, which
