@@ -301,7 +301,7 @@ def test_label_independence_by_hand():
     # sqrt((1/4 + 0 + 1 x (1/3 - 1/4)) / 2) = sqrt(1/6), so independence_low = 1 - 2 sqrt(1/6): three images say little
     assert independence["independence_low"].tolist() == pytest.approx([1 - 2 * np.sqrt(1 / 6)] * 3)
     no_probs = label_independence(records, None, suspects, CFG)  # no probs.npy: no evidence either way
-    assert no_probs["label_independence"].tolist() == [1.0] * 3 and no_probs["independence_low"].tolist() == [0.0] * 3
+    assert no_probs["label_independence"].tolist() == [1.0] * 3 and no_probs["independence_low"].tolist() == [1.0] * 3
     # The confident 0 now more 0-like than every confident 1 (p(0) 0.12, still confident at p(1) 0.88): AUC 1,
     # independence 0, the label explained; the other pair unchanged.
     records, probs = records_of(np.where(np.arange(8) == 1, 0.12, p0))
@@ -349,8 +349,8 @@ def test_flips_the_images_do_not_explain_outrank_a_larger_look_alike_pair_which_
 
 def test_a_labelling_fault_comes_first_and_spread_errors_follow_in_cleanlabs_order_by_hand():
     """A pair of 8 sure mistakes with independent labels (no probs.npy: nothing says otherwise) is a labelling
-    fault: suspicion 1 + its pair score (how surely its labels are independent: 0, with no probabilities to tell)
-    + 0.01 x sureness 1 = 1.01. Pairs of one or two (as errors spread over
+    fault: suspicion 1 + its pair score (how surely its labels are independent: 1, with no probabilities to say
+    otherwise) + 0.01 x sureness 1 = 2.01. Pairs of one or two (as errors spread over
     a real test set fall) follow by 1 - p(label), whatever their pair: the lone dog -> bird at p(label) 0.001 before
     the two dog -> cat, which the pair score alone put first (2 / 12 against 1 / 11)."""
     run, rng = clean_run()
@@ -362,9 +362,32 @@ def test_a_labelling_fault_comes_first_and_spread_errors_follow_in_cleanlabs_ord
                    has_mask=False)
     suspects = label_error_suspects(run.arrays()[0], CFG)
     assert list(suspects["id"]) == [*fault, lone, pair[1], pair[0]]
-    assert suspects["suspicion"].tolist() == pytest.approx([1 + 0 + 0.01] * 8 + [0.999, 0.95, 0.8], abs=1e-6)
+    assert suspects["suspicion"].tolist() == pytest.approx([1 + 1 + 0.01] * 8 + [0.999, 0.95, 0.8], abs=1e-6)
     assert label_error_suspects(run.arrays()[0], dataclasses.replace(CFG, label_error_min_pair_sure=9))[
         "suspicion"].max() == pytest.approx(0.999, abs=1e-6)  # one sure mistake short: no fault, cleanlab's order
+
+
+def test_a_pair_is_a_labelling_fault_only_when_its_labels_are_surely_independent_by_hand():
+    """9 birds predicted cat (p 0.93, all sure) against the 30 cats' p(bird) 0.05. With 4 of the birds at p(bird)
+    0.06 (above every cat) and 5 at 0.02: U = 4 x 30 = 120 of 270, AUC 0.444, independence 1; Hanley-McNeil: q1 =
+    0.444/1.556, q2 = 2 x 0.444^2/1.444, variance (0.247 + 8 (q1 - 0.198) + 29 (q2 - 0.198)) / 270 = 0.0117, standard
+    error 0.108: independence_low 1 - 2 x (0.553 - 0.5) = 0.895, a fault: suspicion 1 + 0.895 + 0.01. With 5 at 0.06:
+    AUC 150/270 = 0.556, independence 0.889, standard error 0.112, independence_low 1 - 2 x 0.168 = 0.664, below 0.75:
+    not surely independent (a look-alike pair past the bar by chance reads so), cleanlab's order, 1 - p(label)."""
+    def suspects(above):
+        run, rng = clean_run()
+        for i in range(9):
+            run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.06 if i < above else 0.02,
+                    p_pred=0.93, has_mask=False)
+        return label_error_suspects(run.arrays()[0], CFG, probs=probs_of(run))
+
+    fault, chance = suspects(4), suspects(5)
+    assert fault["label_independence"].tolist() == pytest.approx([1.0] * 9)
+    assert fault["independence_low"].tolist() == pytest.approx([0.895] * 9, abs=1e-3)
+    assert fault["suspicion"].tolist() == pytest.approx([1 + 0.895 + 0.01] * 9, abs=1e-3)
+    assert chance["label_independence"].tolist() == pytest.approx([0.889] * 9, abs=1e-3)
+    assert chance["independence_low"].tolist() == pytest.approx([0.664] * 9, abs=1e-3)
+    assert chance["suspicion"].tolist() == pytest.approx([0.98] * 4 + [0.94] * 5)
 
 
 def test_a_look_alike_pair_alone_at_the_top_is_medium_at_most():
