@@ -77,12 +77,25 @@ def test_different_marks_and_plain_background_stay_apart():
     assert len(one_cause(plain, records, thumbs, ["cat", "dog"], CFG)) == 2
 
 
-def test_low_findings_and_findings_at_one_place_stay_apart():
+def test_low_findings_stay_apart_and_look_alikes_at_one_place_are_one_card():
     findings, records, thumbs = run_with({corner: red() for corner in CORNERS})
     low = [dataclasses.replace(f, severity="low") for f in findings]  # not yet a cue: an object's parts look alike
     assert len(one_cause(low, records, thumbs, ["cat", "dog"], CFG)) == 4
-    twin = dataclasses.replace(findings[0], kind="spatial_shortcut")  # the same place: the same problem, not a move
-    assert len(one_cause([findings[0], twin], records, thumbs, ["cat", "dog"], CFG)) == 2
+    # A shortcut the class's maps peak at and a minority cluster (a quarter of the class) attending the same red
+    # square there: one card, not a move; the cluster names which images carry it, the shortcut's evidence kept.
+    twin = dataclasses.replace(findings[0], kind="spatial_shortcut", severity="medium", metrics={"hit_rate": 0.13},
+                               message="peaks")
+    (f,) = one_cause([twin, findings[0]], records, thumbs, ["cat", "dog"], CFG)
+    assert (f.kind, f.severity, f.region) == ("strategy_cluster", "high", CORNERS["top-left"][0])
+    assert f.metrics["spatial_shortcut.hit_rate"] == 0.13 and "places" not in f.metrics
+    assert f.message == "top-left Also spatial shortcut: peaks"
+    # At one place but different pixels (a red square's cluster, a blue cross's shortcut there): two cards.
+    cross = np.zeros((3, 5, 5), np.uint8)
+    cross[2, 2, :], cross[2, :, 2] = 255, 255
+    other, records, thumbs = run_with({"top-left": red(), "bottom-right": cross})
+    at_the_cross = dataclasses.replace(other[1], kind="spatial_shortcut", region=CORNERS["top-left"][0])
+    thumbs[10:20, :, 1:6, 1:6] = cross  # the cross's images carry it at the top-left too
+    assert len(one_cause([other[0], at_the_cross], records, thumbs, ["cat", "dog"], CFG)) == 2
 
 
 def test_without_thumbs_or_when_off_nothing_is_grouped():

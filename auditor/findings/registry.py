@@ -121,14 +121,17 @@ def without_repeats(findings: list[Finding], cfg: FindingsConfig) -> list[Findin
         twin = next((i for i, g in enumerate(out) if same_problem(f, g, cfg)), None)
         if twin is None:
             out.append(f)
-            continue
-        g = out[twin]
-        keep, other = (f, g) if PLACE_PRIORITY.index(f.kind) < PLACE_PRIORITY.index(g.kind) else (g, f)
-        if other.kind == "strategy_cluster" and other.metrics.get("cluster_share", 1.0) <= cfg.spray_majority_share:
-            out[twin] = merge(other, keep)  # the shortcut is part of the class: the cluster names which images
         else:
-            out[twin] = keep if other.kind == "strategy_cluster" else merge(keep, other)
+            out[twin] = one_problem(out[twin], f, cfg)
     return out
+
+
+def one_problem(g: Finding, f: Finding, cfg: FindingsConfig) -> Finding:
+    """The one finding for two class findings of different kinds about one problem (`without_repeats`)."""
+    keep, other = (f, g) if PLACE_PRIORITY.index(f.kind) < PLACE_PRIORITY.index(g.kind) else (g, f)
+    if other.kind == "strategy_cluster" and other.metrics.get("cluster_share", 1.0) <= cfg.spray_majority_share:
+        return merge(other, keep)  # the shortcut is part of the class: the cluster names which images
+    return keep if other.kind == "strategy_cluster" else merge(keep, other)
 
 
 def find_all(records, maps, masks, classes, cfg: FindingsConfig, probs=None, context: Context | None = None):
