@@ -8,8 +8,9 @@ read from the sweep's thumbs (no file decoded, no model run). Two findings of on
 windows differ from the other classes' images there by at least `group_min_contrast` x the references' pixel std,
 and from each other, under the eight turns and flips of a square (a frame's top side is its left side turned) and
 shifts of a pixel or two, by at most `group_max_difference` x that std, or one's window shows that closely somewhere
-in the other's region (a frame's corner is where one side's images differ most, a straight side where another's do). Background clutter that merely differs from other classes' is no cue:
-it never matches itself at another place as closely as a mark does. With masks, the same cue off the object also
+in the other's region (a frame's corner is where one side's images differ most, a straight side where another's
+do). Background clutter that merely differs from other classes' is no cue: it never matches itself at another place
+as closely as a mark does. With masks, the same cue off the object also
 makes the class's attention fall off its objects: the class's background_reliance finding is that cause too, and is
 folded into the group (`registry.merge`, its evidence kept). Likewise a class's property_shortcut whose property
 departs on the class's backgrounds rather than on its objects (a greener cast from the grass behind every crescent)
@@ -206,10 +207,10 @@ def at_one_place(members: list[Finding], cfg: FindingsConfig) -> list[Finding]:
             folded.append(f)
         elif f.kind != folded[j].kind and {f.kind, folded[j].kind} <= set(PLACE_PRIORITY):
             folded[j] = one_problem(folded[j], f, cfg)
+        elif more_severe(folded[j].severity, f.severity) == folded[j].severity:
+            folded[j] = merge(folded[j], f)
         else:
-            keep, other = (f, folded[j]) if more_severe(f.severity, folded[j].severity) != folded[j].severity \
-                else (folded[j], f)
-            folded[j] = merge(keep, other)
+            folded[j] = merge(f, folded[j])
     return folded
 
 

@@ -128,14 +128,17 @@ def discounted(ranked: pd.DataFrame, discount: float) -> pd.Series:
 
 def pair_summary(ranked: pd.DataFrame, errors: set[str], cfg: FindingsConfig) -> str:
     """In ranking order, the pairs of the fault tier (marked *) and the pairs holding 3 or more of the errors:
-    label>pred, its sure mistakes (`sureness`), its label independence, the errors in it."""
+    label>pred, its sure mistakes (`sureness`), its label independence and how surely (independence_low, which
+    decides the fault tier), the errors in it."""
     sure = sureness(ranked["p_pred"], ranked["threshold"], cfg) >= 1.0
     flagged = ranked.assign(sure=sure, error=ranked["id"].isin(errors), fault=ranked["suspicion"] > 1)
     parts = []
     for (label, pred), pair in flagged.groupby(["label", "pred"], sort=False, observed=True):
         if pair["fault"].any() or pair["error"].sum() >= 3:
+            first = pair.iloc[0]
             parts.append(f"{label}>{pred}{'*' if pair['fault'].any() else ''} sure {int(pair['sure'].sum())} "
-                         f"indep {pair['label_independence'].iloc[0]:.2f} errors {int(pair['error'].sum())}")
+                         f"indep {first['label_independence']:.2f} surely {first['independence_low']:.2f} "
+                         f"errors {int(pair['error'].sum())}")
     return "; ".join(parts)
 
 

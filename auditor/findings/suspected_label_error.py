@@ -167,9 +167,9 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
 
 
 def _scored(records: pd.DataFrame, cfg: FindingsConfig, probs, context: Context | None):
-    """`label_error_suspects`' figures, before any order: the suspects (with their label_independence), the
-    suspicion each would have in a labelling-fault pair (1 + pair score + WITHIN_PAIR x within-pair term), whether
-    its pair clears the two fault bars, and cleanlab's estimate of the wrong labels."""
+    """`label_error_suspects`' figures, before any order: the suspects (with label_independence and
+    independence_low), the suspicion each would have in a labelling-fault pair (1 + pair score + WITHIN_PAIR x
+    within-pair term), whether its pair clears the two fault bars, and cleanlab's estimate of the wrong labels."""
     reference = context.class_score if context is not None else class_object_score(object_scores(records, cfg), cfg)
     flagged, estimate = confident_learning(records, probs, cfg)
     threshold = self_confidence_threshold(records)
@@ -183,16 +183,15 @@ def _scored(records: pd.DataFrame, cfg: FindingsConfig, probs, context: Context 
     suspects = wrong.assign(
         threshold=threshold[wrong.index], object_score=score, label_object_score=label_score,
     )[~context_driven]
-    independence = label_independence(records, probs, suspects, cfg)
-    independent, pair_score = independence["label_independence"], independence["independence_low"]
+    suspects = suspects.join(label_independence(records, probs, suspects, cfg))
+    pair_score = suspects["independence_low"]  # how surely the pair's labels are independent
     surely = sureness(suspects["p_pred"], suspects["threshold"], cfg)
     confident = (surely >= 1.0).groupby([suspects["label_idx"], suspects["pred_idx"]]).transform("sum")
     may_be_fault = (pair_score >= cfg.label_error_min_independence) & (confident >= cfg.label_error_min_pair_sure)
     on_object = suspects[["object_score", "label_object_score"]].clip(0, 1).fillna(0)
     speaks_for_pred = on_object["object_score"] - on_object["label_object_score"]
     within = surely + cfg.label_error_object_weight * speaks_for_pred
-    return (suspects.assign(label_independence=independent, independence_low=pair_score),
-            1.0 + pair_score + WITHIN_PAIR * within, may_be_fault, estimate)
+    return suspects, 1.0 + pair_score + WITHIN_PAIR * within, may_be_fault, estimate
 
 
 def suspects_of(context: Context, shortcut_classes=frozenset()) -> pd.DataFrame:
