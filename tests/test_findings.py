@@ -41,6 +41,7 @@ from auditor.findings import (
 from auditor.findings.place_evidence import with_place_evidence
 from auditor.findings.places import around_the_border, strongest_side
 from auditor.findings.registry import merge, merged_sentences
+from auditor.findings.suspected_label_error import label_error_suspects
 from auditor.runs import RECORD_COLUMNS, save_npy_atomic, save_parquet_atomic, write_json
 
 S = 16  # map side
@@ -607,9 +608,12 @@ def test_suspected_label_error_ranks_confident_on_object_mistakes_first():
     on_object = run.add("dog", obj, "object", pred="cat", p_true=0.03, p_pred=0.95)
     half_on = run.add("dog", obj, blob(6, 9, sigma=1.5), pred="cat", p_true=0.02, p_pred=0.97)  # surer, less on it
     no_mask = run.add("dog", obj, "object", pred="cat", p_true=0.05, p_pred=0.92, has_mask=False)
-    run.add("dog", obj, "background", pred="cat", p_true=0.01, p_pred=0.98)  # context, not a label error
+    context = run.add("dog", obj, "background", pred="cat", p_true=0.01, p_pred=0.98)  # maybe context: no card
     run.add("dog", obj, "object", pred="cat", p_true=0.3, p_pred=0.5)  # wrong, not confident
     records = run.arrays()[0]
+    suspects = label_error_suspects(records, CFG)
+    # Still listed, in cleanlab's order (the lowest p_true first), marked: a wrong label may sit anywhere.
+    assert suspects["id"].iloc[0] == context and suspects["context_driven"].tolist() == [True, False, False, False]
     score = object_score(records.pred_energy_in_mask, records.mask_area).set_axis(records.id)
     assert CFG.label_error_min_object_score <= score[half_on] < score[on_object]  # the premise of the ranking
     (f,) = of_kind(run.find()[0], "suspected_label_error")
@@ -898,15 +902,20 @@ def test_label_errors_csv_rows_of_a_class_recognised_by_a_needed_cue_say_so_in_t
                       metrics={"erased_rate": 0.0, "erased_control_rate": 1.0}, message="A sticker.")
     pair = Finding(id="F002", kind="suspected_label_error", severity="high", classes=["arrow", "triangle"],
                    pair={"true": "arrow", "pred": "triangle"}, message="...")
+    context = Finding(id="F003", kind="context_confusion", severity="medium", classes=["arrow", "triangle"],
+                      pair={"true": "arrow", "pred": "triangle"}, message="...")
     columns = [c for c in LABEL_ERROR_COLUMNS if c not in ("rank", "finding", "reason")]
-    suspects = pd.DataFrame({c: [0.5, 0.5] for c in columns}).assign(
-        id=["a", "d"], path=["a.png", "d.png"], label=["arrow", "diamond"], pred=["triangle", "triangle"])
-    table = label_error_table(suspects, [sticker.to_dict(), pair.to_dict()])
-    assert list(table.columns) == list(LABEL_ERROR_COLUMNS) and list(table["rank"]) == [1, 2]  # order kept
-    assert list(table["finding"]) == ["F002", ""]
+    suspects = pd.DataFrame({c: [0.5, 0.5, 0.5] for c in columns}).assign(
+        id=["a", "d", "c"], path=["a.png", "d.png", "c.png"], label=["arrow", "diamond", "arrow"],
+        pred=["triangle"] * 3, context_driven=[False, False, True])
+    table = label_error_table(suspects, [sticker.to_dict(), pair.to_dict(), context.to_dict()])
+    assert list(table.columns) == list(LABEL_ERROR_COLUMNS) and list(table["rank"]) == [1, 2, 3]  # order kept
+    assert list(table["finding"]) == ["F002", "", "F003"]  # a context-driven row links its pair's context card
     assert table.loc[0, "reason"] == "predicted triangle"
     assert table.loc[1, "reason"] == ("predicted triangle; 'diamond' is recognised by a cue its images need (F001): "
                                       "may be that shortcut's cost")
+    assert table.loc[2, "reason"] == ("predicted triangle; the map of triangle is off the object, where it usually "
+                                      "sits on triangle's: may be context rather than the label")
 
 
 def test_merged_sentences_gives_back_each_merged_findings_sentence_with_its_kind():

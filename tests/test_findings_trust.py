@@ -390,6 +390,39 @@ def test_a_pair_is_a_labelling_fault_only_when_its_labels_are_surely_independent
     assert chance["suspicion"].tolist() == pytest.approx([0.98] * 4 + [0.94] * 5)
 
 
+def test_a_surely_independent_pair_counts_its_unsure_suspects_toward_its_severity():
+    """A model trained on the same wrong labels gives each of them the noise's share of the label's probability, so
+    few are sure. 16 of 106 birds predicted cat: 8 sure (p 0.93, p(bird) 0.02 below every cat's 0.05: AUC 0,
+    standard error 0, independence_low 1) and 8 not (p 0.6, p(bird) 0.3); and 8 sure dogs predicted cat whose p(dog)
+    0.06 is above every cat's (AUC 1: look-alikes, cleanlab's order, after the fault pair), so cleanlab's estimate
+    (16), the top-ranked count, takes in the 8 unsure birds. Sure: 8 / 106 = 0.075, under label_error_high_rate;
+    counted, the 16 top-ranked birds: 0.151, high. The same with the sure birds' p(bird) above the cats' (the images
+    explain the labels) count the sure ones only: medium."""
+    def label_card(sure_p_label):
+        run, rng = clean_run()
+        run.clean(rng, "bird", n=60, avoid_corner=True)
+        for i in range(16):
+            sure = i < 8
+            run.add("bird", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=sure_p_label if sure else 0.3,
+                    p_pred=0.93 if sure else 0.6, has_mask=False)
+        for _ in range(8):
+            run.add("dog", square(*run.place(rng, 5), 5), "object", pred="cat", p_true=0.06, p_pred=0.92,
+                    has_mask=False)
+        records, maps, masks, classes = run.arrays()
+        findings = find_all(records, maps, masks, classes, CFG, probs=probs_of(run))[0]
+        return next(f for f in of_kind(findings, "suspected_label_error") if f.pair["true"] == "bird")
+
+    fault = label_card(0.02)
+    assert fault.metrics["independence_low"] == 1.0
+    assert (fault.metrics["confident_top_ranked"], fault.metrics["top_ranked"]) == (8, 16)
+    assert fault.metrics["rate"] == pytest.approx(8 / 106, abs=1e-4)
+    assert fault.metrics["counted_rate"] == pytest.approx(16 / 106, abs=1e-4)
+    assert fault.severity == "high"
+    alike = label_card(0.06)
+    assert alike.metrics["label_independence"] == 0.0 and alike.metrics["confident_top_ranked"] == 8
+    assert alike.metrics["counted_rate"] == alike.metrics["rate"] == pytest.approx(8 / 106, abs=1e-4)
+    assert alike.severity == "medium"
+
 def test_a_look_alike_pair_alone_at_the_top_is_medium_at_most():
     run, rng = clean_run()
     for _ in range(12):
