@@ -2,14 +2,14 @@
 
 Reads the run directories the planted-bias benchmarks leave (`<out>/run-masks`, `<out>/run-no-masks`, and
 `<out>/flipped.json`), ranks their suspects again with the current code (`label_error_suspects` on records.parquet
-and probs.npy, with the classes whose recognition needs a shortcut cue in the run's findings.json as the audit
-ranks them, `needed_cues`: no model, no audit) and prints, per run, the precision at k of that ranking and of cleanlab's
-`get_label_quality_scores(method="self_confidence")` on the same probabilities; k = the flips the model predicts as
+and probs.npy, with the classes the model recognises by a shortcut cue in the run's findings.json as the audit
+ranks them, `shortcut_cues`: no model, no audit) and prints, per run, the precision at k of that ranking and of
+cleanlab's `get_label_quality_scores(method="self_confidence")` on the same probabilities; k = the flips the model predicts as
 their true class, as planted.py scores it. With --keep-flips below 1, a seeded share of the flipped images is
 dropped from the run first: a smaller flip share (the audit of issue 26 had 12 % of a class flipped, the benchmarks
 25 %) without training again. With --into-cue-class N, a third regime, simulated: N images of the flips' source class
-that the model gets right are relabelled, per class whose recognition needs a shortcut cue (the run's findings:
-`needed_cues`), as that class. Those are label errors into a class whose images without the cue the model also
+that the model gets right are relabelled, per class the model recognises by a shortcut cue (the run's findings:
+`shortcut_cues`), as that class. Those are label errors into a class whose images without the cue the model also
 mistakes, so the model alone cannot tell the two apart. The model never learned these labels, so the simulation is
 exact for a held-out set (their true-class maps were not drawn: the mask evidence of the label is left out).
 With --scatter N, the regime of most real test sets: N right predictions, not flipped, each relabelled as a seeded
@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a script: make `auditor` importable from
 
 from auditor.config import FindingsConfig  # noqa: E402
 from auditor.findings.record import Finding  # noqa: E402
-from auditor.findings.suspected_label_error import label_error_suspects, needed_cues, sureness  # noqa: E402
+from auditor.findings.suspected_label_error import label_error_suspects, shortcut_cues, sureness  # noqa: E402
 
 
 def precision_at_k(ranking, flipped: set[str], k: int) -> float:
@@ -154,7 +154,7 @@ def score_run(run_dir: Path, flipped: set[str], keep: float, into: int = 0, scat
     cues: list[str] = []
     if (run_dir / "findings.json").is_file():
         doc = json.loads((run_dir / "findings.json").read_text())
-        cues = sorted(needed_cues([Finding(**f) for f in doc.get("findings", [])]))
+        cues = sorted(shortcut_cues([Finding(**f) for f in doc.get("findings", [])], FindingsConfig()))
     records, moved = relabelled_into(records, probs, source, flipped, cues, into if source else 0)
     records, spread = scattered(records, probs, flipped, scatter)
     relevant |= moved | spread
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     parser.add_argument("outs", nargs="+", type=Path, help="planted-bias benchmark --out folders")
     parser.add_argument("--keep-flips", type=float, nargs="+", default=[1.0], help="shares of the flips kept")
     parser.add_argument("--into-cue-class", type=int, nargs="+", default=[0], metavar="N",
-                        help="images relabelled into each class whose recognition needs a shortcut cue")
+                        help="images relabelled into each class the model recognises by a shortcut cue")
     parser.add_argument("--scatter", type=int, nargs="+", default=[0], metavar="N",
                         help="right predictions relabelled each as a random other class (errors spread over pairs)")
     parser.add_argument("--fault-discount", type=float, nargs="+", default=[0.0], metavar="D",

@@ -863,7 +863,7 @@ def test_validator_accepts_a_new_kind_and_a_pair():
     assert validate_findings(doc) == []
 
 
-def test_a_class_recognised_by_a_needed_cue_has_no_labelling_fault_and_its_cards_say_it_may_be_the_cost():
+def test_a_class_recognised_by_a_shortcut_cue_has_no_labelling_fault_and_its_cards_say_it_may_be_the_cost():
     from auditor.findings.context import Context  # noqa: PLC0415
     from auditor.findings.suspected_label_error import suspects_of, with_shortcut_costs  # noqa: PLC0415
 
@@ -876,26 +876,34 @@ def test_a_class_recognised_by_a_needed_cue_has_no_labelling_fault_and_its_cards
     findings, _ = find_all(records, maps, masks, classes, CFG, context=context)
     assert list(suspects_of(context)["id"]) == [*birds, lone]  # 8 sure mistakes, independent labels: a fault
 
-    def place(cls, severity, kept, kept_control):
+    def place(cls, severity, kept, kept_control, turned=0.0, turned_control=0.0):
         return Finding(id="F009", kind="strategy_cluster", severity=severity, classes=[cls], region=[0, 0, 0.25, 0.25],
-                       metrics={"erased_rate": kept, "erased_control_rate": kept_control}, message="A sticker.")
+                       metrics={"erased_rate": kept, "erased_control_rate": kept_control, "transplant_rate": turned,
+                                "transplant_control_rate": turned_control}, message="A sticker.")
 
     # erased, 0 % of the birds' carriers keep the class; under the control 100 %: the class needs its cue
     out = with_shortcut_costs([*findings, place("bird", "high", 0.0, 1.0)], context)
     assert list(suspects_of(context, {"bird"})["id"]) == [lone, *birds]  # cleanlab's order: p_true 0.015, 0.02, ...
     (card,) = of_kind(out, "suspected_label_error")
     assert card.message.startswith(of_kind(findings, "suspected_label_error")[0].message + " The model recognises "
-                                   "'bird' by a cue its images need (F009: with it erased, 0% of them keep the class, "
-                                   "under a control erasure 100%)")
+                                   "'bird' by a cue (F009: with it erased, 0% of them keep the class, under a control "
+                                   "erasure 100%)")
     assert "shortcut's cost" in card.message and "not as a labelling fault" in card.message
     others = [f for f in findings if f.kind != "suspected_label_error"]
     assert [f for f in out if f.kind != "suspected_label_error"] == [*others, place("bird", "high", 0.0, 1.0)]
-    # a cue the class does not need (0.9 - 0.5 = 0.4 < 0.5), or a low place finding: the findings as they were
-    for cue in (place("bird", "high", 0.5, 0.9), place("bird", "low", 0.0, 1.0)):
+    # not needed (1.0 kept either way), but pasted it turns 21 % of other images into birds, a control 3 %: 0.18,
+    # past transplant_min_effect (0.1): the cue makes the class by itself
+    (card,) = of_kind(with_shortcut_costs([*findings, place("bird", "high", 1.0, 1.0, 0.21, 0.03)], context),
+                      "suspected_label_error")
+    assert ("(F009: pasted onto other classes' images it turns 21% of them into 'bird', a random region 3%)"
+            in card.message)
+    # a cue the class does not need (0.9 - 0.5 = 0.4 < 0.5) and that makes no bird when pasted (0.08 - 0.03 < 0.1),
+    # or a low place finding: the findings as they were
+    for cue in (place("bird", "high", 0.5, 0.9, 0.08, 0.03), place("bird", "low", 0.0, 1.0)):
         assert with_shortcut_costs([*findings, cue], context) == [*findings, cue]
 
 
-def test_label_errors_csv_rows_of_a_class_recognised_by_a_needed_cue_say_so_in_their_reason():
+def test_label_errors_csv_rows_of_a_class_recognised_by_a_shortcut_cue_say_so_in_their_reason():
     from auditor.findings.suspected_label_error import LABEL_ERROR_COLUMNS, label_error_table  # noqa: PLC0415
 
     sticker = Finding(id="F001", kind="strategy_cluster", severity="high", classes=["diamond"],
@@ -908,12 +916,12 @@ def test_label_errors_csv_rows_of_a_class_recognised_by_a_needed_cue_say_so_in_t
     suspects = pd.DataFrame({c: [0.5, 0.5, 0.5] for c in columns}).assign(
         id=["a", "d", "c"], path=["a.png", "d.png", "c.png"], label=["arrow", "diamond", "arrow"],
         pred=["triangle"] * 3, context_driven=[False, False, True])
-    table = label_error_table(suspects, [sticker.to_dict(), pair.to_dict(), context.to_dict()])
+    table = label_error_table(suspects, [sticker.to_dict(), pair.to_dict(), context.to_dict()], CFG)
     assert list(table.columns) == list(LABEL_ERROR_COLUMNS) and list(table["rank"]) == [1, 2, 3]  # order kept
     assert list(table["finding"]) == ["F002", "", "F003"]  # a context-driven row links its pair's context card
     assert table.loc[0, "reason"] == "predicted triangle"
-    assert table.loc[1, "reason"] == ("predicted triangle; 'diamond' is recognised by a cue its images need (F001): "
-                                      "may be that shortcut's cost")
+    assert table.loc[1, "reason"] == ("predicted triangle; 'diamond' is recognised by a cue (F001): may be that "
+                                      "shortcut's cost")
     assert table.loc[2, "reason"] == ("predicted triangle; the map of triangle is off the object, where it usually "
                                       "sits on triangle's: may be context rather than the label")
 

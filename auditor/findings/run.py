@@ -22,7 +22,7 @@ from auditor.findings.duplicate_conflict import with_duplicates
 from auditor.findings.model_health import cap_findings
 from auditor.findings.record import SCHEMA_VERSION, Finding, validate_findings
 from auditor.findings.registry import find_all, number, scope_of
-from auditor.findings.suspected_label_error import label_error_table, needed_cues, suspects_of
+from auditor.findings.suspected_label_error import label_error_table, shortcut_cues, suspects_of
 from auditor.runs import load_run, write_atomic, write_json
 
 BATCH_NORM_FILE = "batch_norm.json"  # auditor.batch_norm_check's figures, which model_health reads
@@ -58,7 +58,7 @@ def apply_causal(findings: list[Finding], causal: pd.DataFrame, cfg: FindingsCon
 
 def write_document(run_dir: Path, findings: list[Finding], notes: list[str], context: Context) -> dict:
     """findings.json (validated) and label_errors.csv, each written atomically, once; returns the document."""
-    shortcut_classes = needed_cues(findings)  # as the label findings were judged (`with_shortcut_costs`)
+    shortcut_classes = shortcut_cues(findings, context.cfg)  # as the label findings were judged (`with_shortcut_costs`)
     findings = number(cap_findings(findings))
     doc = {"schema_version": SCHEMA_VERSION, "findings": [f.to_dict() for f in findings], "notes": notes}
     problems = validate_findings(doc)
@@ -66,7 +66,7 @@ def write_document(run_dir: Path, findings: list[Finding], notes: list[str], con
         raise ValueError(f"refusing to write an invalid findings.json: {'; '.join(problems)}")
     write_json(Path(run_dir) / "findings.json", doc)
     suspects = suspects_of(context, shortcut_classes)
-    table = with_duplicates(label_error_table(suspects, doc["findings"]), context, doc["findings"])
+    table = with_duplicates(label_error_table(suspects, doc["findings"], context.cfg), context, doc["findings"])
     write_atomic(Path(run_dir) / "label_errors.csv", table.to_csv(index=False))
     return doc
 

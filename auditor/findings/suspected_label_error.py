@@ -18,7 +18,7 @@ import pandas as pd
 
 from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_object_score, informative, object_scores
-from auditor.findings.place_evidence import TESTED_PLACE_KINDS, erasure_effect
+from auditor.findings.place_evidence import TESTED_PLACE_KINDS, erasure_effect, transplant_effect
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import auc_standard_error, object_score, rank_auc
 
@@ -127,7 +127,8 @@ def label_independence(records: pd.DataFrame, probs, suspects: pd.DataFrame, cfg
 def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None, context: Context | None = None,
                         shortcut_classes=frozenset()):
     """Every suspected label error of the run, most likely first (one global order), with `in_top` marking the
-    first of them up to cleanlab's estimate of the number of wrong labels.
+    first of them up to cleanlab's estimate of the number of wrong labels, and `labelling_fault` the suspects of a
+    labelling fault (ranked first).
 
     A suspect is flagged by cleanlab (label_error_filter) and predicted as another class. With a mask, a suspect
     whose predicted-class map is off the object, where the model's maps of that class normally sit on its objects,
@@ -151,7 +152,7 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     + 0.01 x that. Every other suspect follows in cleanlab's order, suspicion = 1 - p(label).
 
     No pair labelled one of `shortcut_classes` is a fault: classes the model recognises by a cue their images need
-    (`needed_cues`), whose images without the cue it mistakes surely and with labels as independent as wrong
+    (`shortcut_cues`), whose images without the cue it mistakes surely and with labels as independent as wrong
     ones (colour: diamonds without their sticker, predicted triangle), so their pair figures cannot tell a
     labelling fault from the shortcut's cost; their own probabilities still rank a wrong label the model never
     learned high. Surely, not by the point estimate: a big pair of look-alikes just past the bar (Fashion-MNIST seed
@@ -165,7 +166,8 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
         else _scored(records, cfg, probs, context))
     fault = may_be_fault & ~suspects["label"].astype(str).isin(list(shortcut_classes))
     suspicion = fault_order.where(fault, 1.0 - suspects["p_true"].fillna(1.0))
-    suspects = suspects.assign(suspicion=suspicion).sort_values(["suspicion", "p_pred"], ascending=False, kind="stable")
+    suspects = suspects.assign(suspicion=suspicion, labelling_fault=fault).sort_values(
+        ["suspicion", "p_pred"], ascending=False, kind="stable")
     return suspects.assign(in_top=np.arange(len(suspects)) < max(estimate, 1))
 
 
@@ -219,8 +221,8 @@ def find(records, maps, masks, classes, cfg: FindingsConfig, context: Context | 
     independence of at least label_error_min_independence, surely (`independence_low`, the AUC one standard error
     higher): where the images explain their labels, the pair is two classes that look alike, worth a look (medium at
     most) but not a labelling fault, and a pair of look-alikes just past the bar may be that too (Fashion-MNIST seed
-    23's shirts predicted T-shirt: 0.76, and 0.67 within one standard error). A pair whose labels are surely that
-    independent is no look-alike pair, so every one of its top-ranked suspects counts toward the rates
+    23's shirts predicted T-shirt: 0.76, and 0.67 within one standard error). In a labelling fault (labels surely
+    that independent, no shortcut class: `label_error_suspects`) every top-ranked suspect counts toward the rates
     (`counted_rate`), sure or not: a model trained on the same wrong labels gives each such image the noise's share
     of the label's probability, so fewer of them are sure (MNIST seed 25, flips in both splits: 35 of 61 sure, 9.6 %
     of the 1s, medium, against 16.8 % counted).
@@ -251,7 +253,7 @@ def pair_findings(suspects: pd.DataFrame, records: pd.DataFrame, classes: list[s
         independence = float(group["label_independence"].iloc[0])
         independence_low = float(group["independence_low"].iloc[0])
         surely_independent = independence_low >= cfg.label_error_min_independence  # so independence is, too
-        counted_rate = top / class_size[t] if surely_independent else rate
+        counted_rate = top / class_size[t] if group["labelling_fault"].iloc[0] else rate
         severity = (
             "high" if counted_rate >= cfg.label_error_high_rate and surely_independent
             else "medium" if counted_rate >= cfg.label_error_medium_rate else "low"
@@ -323,20 +325,36 @@ NEEDS_CUE = 0.5  # erasing a place's cue loses the class for this many more of i
 # without it are mistaken for other classes whatever their labels
 
 
-def needed_cues(findings: list[Finding]) -> dict[str, Finding]:
-    """Class -> the first place finding (medium or above) whose cue the model needs to recognise the class: erasing
-    it loses the class for NEEDS_CUE more of its carriers than a control erasure."""
-    needed = {}
+def shortcut_cues(findings: list[Finding], cfg: FindingsConfig) -> dict[str, Finding]:
+    """Class -> the first place finding (medium or above) whose cue the model recognises the class by: its images
+    need it (erasing it loses the class for NEEDS_CUE more of its carriers than a control erasure), or it makes the
+    class by itself (pasting it onto other classes' images turns transplant_min_effect more of them into the class
+    than a control paste, the place check's own bar). Either way images of the class without the cue are
+    mistaken for other classes whatever their labels: Fashion-MNIST seed 26's pullovers, a patch on 59 % of them,
+    none lost when it is erased but 21 % of other images turned by it (3 % by a control): all 51 pullovers predicted
+    shirt lacked it, a pair whose labels read as surely independent as the planted flips'."""
+    cues = {}
     for f in findings:
-        if f.kind in TESTED_PLACE_KINDS and f.severity != "low" and f.classes and erasure_effect(f) >= NEEDS_CUE:
-            needed.setdefault(f.classes[0], f)
-    return needed
+        if f.kind in TESTED_PLACE_KINDS and f.severity != "low" and f.classes and (
+                erasure_effect(f) >= NEEDS_CUE or transplant_effect(f) >= cfg.transplant_min_effect):
+            cues.setdefault(f.classes[0], f)
+    return cues
+
+
+def _cue_evidence(cue: Finding) -> str:
+    """What the place check measured that makes `cue` a shortcut cue (`shortcut_cues`), as a card says it."""
+    m = cue.metrics
+    if erasure_effect(cue) >= NEEDS_CUE:
+        return (f"with it erased, {m['erased_rate']:.0%} of them keep the class, under a control erasure "
+                f"{m['erased_control_rate']:.0%}")
+    return (f"pasted onto other classes' images it turns {m['transplant_rate']:.0%} of them into '{cue.classes[0]}', "
+            f"a random region {m['transplant_control_rate']:.0%}")
 
 
 def with_shortcut_costs(findings: list[Finding], context: Context) -> list[Finding]:
     """The findings with the label findings judged again now that the place findings' model figures are final.
 
-    A class the model recognises by a cue its images need (`needed_cues`) has its images without the cue
+    A class the model recognises by a cue (`shortcut_cues`) has its images without the cue
     mistaken surely, their labels as independent of what the model sees as wrong labels' (colour seeds 3, 7 and 11:
     diamonds without their sticker, predicted triangle), so no pair labelled it is a labelling fault
     (`label_error_suspects`' shortcut_classes): its suspects go in cleanlab's order, where a wrong label the model
@@ -344,31 +362,29 @@ def with_shortcut_costs(findings: list[Finding], context: Context) -> list[Findi
     below cleanlab's floor (benchmarks/label_regimes.py; benchmarks/README.md says where it costs). Each such pair's
     card says so, to be compared with the cue's images. The same set ranks label_errors.csv (`write_document`).
     """
-    needed = needed_cues(findings)
-    if not needed:
+    cues = shortcut_cues(findings, context.cfg)
+    if not cues:
         return findings
-    suspects = suspects_of(context, needed)
+    suspects = suspects_of(context, cues)
     labels = pair_findings(suspects, context.records, context.classes, context.cfg)
     out = [f for f in findings if f.kind != KIND.name]
     for f in labels:
-        cue = needed.get(f.pair["true"])
+        cue = cues.get(f.pair["true"])
         if cue is not None:
             f = dataclasses.replace(f, message=(
-                f"{f.message} The model recognises '{f.pair['true']}' by a cue its images need ({cue.id}: with it "
-                f"erased, {cue.metrics['erased_rate']:.0%} of them keep the class, under a control erasure "
-                f"{cue.metrics['erased_control_rate']:.0%}), so images of '{f.pair['true']}' without it are mistaken "
-                f"for other classes too: some of these may be that shortcut's cost rather than wrong labels, so they "
-                f"are ranked by their own probabilities, not as a labelling fault; compare them with {cue.id}'s "
-                "images."))
+                f"{f.message} The model recognises '{f.pair['true']}' by a cue ({cue.id}: {_cue_evidence(cue)}), so "
+                f"images of '{f.pair['true']}' without it are mistaken for other classes too: some of these may be "
+                "that shortcut's cost rather than wrong labels, so they are ranked by their own probabilities, not as "
+                f"a labelling fault; compare them with {cue.id}'s images."))
         out.append(f)
     return out
 
 
-def label_error_table(suspects: pd.DataFrame, findings: list[dict]) -> pd.DataFrame:
+def label_error_table(suspects: pd.DataFrame, findings: list[dict], cfg: FindingsConfig) -> pd.DataFrame:
     """label_errors.csv: every suspect in the one global order, most likely label error first (rank 1), with
     the id of its pair's finding (empty for pairs too small to be reported) and why it is listed ("predicted
     <pred>"; findings.duplicate_conflict adds near-duplicates). A suspect labelled a class that the model recognises
-    by a cue its images need (`needed_cues`) says so in its reason, as its pair's card does: the model mistakes that
+    by a cue (`shortcut_cues`) says so in its reason, as its pair's card does: the model mistakes that
     class's images without the cue too, so the row may be the shortcut's cost (a reviewer filtering the file sees it
     on the row, without the card). A context-driven suspect says so too, with its pair's context_confusion card if
     there is one: the predicted class's map is off the object."""
@@ -376,11 +392,11 @@ def label_error_table(suspects: pd.DataFrame, findings: list[dict]) -> pd.DataFr
              if (kind := f["kind"]) in (KIND.name, "context_confusion")}
     finding = [cards.get(("context_confusion" if context else KIND.name, t, p), "")
                for t, p, context in zip(suspects["label"], suspects["pred"], suspects["context_driven"])]
-    cues = {name: f.id for name, f in needed_cues([Finding(**f) for f in findings]).items()}
+    cues = {name: f.id for name, f in shortcut_cues([Finding(**f) for f in findings], cfg).items()}
     reason = [f"predicted {pred}"
               + (f"; the map of {pred} is off the object, where it usually sits on {pred}'s: may be context rather "
                  "than the label" if context else "")
-              + (f"; '{label}' is recognised by a cue its images need ({cues[label]}): may be that shortcut's cost"
+              + (f"; '{label}' is recognised by a cue ({cues[label]}): may be that shortcut's cost"
                  if label in cues else "")
               for label, pred, context in zip(suspects["label"], suspects["pred"], suspects["context_driven"])]
     table = suspects.assign(finding=finding, rank=np.arange(1, len(suspects) + 1), reason=reason)
