@@ -287,8 +287,8 @@ class FindingsConfig:
     # them are in label_errors.csv)
     label_error_medium_rate: float = 0.03  # share of the labelled class among the run's top-ranked suspects (as
     # many as cleanlab estimates wrong labels) predicted at least as surely as the predicted class's own images
-    # (confident learning's threshold), for medium severity; in a pair whose labels are surely independent of
-    # its images (label_error_min_independence), every top-ranked suspect counts, sure or not
+    # (confident learning's threshold), for medium severity; in a labelling fault (labels surely independent of the
+    # images, no shortcut class) every top-ranked suspect counts, sure or not
     label_error_high_rate: float = 0.1  # ... and for high severity
     label_error_min_p_pred: float = 0.5  # ... and only suspects whose predicted class has at least this
     # probability count toward those rates: a wrong label makes the model sure of the other class, more than of all

@@ -151,10 +151,10 @@ def label_error_suspects(records: pd.DataFrame, cfg: FindingsConfig, probs=None,
     label's, where a mask exists: a 7 carrying a 1's stroke draws both maps). suspicion = 1 + that pair score
     + 0.01 x that. Every other suspect follows in cleanlab's order, suspicion = 1 - p(label).
 
-    No pair labelled one of `shortcut_classes` is a fault: classes the model recognises by a cue their images need
-    (`shortcut_cues`), whose images without the cue it mistakes surely and with labels as independent as wrong
-    ones (colour: diamonds without their sticker, predicted triangle), so their pair figures cannot tell a
-    labelling fault from the shortcut's cost; their own probabilities still rank a wrong label the model never
+    No pair labelled one of `shortcut_classes` is a fault: classes the model recognises by a cue (`shortcut_cues`),
+    whose images without the cue it mistakes surely and with labels as independent as wrong ones (colour: diamonds
+    without their sticker, predicted triangle), so their pair figures cannot tell a labelling fault from the
+    shortcut's cost; their own probabilities still rank a wrong label the model never
     learned high. Surely, not by the point estimate: a big pair of look-alikes just past the bar (Fashion-MNIST seed
     23's shirts predicted T-shirt, 0.76, and 0.67 within one standard error) buried errors spread one or two a pair
     below cleanlab's order, while a small labelling fault whose AUC may be chance (13 sure mistakes) goes to
@@ -388,8 +388,8 @@ def label_error_table(suspects: pd.DataFrame, findings: list[dict], cfg: Finding
     class's images without the cue too, so the row may be the shortcut's cost (a reviewer filtering the file sees it
     on the row, without the card). A context-driven suspect says so too, with its pair's context_confusion card if
     there is one: the predicted class's map is off the object."""
-    cards = {(kind, f["pair"]["true"], f["pair"]["pred"]): f["id"] for f in findings
-             if (kind := f["kind"]) in (KIND.name, "context_confusion")}
+    cards = {(f["kind"], f["pair"]["true"], f["pair"]["pred"]): f["id"] for f in findings
+             if f["kind"] in (KIND.name, "context_confusion")}
     finding = [cards.get(("context_confusion" if context else KIND.name, t, p), "")
                for t, p, context in zip(suspects["label"], suspects["pred"], suspects["context_driven"])]
     cues = {name: f.id for name, f in shortcut_cues([Finding(**f) for f in findings], cfg).items()}
