@@ -4,8 +4,8 @@ Reads the run directories the planted-bias benchmarks leave (`<out>/run-masks`, 
 `<out>/flipped.json`), ranks their suspects again with the current code (`label_error_suspects` on records.parquet
 and probs.npy, with the classes the model recognises by a shortcut cue in the run's findings.json as the audit
 ranks them, `shortcut_cues`: no model, no audit) and prints, per run, the precision at k of that ranking and of
-cleanlab's `get_label_quality_scores(method="self_confidence")` on the same probabilities; k = the flips the model predicts as
-their true class, as planted.py scores it. With --keep-flips below 1, a seeded share of the flipped images is
+cleanlab's `get_label_quality_scores(method="self_confidence")` on the same probabilities; k = the flips the model
+predicts as their true class, as planted.py scores it. With --keep-flips below 1, a seeded share of the flipped images is
 dropped from the run first: a smaller flip share (the audit of issue 26 had 12 % of a class flipped, the benchmarks
 25 %) without training again. With --into-cue-class N, a third regime, simulated: N images of the flips' source class
 that the model gets right are relabelled, per class the model recognises by a shortcut cue (the run's findings:

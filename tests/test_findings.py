@@ -886,8 +886,8 @@ def test_a_class_recognised_by_a_shortcut_cue_has_no_labelling_fault_and_its_car
     assert list(suspects_of(context, {"bird"})["id"]) == [lone, *birds]  # cleanlab's order: p_true 0.015, 0.02, ...
     (card,) = of_kind(out, "suspected_label_error")
     assert card.message.startswith(of_kind(findings, "suspected_label_error")[0].message + " The model recognises "
-                                   "'bird' by a cue (F009: with it erased, 0% of them keep the class, under a control "
-                                   "erasure 100%)")
+                                   "'bird' by a cue (F009: with it erased the model still names the class for 0% of "
+                                   "these images (a random region erased: 100%))")
     assert "shortcut's cost" in card.message and "not as a labelling fault" in card.message
     others = [f for f in findings if f.kind != "suspected_label_error"]
     assert [f for f in out if f.kind != "suspected_label_error"] == [*others, place("bird", "high", 0.0, 1.0)]
@@ -895,8 +895,8 @@ def test_a_class_recognised_by_a_shortcut_cue_has_no_labelling_fault_and_its_car
     # past transplant_min_effect (0.1): the cue makes the class by itself
     (card,) = of_kind(with_shortcut_costs([*findings, place("bird", "high", 1.0, 1.0, 0.21, 0.03)], context),
                       "suspected_label_error")
-    assert ("(F009: pasted onto other classes' images it turns 21% of them into 'bird', a random region 3%)"
-            in card.message)
+    assert ("(F009: pasting it onto other classes' images turns 21% of them into this class (a random region of the "
+            "same images: 3%))" in card.message)
     # a cue the class does not need (0.9 - 0.5 = 0.4 < 0.5) and that makes no bird when pasted (0.08 - 0.03 < 0.1),
     # or a low place finding: the findings as they were
     for cue in (place("bird", "high", 0.5, 0.9, 0.08, 0.03), place("bird", "low", 0.0, 1.0)):

@@ -70,20 +70,34 @@ def erasure_effect(f: Finding) -> float:
 
 
 def what_the_model_did(figures: dict) -> list[str]:
-    """The transplant and erasure figures that were measured, as the finding's message says them (a frame's
-    place is the border band, its control the band just inside it: `place_check.place_figures`)."""
+    """The transplant and erasure figures that were measured, as the finding's message says them."""
+    return [s for s in (what_pasting_did(figures), what_erasing_did(figures)) if s is not None]
+
+
+def _place_words(figures: dict) -> tuple[str, str]:
+    """The place and its control as a message names them (a frame's place is the border band, its control the band
+    just inside it: `place_check.place_figures`)."""
+    return ("the border band", "the band just inside it") if "border_band" in figures else ("it", "a random region")
+
+
+def what_pasting_did(figures: dict) -> str | None:
+    """The transplant figures as a message says them; None where they were not measured."""
     rate, control = figures.get("transplant_rate"), figures.get("transplant_control_rate")
+    if rate is None or control is None:
+        return None
+    it, other = _place_words(figures)
+    return (f"pasting {it} onto other classes' images turns {rate:.0%} of them into this class "
+            f"({other} of the same images: {control:.0%})")
+
+
+def what_erasing_did(figures: dict) -> str | None:
+    """The erasure figures as a message says them; None where they were not measured."""
     kept, kept_control = figures.get("erased_rate"), figures.get("erased_control_rate")
-    frame = "border_band" in figures
-    it, other = ("the border band", "the band just inside it") if frame else ("it", "a random region")
-    said = []
-    if rate is not None and control is not None:
-        said.append(f"pasting {it} onto other classes' images turns {rate:.0%} of them into this class "
-                    f"({other} of the same images: {control:.0%})")
-    if kept is not None and kept_control is not None:
-        said.append(f"with {it} erased the model still names the class for {kept:.0%} of these images "
-                    f"({other} erased: {kept_control:.0%})")
-    return said
+    if kept is None or kept_control is None:
+        return None
+    it, other = _place_words(figures)
+    return (f"with {it} erased the model still names the class for {kept:.0%} of these images "
+            f"({other} erased: {kept_control:.0%})")
 
 
 def off_the_object(f: Finding, cfg: FindingsConfig) -> bool:

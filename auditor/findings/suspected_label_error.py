@@ -18,7 +18,9 @@ import pandas as pd
 
 from auditor.config import FindingsConfig
 from auditor.findings.context import Context, class_object_score, informative, object_scores
-from auditor.findings.place_evidence import TESTED_PLACE_KINDS, erasure_effect, transplant_effect
+from auditor.findings.place_evidence import (
+    TESTED_PLACE_KINDS, erasure_effect, transplant_effect, what_erasing_did, what_pasting_did,
+)
 from auditor.findings.record import Finding, Kind, metrics
 from auditor.findings.stats import auc_standard_error, object_score, rank_auc
 
@@ -342,13 +344,8 @@ def shortcut_cues(findings: list[Finding], cfg: FindingsConfig) -> dict[str, Fin
 
 
 def _cue_evidence(cue: Finding) -> str:
-    """What the place check measured that makes `cue` a shortcut cue (`shortcut_cues`), as a card says it."""
-    m = cue.metrics
-    if erasure_effect(cue) >= NEEDS_CUE:
-        return (f"with it erased, {m['erased_rate']:.0%} of them keep the class, under a control erasure "
-                f"{m['erased_control_rate']:.0%}")
-    return (f"pasted onto other classes' images it turns {m['transplant_rate']:.0%} of them into '{cue.classes[0]}', "
-            f"a random region {m['transplant_control_rate']:.0%}")
+    """What the place check measured that makes `cue` a shortcut cue (`shortcut_cues`), as its own card says it."""
+    return what_erasing_did(cue.metrics) if erasure_effect(cue) >= NEEDS_CUE else what_pasting_did(cue.metrics)
 
 
 def with_shortcut_costs(findings: list[Finding], context: Context) -> list[Finding]:
